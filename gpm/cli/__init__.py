@@ -1,0 +1,113 @@
+"""The ``gpm`` command: a thin Click layer over the library.
+
+Subcommands are loaded lazily from ``COMMANDS`` so ``gpm --help`` and
+``gpm sample`` never import polars, opentelemetry or prometheus_client (nor
+the modules of commands that were not asked for).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from gpm import __version__
+from gpm.cli.context import AppContext
+from gpm.errors import EXIT_CODES, EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
+
+# name -> ("module:attribute", short help shown by `gpm --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
+    "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
+}
+
+
+def exit_codes_epilog() -> str:
+    lines = ["\b", "Exit codes:"]
+    lines += [f"  {code:<4} {text}" for code, text in EXIT_CODES.items()]
+    return "\n".join(lines)
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported only when invoked."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        entry = COMMANDS.get(name)
+        if entry is None:
+            return None
+        module_name, attr = entry[0].split(":")
+        return getattr(importlib.import_module(module_name), attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=exit_codes_epilog(),
+)
+@click.version_option(__version__, "--version", prog_name="gpm", message="%(prog)s %(version)s")
+@click.option("--db", "db_path", envvar="GPM_DB", type=click.Path(dir_okay=False),
+              help="SQLite database (default: $XDG_DATA_HOME/gpm/gpm.db). Env: GPM_DB.")
+@click.option("--config", "config_path", envvar="GPM_CONFIG", type=click.Path(dir_okay=False),
+              help="Config file (default: $XDG_CONFIG_HOME/gpm/config.toml). Env: GPM_CONFIG.")
+@click.option("-v", "--verbose", count=True, help="More detail on stderr (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Print nothing but errors.")
+@click.pass_context
+def cli(ctx: click.Context, db_path, config_path, verbose, quiet) -> None:
+    """gpm: a GPU and local-LLM monitor.
+
+    Samples NVIDIA GPUs (NVML, or nvidia-smi as a fallback) and the processes
+    on them into one SQLite database; each subcommand runs alone from cron or
+    a systemd timer.
+    """
+    db_source = None
+    if db_path:
+        source = ctx.get_parameter_source("db_path")
+        db_source = "env GPM_DB" if source == click.core.ParameterSource.ENVIRONMENT else "flag --db"
+    ctx.obj = AppContext(
+        config_path=config_path, db_path=db_path, db_source=db_source,
+        verbose=verbose, quiet=quiet,
+    )
+    level = logging.ERROR if quiet else (logging.WARNING, logging.INFO, logging.DEBUG)[min(verbose, 2)]
+    logging.basicConfig(level=level, format="gpm: %(message)s", stream=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: turns every failure into one line and a documented exit code."""
+    try:
+        cli.main(args=argv, prog_name="gpm", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("gpm: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except GpmError as exc:
+        click.echo(f"gpm: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("gpm: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        # `gpm sample --json | head`: the reader left; that is not an error.
+        try:
+            sys.stdout = None  # type: ignore[assignment]
+        finally:
+            sys.exit(0)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        if "-v" in sys.argv or "-vv" in sys.argv or "--verbose" in sys.argv:
+            raise
+        click.echo(f"gpm: internal error: {type(exc).__name__}: {exc} (run with -v for details)", err=True)
+        sys.exit(EXIT_FAILURE)
+    sys.exit(0)

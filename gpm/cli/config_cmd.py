@@ -1,0 +1,85 @@
+"""``gpm config``: show, check or create the configuration file."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+
+from gpm.cli.context import AppContext, pass_app
+from gpm.errors import GpmError
+
+
+@click.group()
+def config() -> None:
+    """Show, check or create the configuration.
+
+    Precedence: defaults < config file < GPM_<SECTION>_<KEY> environment
+    variables < command-line flags. Errors name the file and line (or the
+    variable), the key, the value and what was expected, and exit with 2.
+    """
+
+
+@config.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON: {section: {key: {value, source}}}.")
+@pass_app
+def show(app: AppContext, as_json: bool) -> None:
+    """Print the effective configuration and where each value came from."""
+    from gpm.config import SCHEMA
+
+    cfg = app.config()
+    if as_json:
+        out: dict = {}
+        for key in SCHEMA:
+            out.setdefault(key.section, {})[key.name] = {
+                "value": cfg[key.dotted], "source": cfg.source(key.dotted),
+            }
+        click.echo(json.dumps(out, indent=2))
+        return
+    from tabulate import tabulate
+
+    rows = [[f"{k.section}.{k.name}", json.dumps(cfg[k.dotted]), cfg.source(k.dotted)] for k in SCHEMA]
+    where = cfg.config_path if cfg.config_file_found else f"{cfg.config_path} (not present)"
+    click.echo(f"config file: {where}")
+    click.echo(f"database:    {cfg.db_path}")
+    click.echo(tabulate(rows, headers=["key", "value", "source"]))
+
+
+@config.command()
+@pass_app
+def check(app: AppContext) -> None:
+    """Validate the configuration file and GPM_* variables; exit 0 or 2."""
+    cfg = app.config()
+    changed = sum(1 for src in cfg.sources.values() if src != "default")
+    where = cfg.config_path if cfg.config_file_found else "no config file"
+    app.say(f"ok: {where} ({changed} setting{'s' if changed != 1 else ''} not at default)")
+
+
+@config.command()
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+@click.option("--path", "target", type=click.Path(dir_okay=False),
+              help="Where to write (default: --config, or $XDG_CONFIG_HOME/gpm/config.toml).")
+@click.option("--stdout", "to_stdout", is_flag=True, help="Print the example instead of writing it.")
+@pass_app
+def init(app: AppContext, force: bool, target: str | None, to_stdout: bool) -> None:
+    """Write a commented example configuration (never overwrites without --force)."""
+    from gpm import paths
+    from gpm.config import example_toml
+
+    text = example_toml()
+    if to_stdout:
+        click.echo(text, nl=False)
+        return
+    path = Path(target or app.config_path or paths.default_config_path()).expanduser()
+    if path.exists() and not force:
+        raise GpmError(f"{path}: already exists (use --force to overwrite)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    app.say(f"wrote {path}")

@@ -1,0 +1,51 @@
+"""What every subcommand gets from the root group: settings and the database."""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from gpm.config import Config, load_config
+
+
+@dataclass
+class AppContext:
+    config_path: str | None = None
+    db_path: str | None = None
+    db_source: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+    _config: Config | None = field(default=None, repr=False)
+
+    def config(self, overrides: dict[str, tuple[Any, str]] | None = None) -> Config:
+        """The effective configuration, flags applied (loaded once)."""
+        if self._config is None:
+            cfg = load_config(self.config_path)
+            if self.db_path:
+                cfg.values["storage.db_path"] = str(Path(self.db_path).expanduser())
+                cfg.sources["storage.db_path"] = self.db_source or "flag --db"
+            self._config = cfg
+        if overrides:
+            return self._config.with_overrides(overrides)
+        return self._config
+
+    def open_db(self, *, readonly: bool = False) -> sqlite3.Connection:
+        from gpm.store.db import open_db
+
+        return open_db(self.config().db_path, readonly=readonly)
+
+    def say(self, message: str) -> None:
+        """Informational output, silenced by -q."""
+        if not self.quiet:
+            click.echo(message)
+
+    def warn(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(f"gpm: warning: {message}", err=True)
+
+
+pass_app = click.make_pass_decorator(AppContext)

@@ -1,0 +1,97 @@
+"""``gpm sample``: read every GPU once (or repeatedly) and store it."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from gpm.cli.context import AppContext, pass_app
+from gpm.errors import EXIT_FAILURE
+
+
+def _table(samples, host: str) -> str:
+    from tabulate import tabulate
+
+    from gpm.cli.units import fmt_bytes, fmt_opt
+
+    rows = []
+    for s in samples:
+        if not s.ok:
+            rows.append([s.index, s.name or "?", f"FAILED: {s.status}", "", "", "", ""])
+            continue
+        mem = f"{fmt_bytes(s.memory_used_bytes)} / {fmt_bytes(s.memory_total_bytes)}"
+        power = fmt_opt(s.power_watts, "{:.0f} W")
+        if s.power_limit_watts is not None and s.power_watts is not None:
+            power += f" / {s.power_limit_watts:.0f} W"
+        rows.append([
+            s.index, s.name, fmt_opt(s.utilization_gpu_percent, "{}%"), mem,
+            fmt_opt(s.temperature_celsius, "{}°C"), power, len(s.processes),
+        ])
+    return tabulate(rows, headers=["GPU", "Name", "Util", "Memory", "Temp", "Power", "Procs"])
+
+
+@click.command()
+@click.option("-n", "--count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of samples to take.")
+@click.option("-i", "--interval", type=click.FloatRange(min=0.1, max=3600),
+              help="Seconds between samples (default: [service] poll_interval_secs).")
+@click.option("-f", "--follow", is_flag=True, help="Keep sampling until Ctrl-C or SIGTERM.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON Lines: one object per GPU per sample.")
+@click.option("--no-store", is_flag=True, help="Sample without writing to the database.")
+@pass_app
+def sample(app: AppContext, count: int, interval: float | None, follow: bool,
+           as_json: bool, no_store: bool) -> None:
+    """Sample every GPU and store it in the database.
+
+    Reads each GPU through NVML (nvidia-smi when NVML cannot be used) with
+    the processes on it. Silent on success when stdout is not a terminal or
+    with -q; a table on a terminal; JSON Lines with --json. Repeats on a
+    drift-free schedule with --count/--follow; Ctrl-C or SIGTERM stops after
+    the current write.
+
+    \b
+    Exit codes: 0 ok; 1 a GPU failed to read (the others are stored) or
+    another error; 2 usage or config error; 69 no GPU backend could be opened.
+    """
+    from gpm.sampling import Sampler
+    from gpm.schedule import Stopper, ticks
+
+    cfg = app.config({"service.poll_interval_secs": (interval, "--interval")})
+    conn = None if no_store else app.open_db()
+    sampler = Sampler(cfg, conn=conn)
+    show_table = not as_json and not app.quiet and sys.stdout.isatty()
+    reported: dict[int, str] = {}
+    failed = False
+    try:
+        sampler.open()
+        if sampler.reader is not None and sampler.reader.source != "nvml" and cfg["gpu.enable_nvml"]:
+            app.warn("NVML unavailable; using nvidia-smi")
+        with Stopper() as stopper:
+            for _ in ticks(cfg["service.poll_interval_secs"], None if follow else count, stopper):
+                samples = sampler.sample(store=not no_store)
+                for s in samples:
+                    if not s.ok:
+                        failed = True
+                    if reported.get(s.index, "ok") != s.status:
+                        reported[s.index] = s.status
+                        if not s.ok:
+                            click.echo(f"gpm: GPU {s.index} ({s.uuid or s.name or '?'}) failed: {s.status}",
+                                       err=True)
+                if as_json:
+                    out = sys.stdout
+                    for s in samples:
+                        out.write(json.dumps(s.to_json(sampler.host)) + "\n")
+                    out.flush()
+                elif show_table:
+                    click.echo(_table(samples, sampler.host))
+                if not samples and not app.quiet and not as_json:
+                    click.echo("gpm: no GPUs found", err=True)
+    finally:
+        sampler.close()
+        if conn is not None:
+            conn.close()
+    if failed:
+        sys.exit(EXIT_FAILURE)

@@ -1,0 +1,481 @@
+"""Configuration: defaults < config file < ``GPM_*`` environment < flags.
+
+Every value remembers where it came from, so ``gpm config show`` can say why a
+setting is what it is. Validation is strict and the message is one line that
+names the file (and line) or the variable, the key, the value and what was
+expected: a monitor started from cron has nobody watching a traceback.
+
+The schema lives in ``SCHEMA`` below; it also produces the commented example
+that ``gpm config init`` writes and the table in the README.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from gpm import paths
+from gpm.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting: its section, name, type, default and limits."""
+
+    section: str
+    name: str
+    type: str  # bool | int | float | str | path | url | listen | choice | str_list | table_list
+    default: Any
+    help: str
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    # "module:function" called with (value, where) for checks the type cannot
+    # express (e.g. classification rules); imported only when the key is set.
+    validator: str | None = None
+
+    @property
+    def dotted(self) -> str:
+        return f"{self.section}.{self.name}"
+
+    @property
+    def env_var(self) -> str:
+        return f"GPM_{self.section}_{self.name}".upper()
+
+    def expected(self) -> str:
+        """Human words for what this key accepts, used in error messages."""
+        if self.type == "bool":
+            return "true or false"
+        if self.type in ("int", "float"):
+            noun = "an integer" if self.type == "int" else "a number"
+            if self.min is not None and self.max is not None:
+                return f"{noun} from {_num(self.min)} to {_num(self.max)}"
+            if self.min is not None:
+                return f"{noun} >= {_num(self.min)}"
+            return noun
+        if self.type == "choice":
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        if self.type == "url":
+            return "an http:// or https:// URL"
+        if self.type == "listen":
+            return "HOST:PORT with a port from 1 to 65535"
+        if self.type == "str_list":
+            return "a list of strings"
+        if self.type == "table_list":
+            return "an array of tables"
+        if self.type == "path":
+            return "a path"
+        return "a string"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+DEFAULT_METRICS_PORT = 10435
+
+SCHEMA: tuple[Key, ...] = (
+    Key("service", "poll_interval_secs", "float", 2.0,
+        "Seconds between GPU samples in `gpm daemon` and `gpm sample --follow`.", min=0.1, max=3600),
+    Key("service", "hostname", "str", "",
+        "Host name recorded with every row; empty means the machine's host name."),
+    Key("gpu", "enable_nvml", "bool", True,
+        "Read GPUs through NVML (libnvidia-ml.so.1)."),
+    Key("gpu", "fallback_to_nvidia_smi", "bool", True,
+        "Run `nvidia-smi -q -x` when NVML is disabled or cannot be opened."),
+    Key("gpu", "nvidia_smi_path", "str", "nvidia-smi",
+        "The nvidia-smi executable (looked up on PATH unless absolute)."),
+    Key("gpu", "nvidia_smi_timeout_secs", "float", 5.0,
+        "Kill nvidia-smi after this many seconds (it can hang on a sick GPU).", min=0.1, max=300),
+    Key("gpu", "nvml_retry_secs", "float", 60.0,
+        "How often the daemon retries opening NVML when no GPU backend works.", min=1, max=86400),
+    Key("ollama", "enabled", "bool", False,
+        "Watch a local Ollama server in `gpm daemon`."),
+    Key("ollama", "api_url", "url", "http://127.0.0.1:11434",
+        "The Ollama server to watch and to proxy to."),
+    Key("ollama", "poll_interval_secs", "float", 5.0,
+        "Seconds between polls of Ollama's /api/ps.", min=0.5, max=3600),
+    Key("ollama", "timeout_secs", "float", 5.0,
+        "Timeout for gpm's own requests to Ollama (/api/version, /api/ps).", min=0.1, max=600),
+    Key("ollama", "enable_proxy", "bool", False,
+        "Run the recording proxy in `gpm daemon`."),
+    Key("ollama", "proxy_listen", "listen", "127.0.0.1:11435",
+        "Where the recording proxy listens; point OLLAMA_HOST at it."),
+    Key("ollama", "store_prompts", "bool", False,
+        "Store prompts and responses of proxied requests (off: only counts and timings)."),
+    Key("storage", "db_path", "path", "",
+        "SQLite database; empty means $XDG_DATA_HOME/gpm/gpm.db."),
+    Key("storage", "retention_days", "int", 7,
+        "Rows older than this many days move to Parquet on `gpm archive`.", min=1, max=36500),
+    Key("storage", "enable_parquet_archival", "bool", True,
+        "Let `gpm daemon` archive old rows to Parquet every archive_interval_secs."),
+    Key("storage", "archive_dir", "path", "",
+        "Parquet archive folder; empty means $XDG_DATA_HOME/gpm/archive."),
+    Key("storage", "archive_interval_secs", "float", 3600.0,
+        "How often `gpm daemon` runs the archive job.", min=60, max=604800),
+    Key("telemetry", "enable_prometheus", "bool", False,
+        "Serve Prometheus metrics from `gpm daemon`."),
+    Key("telemetry", "metrics_listen", "listen", f"127.0.0.1:{DEFAULT_METRICS_PORT}",
+        "Address of the Prometheus /metrics endpoint."),
+    Key("telemetry", "scrape_cache_secs", "float", 1.0,
+        "Standalone serve-metrics reuses a GPU sample younger than this.", min=0, max=3600),
+    Key("telemetry", "per_process", "bool", False,
+        "Export one series per GPU process (pid label) besides the per-category totals."),
+    Key("telemetry", "enable_opentelemetry", "bool", False,
+        "Push metrics (and proxy traces) over OTLP."),
+    Key("telemetry", "otlp_endpoint", "url", "http://localhost:4317",
+        "The OTLP receiver (an OpenTelemetry collector or backend)."),
+    Key("telemetry", "otlp_protocol", "choice", "grpc",
+        "OTLP transport.", choices=("grpc", "http/protobuf")),
+    Key("telemetry", "export_interval_secs", "float", 10.0,
+        "Seconds between OTLP metric exports.", min=1, max=86400),
+    Key("alerts", "temp_threshold_celsius", "float", 85.0,
+        "Alert when a GPU is hotter than this.", min=0, max=150),
+    Key("alerts", "memory_threshold_percent", "float", 95.0,
+        "Alert when GPU memory use is above this share.", min=0, max=100),
+    Key("classify", "store_cmdline", "bool", True,
+        "Store (redacted) command lines of GPU processes; false stores none."),
+    Key("classify", "steam_paths", "str_list", [],
+        "Extra Steam library folders to scan for game names."),
+    Key("classify", "rules", "table_list", [],
+        "User classification rules ([[classify.rules]]), checked before the built-in ones.",
+        validator="gpm.classify.rules:validate_rules"),
+    Key("report", "busy_threshold_percent", "float", 5.0,
+        "A GPU counts as busy when its utilization is above this.", min=0, max=100),
+    Key("daemon", "log_level", "choice", "info",
+        "Log level of `gpm daemon`.", choices=("debug", "info", "warning", "error")),
+    Key("daemon", "log_format", "choice", "text",
+        "Log line format of `gpm daemon`.", choices=("text", "json")),
+)
+
+KEYS: dict[str, Key] = {k.dotted: k for k in SCHEMA}
+SECTIONS: dict[str, list[Key]] = {}
+for _k in SCHEMA:
+    SECTIONS.setdefault(_k.section, []).append(_k)
+
+# Variables that belong to the root command, not to a [section] key.
+ROOT_ENV_VARS = ("GPM_DB", "GPM_CONFIG")
+
+
+@dataclass
+class Config:
+    """The effective configuration: ``cfg.get("service.poll_interval_secs")``.
+
+    ``values`` maps dotted keys to values; ``sources`` maps them to where the
+    value came from ("default", "/path/config.toml:3", "env GPM_...", "flag --x").
+    """
+
+    values: dict[str, Any]
+    sources: dict[str, str]
+    config_path: Path | None = None
+    config_file_found: bool = False
+
+    def get(self, dotted: str) -> Any:
+        return self.values[dotted]
+
+    def __getitem__(self, dotted: str) -> Any:
+        return self.values[dotted]
+
+    def source(self, dotted: str) -> str:
+        return self.sources[dotted]
+
+    def section(self, name: str) -> dict[str, Any]:
+        return {k.name: self.values[k.dotted] for k in SECTIONS[name]}
+
+    @property
+    def db_path(self) -> Path:
+        value = self.values["storage.db_path"]
+        return Path(value).expanduser() if value else paths.default_db_path()
+
+    @property
+    def archive_dir(self) -> Path:
+        value = self.values["storage.archive_dir"]
+        return Path(value).expanduser() if value else paths.default_archive_dir()
+
+    @property
+    def hostname(self) -> str:
+        return self.values["service.hostname"] or socket.gethostname()
+
+    def with_overrides(self, overrides: Mapping[str, tuple[Any, str]]) -> "Config":
+        """A copy with flag values applied: ``{"dotted": (value, "--flag")}``."""
+        values = dict(self.values)
+        sources = dict(self.sources)
+        for dotted, (value, flag) in overrides.items():
+            if value is None:
+                continue
+            key = KEYS[dotted]
+            values[dotted] = _check(key, value, f"option {flag}")
+            sources[dotted] = f"flag {flag}"
+        return Config(values, sources, self.config_path, self.config_file_found)
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for key in SCHEMA:
+            out.setdefault(key.section, {})[key.name] = self.values[key.dotted]
+        return out
+
+
+def _did_you_mean(word: str, options: list[str]) -> str:
+    match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
+               "0": False, "false": False, "no": False, "off": False}
+
+
+def _toml_value_safe(value: Any) -> str:
+    try:
+        return _toml_value(value)
+    except TypeError:
+        return repr(value)
+
+
+def _parse_env(key: Key, raw: str, where: str) -> Any:
+    """Turn an environment string into the key's type."""
+    text = raw.strip()
+    try:
+        if key.type == "bool":
+            return _BOOL_WORDS[text.lower()]
+        if key.type == "int":
+            return int(text)
+        if key.type == "float":
+            return float(text)
+        if key.type == "str_list":
+            return [part.strip() for part in text.split(",") if part.strip()]
+        if key.type == "table_list":
+            raise ValueError
+    except (KeyError, ValueError):
+        raise ConfigError(
+            f"{where}: [{key.section}] {key.name} = {raw!r}: expected {key.expected()}"
+        ) from None
+    return text
+
+
+def _check(key: Key, value: Any, where: str) -> Any:
+    """Validate a typed value against the key; return it (normalised)."""
+
+    original = value
+
+    def bad() -> ConfigError:
+        shown = repr(original) if isinstance(original, str) else _toml_value_safe(original)
+        return ConfigError(f"{where}: [{key.section}] {key.name} = {shown}: expected {key.expected()}")
+
+    t = key.type
+    if t == "bool":
+        if not isinstance(value, bool):
+            raise bad()
+    elif t in ("int", "float"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad()
+        if t == "int" and not isinstance(value, int):
+            if not float(value).is_integer():
+                raise bad()
+            value = int(value)
+        if t == "float":
+            value = float(value)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise bad()
+        if key.min is not None and value < key.min:
+            raise bad()
+        if key.max is not None and value > key.max:
+            raise bad()
+    elif t in ("str", "path"):
+        if not isinstance(value, str):
+            raise bad()
+    elif t == "url":
+        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+            raise bad()
+    elif t == "listen":
+        if not isinstance(value, str):
+            raise bad()
+        try:
+            parse_listen(value)
+        except ValueError:
+            raise bad() from None
+    elif t == "choice":
+        if value not in key.choices:
+            raise bad()
+    elif t == "str_list":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise bad()
+    elif t == "table_list":
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise bad()
+    if key.validator and value:
+        module_name, func_name = key.validator.split(":")
+        import importlib
+
+        validate: Callable[[Any, str], Any] = getattr(importlib.import_module(module_name), func_name)
+        value = validate(value, where)
+    return value
+
+
+def parse_listen(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``"HOST:PORT"``, ``":PORT"``, ``"PORT"`` or ``"[::1]:PORT"`` -> (host, port)."""
+    text = value.strip()
+    if text.isdigit():
+        host, port_text = default_host, text
+    elif text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1:].startswith(":"):
+            raise ValueError(value)
+        host, port_text = text[1:end], text[end + 2:]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            raise ValueError(value)
+        host = host or default_host
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise ValueError(value)
+    return host, int(port_text)
+
+
+def _key_line(text: str, section: str, name: str | None) -> int | None:
+    """The 1-based line of ``name`` inside ``[section]`` (or of the header)."""
+    current = None
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[\[?\s*([A-Za-z0-9_.\-\"']+)\s*\]\]?", stripped)
+        if header:
+            current = header.group(1).strip("\"'")
+            if name is None and current == section:
+                return number
+            continue
+        if name is not None and current == section and re.match(
+            rf"^[\"']?{re.escape(name)}[\"']?\s*=", stripped
+        ):
+            return number
+    return None
+
+
+def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+    try:
+        import tomllib  # Python 3.11+
+    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config file: {err.strerror}") from None
+    try:
+        return tomllib.loads(text), text
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(f"{path}: invalid TOML: {err}") from None
+
+
+def _apply_file(values: dict, sources: dict, path: Path) -> None:
+    data, text = _read_toml(path)
+    for section, table in data.items():
+        if section not in SECTIONS:
+            line = _key_line(text, section, None)
+            where = f"{path}:{line}" if line else str(path)
+            raise ConfigError(
+                f"{where}: unknown section [{section}]{_did_you_mean(section, list(SECTIONS))}"
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(f"{path}: '{section}' must be a [section] table, not a value")
+        known = {k.name: k for k in SECTIONS[section]}
+        for name, value in table.items():
+            line = _key_line(text, section, name)
+            where = f"{path}:{line}" if line else str(path)
+            if name not in known:
+                raise ConfigError(
+                    f"{where}: unknown key '{name}' in [{section}]{_did_you_mean(name, list(known))}"
+                )
+            key = known[name]
+            values[key.dotted] = _check(key, value, where)
+            sources[key.dotted] = where
+
+
+def _apply_env(values: dict, sources: dict, env: Mapping[str, str]) -> None:
+    by_var = {k.env_var: k for k in SCHEMA}
+    prefixes = tuple(f"GPM_{s.upper()}_" for s in SECTIONS)
+    for var, raw in env.items():
+        if not var.startswith("GPM_") or var in ROOT_ENV_VARS:
+            continue
+        key = by_var.get(var)
+        if key is None:
+            if var.startswith(prefixes):
+                raise ConfigError(
+                    f"environment {var}: unknown setting{_did_you_mean(var, list(by_var))}"
+                )
+            continue
+        where = f"environment {var}"
+        values[key.dotted] = _check(key, _parse_env(key, raw, where), where)
+        sources[key.dotted] = f"env {var}"
+
+
+def load_config(
+    path: str | os.PathLike | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Resolve defaults < file < environment.
+
+    ``path`` None means the default location, which may be absent. A path
+    given explicitly (``--config``/``GPM_CONFIG``) must exist.
+    """
+    env = os.environ if env is None else env
+    values = {k.dotted: _copy(k.default) for k in SCHEMA}
+    sources = {k.dotted: "default" for k in SCHEMA}
+    explicit = path is not None
+    config_path = Path(path).expanduser() if explicit else paths.default_config_path()
+    found = config_path.is_file()
+    if explicit and not found:
+        raise ConfigError(f"{config_path}: config file not found")
+    if found:
+        _apply_file(values, sources, config_path)
+    _apply_env(values, sources, env)
+    return Config(values, sources, config_path, found)
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return _num(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(value)
+
+
+def example_toml() -> str:
+    """The commented example written by ``gpm config init``.
+
+    Every key is present, commented out at its default, so the file documents
+    itself and an uncommented line is always a deliberate change.
+    """
+    lines = [
+        "# gpm configuration. Precedence: defaults < this file < GPM_<SECTION>_<KEY>",
+        "# environment variables < command-line flags. `gpm config show` prints the",
+        "# effective values and where each came from; `gpm config check` validates.",
+    ]
+    for section, keys in SECTIONS.items():
+        lines += ["", f"[{section}]"]
+        for key in keys:
+            lines.append(f"# {key.help} ({key.expected()}; env {key.env_var})")
+            if key.type == "table_list":
+                lines += [
+                    "# Example rule (match on exe, name, cmdline regex, appid or library):",
+                    f"# [[{section}.{key.name}]]",
+                    '# cmdline = "my_trainer\\\\.py"',
+                    '# category = "ml_training"',
+                    '# label = "my trainer"',
+                ]
+            else:
+                lines.append(f"# {key.name} = {_toml_value(key.default)}")
+    return "\n".join(lines) + "\n"

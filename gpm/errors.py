@@ -1,0 +1,54 @@
+"""Exit codes and the errors that carry them.
+
+Every failure a user can cause or meet ends as one line on stderr and one of
+these exit codes; the CLI turns a ``GpmError`` into exactly that. The codes
+follow BSD ``sysexits.h`` where one fits, so shell scripts and systemd can
+tell "fix your config" from "no GPU here" from "try again later".
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_FAILURE = 1  # anything else (an unexpected error, a failed GPU read...)
+EXIT_USAGE = 2  # bad command line or configuration
+EXIT_NO_BACKEND = 69  # EX_UNAVAILABLE: no GPU backend could be opened
+EXIT_LOCKED = 75  # EX_TEMPFAIL: another run of the same job holds its lock
+EXIT_INTERRUPTED = 130  # stopped by Ctrl-C before finishing
+
+EXIT_CODES = {
+    EXIT_OK: "success",
+    EXIT_FAILURE: "any other error (details on stderr)",
+    EXIT_USAGE: "usage or configuration error",
+    EXIT_NO_BACKEND: "no GPU backend could be opened (NVML and nvidia-smi both failed; reason on stderr)",
+    EXIT_LOCKED: "another run of the same job is in progress (lock held)",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C before the work was done",
+}
+
+
+class GpmError(Exception):
+    """An error meant for the user: ``str(err)`` is the whole message."""
+
+    exit_code = EXIT_FAILURE
+
+    def __init__(self, message: str, exit_code: int | None = None):
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class ConfigError(GpmError):
+    """A configuration value is unknown, of the wrong type or out of range."""
+
+    exit_code = EXIT_USAGE
+
+
+class NoBackendError(GpmError):
+    """Neither NVML nor nvidia-smi could be used; the message says why."""
+
+    exit_code = EXIT_NO_BACKEND
+
+
+class LockedError(GpmError):
+    """Another process runs the same job kind right now."""
+
+    exit_code = EXIT_LOCKED

@@ -1,0 +1,263 @@
+"""Read GPUs through NVML. The only module in gpm that imports ``pynvml``.
+
+Design, after gpustat and nvitop:
+- ``nvmlInit`` happens in ``NvmlReader.open()``, never at import time, and its
+  failures become one-line reasons (``NoBackendError``).
+- Every optional field goes through ``_field``: a field the GPU or driver does
+  not support is ``None``; it never fails the GPU and is never a made-up 0.
+- A GPU that is lost (``GPU_IS_LOST``) or answers ``UNKNOWN`` is reported as
+  failed, with the reason in ``status``, while the other GPUs are still read.
+- Static facts (name, uuid, bus id, serial, versions) are read once per
+  ``open()``; each sample re-reads only what changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pynvml
+
+from gpm.errors import NoBackendError
+from gpm.gpu.model import GpuProcess, GpuSample, now_ms
+from gpm.gpu.procname import process_name
+
+# Errors that mean "this field is not available here": the field becomes None.
+_FIELD_UNAVAILABLE = {
+    pynvml.NVML_ERROR_NOT_SUPPORTED,
+    pynvml.NVML_ERROR_NO_PERMISSION,
+    pynvml.NVML_ERROR_NOT_FOUND,
+    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
+    pynvml.NVML_ERROR_INVALID_ARGUMENT,
+    pynvml.NVML_ERROR_NO_DATA,
+    getattr(pynvml, "NVML_ERROR_ARGUMENT_VERSION_MISMATCH", -1),
+}
+
+_ERROR_NAMES = {
+    getattr(pynvml, name): name[len("NVML_ERROR_"):].lower()
+    for name in dir(pynvml)
+    if name.startswith("NVML_ERROR_") and isinstance(getattr(pynvml, name), int)
+}
+
+_INIT_REASONS = {
+    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
+        "NVML library not found (libnvidia-ml.so.1): is the NVIDIA driver installed?",
+    pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
+        "NVIDIA driver not loaded (no /dev/nvidia*; is the kernel module loaded?)",
+    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
+        "NVIDIA driver/library version mismatch: the kernel module and libnvidia-ml "
+        "differ (reboot after a driver upgrade)",
+    pynvml.NVML_ERROR_NO_PERMISSION:
+        "no permission to open the GPU (check access to /dev/nvidia*)",
+    pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES:
+        "NVML could not allocate resources to initialise",
+}
+
+
+def error_name(err: pynvml.NVMLError) -> str:
+    """``gpu_is_lost``, ``unknown``, ... for an NVML error."""
+    return _ERROR_NAMES.get(err.value, f"nvml_error_{err.value}")
+
+
+class _GpuFailed(Exception):
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _field(fn, *args):
+    """Call an NVML getter; unsupported -> None; GPU trouble -> _GpuFailed."""
+    try:
+        return fn(*args)
+    except pynvml.NVMLError as err:
+        if err.value in _FIELD_UNAVAILABLE:
+            return None
+        raise _GpuFailed(error_name(err)) from None
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+
+
+@dataclass
+class _Static:
+    handle: object
+    index: int
+    uuid: str | None = None
+    name: str | None = None
+    pci_bus_id: str | None = None
+    serial: str | None = None
+    failed: str | None = None  # reason, when the GPU could not even be opened
+    last_process_ts: int = 0  # for nvmlDeviceGetProcessUtilization
+
+
+class NvmlReader:
+    """Samples every GPU through NVML.
+
+    ``open()`` raises ``NoBackendError`` with a one-line reason; ``read()``
+    returns one ``GpuSample`` per GPU, failed GPUs included.
+    """
+
+    source = "nvml"
+
+    def __init__(self) -> None:
+        self._gpus: list[_Static] = []
+        self._opened = False
+        self.driver_version: str | None = None
+        self.cuda_version: str | None = None
+
+    def open(self) -> "NvmlReader":
+        if self._opened:
+            return self
+        try:
+            pynvml.nvmlInit()
+        except pynvml.NVMLError as err:
+            reason = _INIT_REASONS.get(err.value, f"NVML failed to initialise: {err}")
+            raise NoBackendError(reason) from None
+        except OSError as err:  # pragma: no cover - ctypes trouble
+            raise NoBackendError(f"NVML could not be loaded: {err}") from None
+        self._opened = True
+        try:
+            self.driver_version = _text(_field(pynvml.nvmlSystemGetDriverVersion))
+            cuda = _field(pynvml.nvmlSystemGetCudaDriverVersion)
+            if cuda:
+                self.cuda_version = f"{cuda // 1000}.{cuda % 1000 // 10}"
+        except _GpuFailed:
+            pass
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        except pynvml.NVMLError as err:
+            self.close()
+            raise NoBackendError(f"NVML cannot count GPUs: {err}") from None
+        self._gpus = [self._open_gpu(i) for i in range(count)]
+        return self
+
+    def _open_gpu(self, index: int) -> _Static:
+        try:
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+        except pynvml.NVMLError as err:
+            return _Static(handle=None, index=index, failed=error_name(err))
+        gpu = _Static(handle=handle, index=index)
+        try:
+            gpu.uuid = _text(_field(pynvml.nvmlDeviceGetUUID, handle))
+            gpu.name = _text(_field(pynvml.nvmlDeviceGetName, handle))
+            pci = _field(pynvml.nvmlDeviceGetPciInfo, handle)
+            gpu.pci_bus_id = _text(pci.busId) if pci is not None else None
+            gpu.serial = _text(_field(pynvml.nvmlDeviceGetSerial, handle))
+        except _GpuFailed as failed:
+            gpu.failed = failed.reason
+        return gpu
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self._gpus)
+
+    def close(self) -> None:
+        if self._opened:
+            try:
+                pynvml.nvmlShutdown()
+            except pynvml.NVMLError:
+                pass
+            self._opened = False
+
+    def read(self, *, processes: bool = True) -> list[GpuSample]:
+        if not self._opened:
+            self.open()
+        ts = now_ms()
+        return [self._read_gpu(gpu, ts, processes) for gpu in self._gpus]
+
+    def _read_gpu(self, gpu: _Static, ts: int, with_processes: bool) -> GpuSample:
+        s = GpuSample(
+            ts_ms=ts, index=gpu.index, source=self.source, uuid=gpu.uuid, name=gpu.name,
+            pci_bus_id=gpu.pci_bus_id, serial=gpu.serial,
+            driver_version=self.driver_version, cuda_version=self.cuda_version,
+        )
+        if gpu.failed:
+            s.status = gpu.failed
+            return s
+        h = gpu.handle
+        try:
+            util = _field(pynvml.nvmlDeviceGetUtilizationRates, h)
+            if util is not None:
+                s.utilization_gpu_percent = util.gpu
+                s.utilization_memory_percent = util.memory
+            mem = _field(pynvml.nvmlDeviceGetMemoryInfo, h)
+            if mem is not None:
+                s.memory_used_bytes = mem.used
+                s.memory_total_bytes = mem.total
+            s.temperature_celsius = _field(
+                pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU
+            )
+            power = _field(pynvml.nvmlDeviceGetPowerUsage, h)
+            s.power_watts = None if power is None else power / 1000
+            limit = _field(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
+            s.power_limit_watts = None if limit is None else limit / 1000
+            energy = _field(pynvml.nvmlDeviceGetTotalEnergyConsumption, h)
+            s.energy_joules = None if energy is None else energy / 1000
+            s.sm_clock_mhz = _field(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM)
+            s.memory_clock_mhz = _field(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_MEM)
+            s.fan_percent = _field(pynvml.nvmlDeviceGetFanSpeed, h)
+            s.pstate = _field(pynvml.nvmlDeviceGetPerformanceState, h)
+            if s.pstate is not None and not 0 <= s.pstate <= 15:
+                s.pstate = None  # NVML_PSTATE_UNKNOWN (32)
+            s.throttle_reasons = self._throttle(h)
+            if with_processes:
+                s.processes = self._processes(gpu)
+        except _GpuFailed as failed:
+            s.status = failed.reason
+        return s
+
+    @staticmethod
+    def _throttle(h) -> int | None:
+        getter = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
+        if getter is not None:
+            mask = _field(getter, h)
+            if mask is not None:
+                return int(mask)
+        mask = _field(pynvml.nvmlDeviceGetCurrentClocksThrottleReasons, h)
+        return None if mask is None else int(mask)
+
+    def _processes(self, gpu: _Static) -> list[GpuProcess]:
+        h = gpu.handle
+        found: dict[int, GpuProcess] = {}
+        for kind, getter in (
+            ("compute", pynvml.nvmlDeviceGetComputeRunningProcesses),
+            ("graphics", pynvml.nvmlDeviceGetGraphicsRunningProcesses),
+        ):
+            for info in _field(getter, h) or []:
+                used = info.usedGpuMemory
+                existing = found.get(info.pid)
+                if existing is None:
+                    found[info.pid] = GpuProcess(pid=info.pid, used_memory_bytes=used, type=kind)
+                else:
+                    existing.type = "compute+graphics"
+                    if used is not None:
+                        existing.used_memory_bytes = max(existing.used_memory_bytes or 0, used)
+        if found:
+            self._process_utilization(gpu, found)
+            for proc in found.values():
+                proc.name = process_name(proc.pid)
+        return sorted(found.values(), key=lambda p: p.pid)
+
+    @staticmethod
+    def _process_utilization(gpu: _Static, found: dict[int, GpuProcess]) -> None:
+        try:
+            samples = pynvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.last_process_ts)
+        except pynvml.NVMLError as err:
+            if err.value == pynvml.NVML_ERROR_GPU_IS_LOST:
+                raise _GpuFailed(error_name(err)) from None
+            return  # not supported, or no samples since last time
+        for sample in samples:
+            proc = found.get(sample.pid)
+            if proc is not None:
+                proc.sm_utilization_percent = sample.smUtil
+            gpu.last_process_ts = max(gpu.last_process_ts, sample.timeStamp)
+
+
+def nvml_read_once() -> list[GpuSample]:
+    """Open, read every GPU once, close: the cron path."""
+    reader = NvmlReader().open()
+    try:
+        return reader.read()
+    finally:
+        reader.close()

@@ -1,0 +1,49 @@
+"""Choose the GPU backend: NVML first, nvidia-smi when allowed and needed."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gpm.config import Config
+from gpm.errors import NoBackendError
+from gpm.gpu.model import GpuSample
+
+
+class GpuReader(Protocol):
+    source: str
+
+    def open(self) -> "GpuReader": ...
+
+    def read(self, *, processes: bool = True) -> list[GpuSample]: ...
+
+    def close(self) -> None: ...
+
+
+def open_reader(cfg: Config) -> GpuReader:
+    """An opened reader, or ``NoBackendError`` with every reason tried.
+
+    The message names why NVML failed *and* why the fallback did, so the one
+    line on stderr is enough to fix the machine.
+    """
+    reasons: list[str] = []
+    if cfg["gpu.enable_nvml"]:
+        try:
+            from gpm.gpu.nvml import NvmlReader
+
+            return NvmlReader().open()
+        except NoBackendError as err:
+            reasons.append(f"NVML: {err}")
+        except ImportError as err:  # pragma: no cover - broken install
+            reasons.append(f"NVML: cannot import pynvml ({err})")
+    else:
+        reasons.append("NVML: disabled by [gpu] enable_nvml")
+    if cfg["gpu.fallback_to_nvidia_smi"]:
+        from gpm.gpu.smi import SmiReader
+
+        try:
+            return SmiReader(cfg["gpu.nvidia_smi_path"], cfg["gpu.nvidia_smi_timeout_secs"]).open()
+        except NoBackendError as err:
+            reasons.append(f"nvidia-smi: {err}")
+    else:
+        reasons.append("nvidia-smi fallback disabled by [gpu] fallback_to_nvidia_smi")
+    raise NoBackendError("no GPU backend: " + "; ".join(reasons))

@@ -1,0 +1,79 @@
+"""One sampling step, shared by ``gpm sample``, the daemon and the exporters.
+
+read every GPU -> enrich (process classification) -> store, all in one place
+so the daemon and the cron command can never drift apart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gpm.config import Config
+from gpm.gpu.model import GpuSample
+from gpm.gpu.reader import GpuReader, open_reader
+from gpm.store.db import write
+from gpm.store.samples import GpuIds, _save
+
+# enrich(samples, sampler) mutates samples in place (e.g. classify processes).
+Enricher = Callable[[list[GpuSample], "Sampler"], None]
+# save(conn, host, samples, gpu_ids) runs inside the sample's transaction.
+Saver = Callable[[sqlite3.Connection, str, list[GpuSample], dict[int, int]], None]
+
+
+def default_enrichers() -> list[Enricher]:
+    return []
+
+
+def default_savers() -> list[Saver]:
+    return []
+
+
+@dataclass
+class Sampler:
+    """Holds an open reader (and database) across samples.
+
+    The cron path builds one, samples once and closes it; the daemon keeps
+    one for its whole life, which keeps NVML initialised and the GPU ids cached.
+    """
+
+    cfg: Config
+    conn: sqlite3.Connection | None = None
+    reader: GpuReader | None = None
+    enrichers: list[Enricher] = field(default_factory=default_enrichers)
+    savers: list[Saver] = field(default_factory=default_savers)
+    host: str = ""
+    _ids: GpuIds = field(default_factory=GpuIds)
+    state: dict = field(default_factory=dict)  # per-enricher caches
+
+    def __post_init__(self) -> None:
+        self.host = self.host or self.cfg.hostname
+
+    def open(self) -> "Sampler":
+        if self.reader is None:
+            self.reader = open_reader(self.cfg)
+        return self
+
+    def sample(self, *, store: bool = True) -> list[GpuSample]:
+        """Read, enrich and (optionally) store one sample of every GPU."""
+        self.open()
+        assert self.reader is not None
+        samples = self.reader.read()
+        for enrich in self.enrichers:
+            enrich(samples, self)
+        if store and self.conn is not None and samples:
+            self.store(samples)
+        return samples
+
+    def store(self, samples: list[GpuSample]) -> None:
+        assert self.conn is not None
+        with write(self.conn):
+            gpu_ids = _save(self.conn, self.host, samples, self._ids)
+            for save in self.savers:
+                save(self.conn, self.host, samples, gpu_ids)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None

@@ -1,0 +1,78 @@
+"""Drift-free repetition and clean stops on SIGTERM/SIGINT.
+
+``gpm sample --follow``, ``gpm ollama-watch --follow`` and the daemon all
+repeat work on a fixed grid (start + k * interval) instead of sleeping
+"interval" after each run, so a slow run never shifts later samples. A signal
+only sets an event: the work in hand (a database write) finishes first.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from typing import Iterator
+
+
+class Stopper:
+    """Turns SIGTERM/SIGINT into a flag that sleeping loops wake up for."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def install(self, signals=(signal.SIGTERM, signal.SIGINT)) -> "Stopper":
+        if threading.current_thread() is threading.main_thread():
+            for sig in signals:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, _frame) -> None:
+        self.signal = signum
+        self.event.set()
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]
+        self._previous.clear()
+
+    @property
+    def stopped(self) -> bool:
+        return self.event.is_set()
+
+    def sleep(self, seconds: float) -> bool:
+        """Sleep unless stopped; True when woken by a stop."""
+        if seconds <= 0:
+            return self.event.is_set()
+        return self.event.wait(seconds)
+
+    def __enter__(self) -> "Stopper":
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+def ticks(interval: float, count: int | None, stopper: Stopper, clock=time.monotonic) -> Iterator[int]:
+    """Yield 0, 1, 2... on the grid start + k*interval until count or a stop.
+
+    A run that overran its slot skips the missed slots rather than bursting
+    to catch up: a sample is a reading of "now", not a debt.
+    """
+    start = clock()
+    k = 0
+    while count is None or k < count:
+        if stopper.stopped:
+            return
+        yield k
+        k += 1
+        if count is not None and k >= count:
+            return
+        now = clock()
+        due = start + k * interval
+        if now > due:
+            k = int((now - start) // interval) + 1
+            due = start + k * interval
+        if stopper.sleep(due - clock()):
+            return

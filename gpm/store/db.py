@@ -1,0 +1,148 @@
+"""Open the one SQLite database, migrate it, and write to it safely.
+
+Why plain ``sqlite3`` on the hot path: ``gpm sample`` runs from cron every
+minute and must cost little more than reading the GPU. Importing sqlite-utils
+takes ~100 ms, so it is imported only when a migration is pending (and by the
+commands that want its conveniences, through ``utils_db``). The schema itself
+is applied by ``sqlite_utils.Migrations``: numbered, append-only steps recorded
+in ``_sqlite_migrations``.
+
+Concurrency: WAL mode, a generous busy timeout, and writers that take the write
+lock up front with ``BEGIN IMMEDIATE`` (a deferred ``BEGIN`` that later tries
+to write fails at once with "database is locked" when another process
+committed in between, and the busy timeout cannot help it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import os
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+from gpm.errors import GpmError
+from gpm.paths import ensure_private_dir
+
+BUSY_TIMEOUT_SECS = 30.0
+
+# Each module holds one migration set: ``SET_NAME`` and ``MIGRATIONS``, a list
+# of (name, function(sqlite_utils.Database)) applied in order. Keeping feature
+# tables in their own sets lets them grow independently; the order of this
+# list is the order sets are applied on a new database.
+SCHEMA_MODULES = [
+    "gpm.store.schema_core",
+]
+
+
+def _migration_sets() -> list[tuple[str, list]]:
+    sets = []
+    for module_name in SCHEMA_MODULES:
+        module = importlib.import_module(module_name)
+        sets.append((module.SET_NAME, module.MIGRATIONS))
+    return sets
+
+
+def _pending(conn: sqlite3.Connection) -> bool:
+    """True when any known migration is not recorded (cheap, no sqlite-utils)."""
+    try:
+        applied = set(conn.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall())
+    except sqlite3.OperationalError:
+        return True
+    for set_name, steps in _migration_sets():
+        for name, _fn in steps:
+            if (set_name, name) not in applied:
+                return True
+    return False
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Apply every pending migration, under the write lock."""
+    if not _pending(conn):
+        return
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
+    # Two processes opening a new database at once must not both migrate:
+    # take the write lock, then look again.
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        still_pending = _pending(conn)
+    finally:
+        conn.execute("COMMIT")
+    if not still_pending:
+        return
+    for set_name, steps in _migration_sets():
+        migrations = sqlite_utils.Migrations(set_name)
+        for name, fn in steps:
+            migrations(name=name)(fn)
+        migrations.apply(db)
+
+
+def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection in autocommit mode; transactions are explicit (``write``)."""
+    path = Path(path)
+    if readonly:
+        if not path.exists():
+            raise GpmError(f"{path}: database not found (run `gpm sample` first)")
+        conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECS,
+            isolation_level=None, check_same_thread=False,
+        )
+    else:
+        ensure_private_dir(path.parent)
+        new = not path.exists()
+        if new:
+            # Create it 0600: process names and command lines are private.
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        old_umask = os.umask(0o077)  # the -wal and -shm files too
+        try:
+            conn = sqlite3.connect(
+                path, timeout=BUSY_TIMEOUT_SECS, isolation_level=None, check_same_thread=False
+            )
+            if new:
+                # Must precede the first table: lets `gpm archive` give space back.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        finally:
+            os.umask(old_umask)
+        if mode != "wal":  # pragma: no cover - e.g. some network file systems
+            conn.execute("PRAGMA journal_mode = DELETE")
+    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECS * 1000)}")
+    # WAL + NORMAL: a commit survives a crash of gpm; a power cut may lose the
+    # last transactions but never corrupts the file.
+    conn.execute("PRAGMA synchronous = NORMAL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    return conn
+
+
+def open_db(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Connection:
+    """Connect and bring the schema up to date (read-only opens don't migrate)."""
+    try:
+        conn = connect(path, readonly=readonly)
+        if not readonly:
+            migrate(conn)
+        return conn
+    except sqlite3.DatabaseError as err:
+        raise GpmError(f"{path}: cannot open database: {err}") from None
+
+
+def utils_db(conn: sqlite3.Connection):
+    """A ``sqlite_utils.Database`` over an open connection, for convenience reads."""
+    import sqlite_utils
+
+    return sqlite_utils.Database(conn)
+
+
+@contextlib.contextmanager
+def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One write transaction that takes the write lock up front."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
