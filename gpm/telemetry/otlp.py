@@ -168,8 +168,8 @@ def hw_observations(snap: Snapshot) -> dict[str, list[tuple[float, dict[str, str
         attrs = hw_attributes(s)
 
         def add(name: str, value) -> None:
-            if value is not None:
-                out[name].append((float(value), attrs))
+            if value is not None:  # integers (bytes, degrees) stay integers
+                out[name].append((value if isinstance(value, int) else float(value), attrs))
 
         if s.utilization_gpu_percent is not None:
             out["hw.gpu.utilization"].append((s.utilization_gpu_percent / 100, {**attrs, "hw.gpu.task": "general"}))
