@@ -11,11 +11,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gpm.gpu.model import GpuSample
-from gpm.telemetry.llm import LlmAggregator, LoadedModel
+from gpm.telemetry.llm import LoadedModel
 from gpm.telemetry.prometheus import exposition, write_textfile
 from gpm.telemetry.server import MetricsServer
-from gpm.telemetry.state import MetricsState, ScrapeRefresher
-from tests.telemetry_data import CATEGORIES, gpus, requests
+from gpm.telemetry.state import MetricsState
+from tests.fakes.telemetry_data import CATEGORIES, gpus, requests
 
 PROMTOOL = shutil.which("promtool")
 
@@ -176,31 +176,6 @@ def test_lost_gpu_fails_the_collector_and_keeps_the_others():
     assert promtool_check(text) == ""
 
 
-def test_ollama_down_fails_its_collector_only():
-    from gpm.telemetry.llm import fetch_loaded_models
-
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]  # closed again: nothing listens there
-
-    class Sampled:  # the GPU side is fed separately; only Ollama is refreshed
-        reader = None
-        enrichers: list = []
-
-    state = _state(1, llm=False)
-    refresher = ScrapeRefresher(Sampled(), cache_secs=0, retry_secs=3600,
-                                poll_ollama=lambda: fetch_loaded_models(f"http://127.0.0.1:{port}", 1.0))
-    refresher._retry_at = float("inf")  # no GPU backend to open in this test
-    state.refresher = refresher
-    text = exposition(state.snapshot()).decode()
-    assert value(text, "gpm_collector_success", collector="ollama") == 0
-    assert value(text, "gpm_collector_success", collector="nvml") == 1
-    assert "gpm_ollama_models_loaded" not in names(text)
-    assert value(text, "gpm_gpu_power_watts", gpu="0", uuid="GPU-00000000-aaaa-bbbb-cccc-ddddeeeeffff") == 100.5
-
-
 def test_textfile_is_written_atomically(tmp_path):
     (tmp_path / "out").mkdir()
     target = tmp_path / "out" / "gpm.prom"
@@ -241,33 +216,3 @@ def test_server_paths_and_live_state():
         assert {dict(lbl)["gpu"] for n, lbl in samples(body) if n == "gpm_gpu_up"} == {"1"}
     with pytest.raises(OSError):
         urllib.request.urlopen(base + "/metrics", timeout=2)
-
-
-def test_scrape_cache_shares_one_read():
-    class CountingReader:
-        source = "nvml"
-
-        def __init__(self):
-            self.reads = 0
-
-        def read(self, processes=True):
-            self.reads += 1
-            return gpus(1)
-
-    class Sampled:
-        enrichers: list = []
-
-        def __init__(self):
-            self.reader = CountingReader()
-
-    sampled = Sampled()
-    now = [100.0]
-    state = MetricsState("h", llm=LlmAggregator())
-    state.refresher = ScrapeRefresher(sampled, cache_secs=1.0, clock=lambda: now[0])
-    for _ in range(5):
-        state.snapshot()
-    assert sampled.reader.reads == 1
-    now[0] += 1.5
-    snap = state.snapshot()
-    assert sampled.reader.reads == 2
-    assert snap.collectors["nvml"].success and snap.collectors["processes"].success
