@@ -129,6 +129,7 @@ def test_endpoint_down_never_slows_sampling_and_failures_are_counted(caplog):
             assert exporter.counter.successes >= 1
             assert "hw.gpu.memory.usage" in rx.metrics()
             assert any("works again" in r.getMessage() for r in caplog.records)
+            exporter.stop()  # its last export goes out while the receiver still listens
     finally:
         exporter.stop()
 
@@ -189,3 +190,46 @@ def test_without_tracing_the_callers_headers_pass_unchanged():
     handle = hooks.begin({"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01", "Accept": "x"})
     assert handle.forward_headers() == {"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}
     assert ProxyHooks().begin({}).forward_headers() == {}
+
+
+def test_http_protobuf_transport_posts_to_v1_metrics():
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+        ExportMetricsServiceRequest,
+        ExportMetricsServiceResponse,
+    )
+
+    got: list[tuple[str, str, ExportMetricsServiceRequest]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            got.append((self.path, self.headers["Content-Type"], ExportMetricsServiceRequest.FromString(body)))
+            reply = ExportMetricsServiceResponse().SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state = MetricsState("h")
+    state.publish_gpus(gpus(1), source="nvml", duration_seconds=0.001)
+    exporter = OtlpMetrics(state, endpoint=f"http://127.0.0.1:{server.server_address[1]}",
+                           protocol="http/protobuf", interval_secs=60).start()
+    try:
+        assert exporter.force_flush() is True
+    finally:
+        exporter.stop()
+        server.shutdown()
+        server.server_close()
+    path, ctype, req = got[0]
+    assert path == "/v1/metrics" and ctype == "application/x-protobuf"
+    names = {m.name for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    assert {"hw.gpu.utilization", "hw.power", "hw.energy"} <= names
