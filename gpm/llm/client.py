@@ -7,6 +7,7 @@ a watcher records "Ollama is down", it never crashes on it.
 
 from __future__ import annotations
 
+import errno
 import http.client
 import json
 import socket
@@ -14,6 +15,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+
+def describe_error(err: BaseException) -> str:
+    """A short reason for a failed HTTP exchange ("connection refused", "timed out")."""
+    if isinstance(err, ConnectionRefusedError) or getattr(err, "errno", None) == errno.ECONNREFUSED:
+        return "connection refused"
+    if isinstance(err, socket.timeout):
+        return "timed out"
+    if isinstance(err, http.client.IncompleteRead):
+        return "incomplete body"
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
 
 
 class OllamaUnavailable(Exception):
@@ -134,8 +146,7 @@ class OllamaClient:
             resp = conn.getresponse()
             body = resp.read()
         except (OSError, http.client.HTTPException) as err:
-            reason = "timed out" if isinstance(err, socket.timeout) else (str(err) or type(err).__name__)
-            raise OllamaUnavailable(f"{where}: {reason}") from None
+            raise OllamaUnavailable(f"{where}: {describe_error(err)}") from None
         finally:
             conn.close()
         if resp.status != 200:

@@ -24,7 +24,6 @@ interrupted before returning.
 
 from __future__ import annotations
 
-import errno
 import http.client
 import json
 import logging
@@ -36,7 +35,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
-from gpm.llm.client import Upstream
+from gpm.llm.client import Upstream, describe_error as _reason
 from gpm.llm.record import ExchangeRecorder, is_recorded
 
 log = logging.getLogger("gpm.llm.proxy")
@@ -488,12 +487,3 @@ class RecordingProxy:
         except OSError:
             raise _ClientGone() from None
 
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, ConnectionRefusedError) or getattr(err, "errno", None) == errno.ECONNREFUSED:
-        return "connection refused"
-    if isinstance(err, socket.timeout):
-        return "timed out"
-    if isinstance(err, http.client.IncompleteRead):
-        return "incomplete body"
-    return str(err) or type(err).__name__

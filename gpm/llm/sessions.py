@@ -51,7 +51,8 @@ class PollResult:
     events: list[str] = field(default_factory=list)  # kinds recorded by this poll
 
 
-def _same_load(row: sqlite3.Row | tuple, m: LoadedModel) -> bool:
+def _same_load(row: tuple, m: LoadedModel) -> bool:
+    """Whether an open session (id, model, digest, size, context) is still the same load."""
     digest, size, ctx = row[2], row[3], row[4]
     return (digest, size, ctx) == (m.digest, m.size_bytes, m.context_length)
 
@@ -129,7 +130,7 @@ class SessionTracker:
                     continue
                 seen.add(m.model)
                 row = open_rows.pop(m.model, None)
-                if row is not None and _same_load(row[1:], m):
+                if row is not None and _same_load(row, m):
                     self.conn.execute(
                         "UPDATE llm_sessions SET last_seen_ms = ?, size_vram_bytes = ?, expires_at_ms = ? "
                         "WHERE id = ?",
