@@ -73,6 +73,7 @@ class Exchange:
         self.cancel_reason: str | None = None
         self.recorder: ExchangeRecorder | None = None
         self.recorded = False
+        self.complete = False  # Ollama's answer has been read whole: nothing left to cancel
         self._upstream_sock: socket.socket | None = None
         self._lock = threading.Lock()
 
@@ -83,8 +84,14 @@ class Exchange:
         if cancelled:
             _shutdown(sock)
 
+    def finished_upstream(self) -> None:
+        with self._lock:
+            self.complete = True
+
     def cancel(self, reason: str) -> None:
         with self._lock:
+            if self.complete:
+                return  # e.g. a client that closes right after the last byte
             if self.cancel_reason is None:
                 self.cancel_reason = reason
             sock = self._upstream_sock
@@ -264,7 +271,7 @@ class RecordingProxy:
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
     # -- life cycle --------------------------------------------------------
-    def serve_forever(self, poll_interval: float = 0.5) -> None:
+    def serve_forever(self, poll_interval: float = 0.1) -> None:
         """Serve in the calling thread until ``stop()`` (from another thread)."""
         self._serving.set()
         try:
@@ -468,10 +475,11 @@ class RecordingProxy:
                 error = exchange.cancel_reason or f"Ollama closed the stream early: {_reason(err)}"
                 break
             if not piece:
-                if exchange.cancel_reason:
-                    error = exchange.cancel_reason
-                elif known_length is not None and resp.length:
+                if known_length is not None and resp.length:
                     error = "Ollama closed the stream early"
+                else:
+                    exchange.finished_upstream()
+                error = exchange.cancel_reason or error
                 break
             now = time.perf_counter()
             self._send(h, b"%x\r\n%s\r\n" % (len(piece), piece) if chunked_out else piece)
