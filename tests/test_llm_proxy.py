@@ -15,7 +15,7 @@ import requests
 from gpm.llm.proxy import RecordingProxy
 from gpm.llm.record import RequestLog
 from gpm.store.db import open_db
-from tests.fakes.ollama_server import FakeOllama
+from tests.fakes.ollama_server import FakeOllama, free_port
 
 FIRST_TOKEN = 0.15
 INTERVAL = 0.025
@@ -56,12 +56,6 @@ def proxy(fake, rows):
     p = RecordingProxy(("127.0.0.1", 0), fake.url, sink=rows, host="box").start()
     yield p
     p.stop()
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def close_to(value, expected, rel=0.10):
@@ -187,7 +181,7 @@ def test_openai_completions_embeddings_and_non_stream(proxy, rows):
 
 
 def test_ollama_down_gives_502_json_and_a_row(rows):
-    with RecordingProxy(("127.0.0.1", 0), f"http://127.0.0.1:{closed_port()}", sink=rows, host="box") as p:
+    with RecordingProxy(("127.0.0.1", 0), f"http://127.0.0.1:{free_port()}", sink=rows, host="box") as p:
         r = requests.post(f"{p.url}/api/chat", json={"model": "gemma4", "messages": []})
         assert r.status_code == 502 and "connection refused" in r.json()["error"]
         with pytest.raises(ollama.ResponseError) as err:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import time
 
 import pytest
@@ -12,7 +11,7 @@ from gpm.llm.client import OllamaClient, parse_ps, parse_time_ms
 from gpm.llm.sessions import OllamaWatcher, SessionTracker, open_sessions
 from gpm.store.db import open_db
 from tests.conftest import FIXTURES
-from tests.fakes.ollama_server import PS_MODEL, FakeOllama
+from tests.fakes.ollama_server import PS_MODEL, FakeOllama, free_port
 
 OLLAMA = FIXTURES / "ollama"
 
@@ -28,12 +27,6 @@ def conn(tmp_path):
 def fake():
     with FakeOllama() as server:
         yield server
-
-
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def poll(conn, url, ts_ms):
@@ -111,7 +104,7 @@ def test_version_change_without_downtime(conn, fake):
 
 
 def test_never_reachable_is_one_down_event(conn):
-    url = f"http://127.0.0.1:{closed_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     assert poll(conn, url, 1000).events == ["down"]
     assert poll(conn, url, 2000).events == []
 

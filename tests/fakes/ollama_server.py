@@ -64,6 +64,13 @@ TAGS_MODEL = {
 }
 
 
+def free_port() -> int:
+    """A port nothing listens on right now (for "Ollama is down" and proxy addresses)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def created_at() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
