@@ -110,7 +110,8 @@ def test_streams_are_forwarded_as_they_arrive_not_buffered(proxy, fake):
     start = time.perf_counter()
     for _ in client.generate(model="gemma4", prompt="x", stream=True):
         first = first or time.perf_counter() - start
-    assert close_to(first, FIRST_TOKEN)
+    last = time.perf_counter() - start
+    assert FIRST_TOKEN <= first < last - (TOKENS - 1) * INTERVAL * 0.8
 
 
 def test_paths_methods_headers_and_bodies_pass_unchanged(proxy, fake, rows):
@@ -262,7 +263,7 @@ def test_32_concurrent_streams_do_not_slow_each_other(proxy, rows):
     got = rows.wait_for(n)
     assert [(r["error"], r["completion_tokens"]) for r in got] == [(None, TOKENS)] * n
     expected = FIRST_TOKEN + (TOKENS - 1) * INTERVAL
-    assert statistics.median(r["duration_seconds"] for r in got) < 1.15 * expected, sorted(r["duration_seconds"] for r in got)
+    assert statistics.median(r["duration_seconds"] for r in got) < 1.3 * expected, sorted(r["duration_seconds"] for r in got)
     assert max(r["duration_seconds"] for r in got) < 2.0 * expected, sorted(r["duration_seconds"] for r in got)
 
 

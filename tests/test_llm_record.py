@@ -179,7 +179,12 @@ def test_prompts_and_responses_only_when_asked():
     assert row["response"] == "Hello"
 
 
-def test_the_proxys_own_error_wins():
-    row = record("/api/generate", {"model": "m"}, "application/x-ndjson",
-                 [(0.1, ndjson({"response": "a", "done": False}))], error="client disconnected")
+def test_the_proxys_error_unless_ollama_named_one():
+    line = ndjson({"response": "a", "done": False})
+    row = record("/api/generate", {"model": "m"}, "application/x-ndjson", [(0.1, line)],
+                 error="client disconnected")
     assert row["error"] == "client disconnected"
+    # The ollama client raises on an error line and hangs up: the cause is Ollama's error.
+    row = record("/api/generate", {"model": "m"}, "application/x-ndjson",
+                 [(0.1, line + ndjson({"error": "CUDA error"}))], error="client disconnected")
+    assert row["error"] == "CUDA error"

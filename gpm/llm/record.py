@@ -224,7 +224,7 @@ class ExchangeRecorder:
 
     # -- the row -----------------------------------------------------------
     def finish(self, now: float, end_ms: int, error: str | None = None) -> dict[str, Any]:
-        """The ``llm_requests`` row (without ``id``); ``error`` is the proxy's own."""
+        """The ``llm_requests`` row (without ``id``); ``error`` is the proxy's own, if any."""
         if self.kind == "json" and self._buffer and not self._overflow:
             try:
                 obj = json.loads(bytes(self._buffer))
@@ -237,7 +237,8 @@ class ExchangeRecorder:
             self._line(bytes(self._buffer).strip(), now)  # a last line without its newline
         self._buffer.clear()
 
-        failure = error or self.error
+        # Ollama's own error names the cause; the proxy's (a hang-up after it) only the aftermath.
+        failure = self.error or error
         if failure is None and self.malformed:
             failure = f"{self.malformed} malformed chunk(s) from Ollama"
         if failure is None and self.status is not None and self.status >= 400:

@@ -75,6 +75,11 @@ def created_at() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many clients connect at once in the concurrency tests
+
+
 class _Cut(Exception):
     """Drop the connection without finishing the response (a dying server)."""
 
@@ -103,8 +108,7 @@ class FakeOllama:
         class Handler(_Handler):
             server_fake = fake
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self._httpd.daemon_threads = True
+        self._httpd = _Server(("127.0.0.1", port), Handler)
         self._thread: threading.Thread | None = None
 
     @property
