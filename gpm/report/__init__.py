@@ -38,17 +38,21 @@ def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archiv
     from gpm.report.source import gpu_partials
 
     sel = Selection(period.since_ms, period.until_ms, hosts, gpus)
+    known_hosts = list(hosts)
+    if not hosts and "gpus" in _tables(conn):
+        # A host with no sample in the range is shown with 0 % coverage.
+        known_hosts = [r[0] for r in conn.execute("SELECT DISTINCT host FROM gpus")]
     partials, hist = gpu_partials(conn, db_path, archive_dir, sel, busy_threshold,
                                   now_ms=now_ms, use_cache=use_cache)
     report = build_gpu_report(partials, hist, period, busy_threshold=busy_threshold,
-                              generated_ms=now_ms, hosts=list(hosts))
+                              generated_ms=now_ms, hosts=known_hosts)
     if not report.gpus:
         for section in ("gpus", "days"):
             report.omitted[section] = "no GPU samples in this range"
     tables = _tables(conn)
     for section, (table, feature) in FEATURE_TABLES.items():
         if table not in tables:
-            report.omitted[section] = f"this database has no {table} table (it comes with {feature})"
+            report.omitted[section] = f"no {table} table yet (needs {feature})"
         else:
             report.omitted[section] = f"this version of gpm report does not read {table} yet"
     return report

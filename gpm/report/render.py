@@ -8,7 +8,7 @@ import json
 from typing import Callable
 
 from gpm.cli.units import fmt_bytes, fmt_duration
-from gpm.report.build import METHOD_COUNTER, METHOD_INTEGRATED, Report
+from gpm.report.build import METHOD_INTEGRATED, Report
 from gpm.report.partials import THROTTLING
 from gpm.report.period import fmt_local, utc_iso
 
@@ -22,7 +22,7 @@ TITLES = {
 }
 BLOCKS = "▁▂▃▄▅▆▇█"
 MAX_GAPS_SHOWN = 12
-METHOD_WORDS = {METHOD_COUNTER: "counter", METHOD_INTEGRATED: "int. power", None: "-"}
+INTEGRATED_NOTE = "* no energy counter: integrated power over the sampled intervals (gaps not counted)."
 JSON_VERSION = 1
 
 
@@ -119,15 +119,15 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
         return keys + ["energy_methods"], [[r[k] for k in keys] + [" ".join(r["energy_methods"])] for r in rows]
     if section == "gpus":
         if human:
-            return (["GPU", "Name", "Busy", "Util mean/p95", "Temp mean/max", "Peak mem", "Power",
-                     "Energy", "Method"],
-                    [[_gpu_name(report, g), (g["gpu_name"] or "?")[:22],
-                      f"{d(g['busy_seconds'])} ({pct(_share(g['busy_seconds'], g['sampled_seconds']))})",
-                      f"{pct(g['utilization_mean_percent'])} / {pct(g['utilization_p95_percent'])}",
-                      f"{_num(g['temperature_mean_celsius'])} / {_num(g['temperature_max_celsius'])} °C",
+            return (["GPU", "Name", "Busy", "Util avg/p95", "Temp avg/max", "Peak mem", "Power", "Energy"],
+                    [[_gpu_name(report, g), _short(g["gpu_name"]),
+                      f"{d(g['busy_seconds'])} {pct(_share(g['busy_seconds'], g['sampled_seconds']))}",
+                      f"{_num(g['utilization_mean_percent'])}/{pct(g['utilization_p95_percent'])}",
+                      f"{_num(g['temperature_mean_celsius'])}/{_num(g['temperature_max_celsius'])}°C",
                       fmt_bytes(g["memory_peak_bytes"]),
                       "-" if g["power_mean_watts"] is None else f"{g['power_mean_watts']:.0f} W",
-                      kwh(g["energy_joules"]), METHOD_WORDS[g["energy_method"]]] for g in report.gpus])
+                      kwh(g["energy_joules"]) + ("*" if g["energy_method"] == METHOD_INTEGRATED else "")]
+                     for g in report.gpus])
         keys = ["host", "gpu_index", "gpu_uuid", "gpu_name", "samples", "sampled_seconds", "busy_seconds",
                 "utilization_mean_percent", "utilization_p95_percent", "temperature_mean_celsius",
                 "temperature_max_celsius", "memory_peak_bytes", "memory_total_bytes", "power_mean_watts",
@@ -169,6 +169,12 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
 
 def _share(part: float | None, whole: float | None) -> float | None:
     return None if not whole or part is None else part / whole * 100
+
+
+def _short(name: str | None, width: int = 16) -> str:
+    """"NVIDIA GeForce RTX 4090" -> "RTX 4090": the table has 100 columns."""
+    text = (name or "?").replace("NVIDIA ", "").replace("GeForce ", "")
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _num(x: float | None) -> str:
@@ -221,8 +227,8 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
     if p.iso_week:
         head += f" ({fmt_local(p.since_ms)} → {fmt_local(p.until_ms)})"
     lines = [f"# {head}" if markdown else (click.style(head, bold=True) if color else head)]
-    lines.append(f"Busy means utilization above {report.busy_threshold_percent:g}%. "
-                 "Times are local; energy is from the GPU's energy counter unless marked int. power.")
+    lines.append(f"Busy: utilization above {report.busy_threshold_percent:g}%. Times are local. "
+                 "Energy: the GPUs' energy counters.")
     for section in _present(report, sections):
         if not _has_data(report, section):
             if section == "hosts":
@@ -251,6 +257,8 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
         if color and section == "gaps":
             table = click.style(table, fg="yellow")
         lines.append(table)
+        if section == "gpus" and any(g["energy_method"] == METHOD_INTEGRATED for g in report.gpus):
+            note = INTEGRATED_NOTE
         if note:
             lines.append(note)
     return "\n".join(lines) + "\n"
