@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
     "report": ("gpm.cli.report:report", "Report what the GPUs did over a week or a range."),
+    "serve-metrics": ("gpm.cli.serve_metrics:serve_metrics", "Serve Prometheus /metrics (and push OTLP)."),
 }
 
 
