@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Callable
 from urllib.parse import quote, unquote
 
 from gpm.store.db import write
-from gpm.store.timeseries import DAY_MS, Resolved, TimeSeries, available, resolve, sqlite_frame
+from gpm.store.timeseries import DAY_MS, Resolved, TimeSeries, available, resolve
 
 if TYPE_CHECKING:
     import polars as pl
@@ -122,7 +122,7 @@ def plan(conn: sqlite3.Connection, *, cutoff: int, own_host: str) -> list[PlanRo
         join = " JOIN gpus g ON g.id = t.gpu_id" if res.host_sql == "g.host" else ""
         sql = (f"SELECT {host_expr}, t.{spec.time_column} / {DAY_MS}, COUNT(*) "
                f"FROM (SELECT * FROM {spec.table} WHERE {where}) t{join} GROUP BY 1, 2 ORDER BY 2, 1")
-        params = res.host_params(own_host) + [0, cutoff, cutoff]
+        params = ([own_host] if res.host_sql == "?" else []) + [0, cutoff, cutoff]
         for host, day, count in conn.execute(sql, params):
             out.append(PlanRow(spec.table, host, day_name(day * DAY_MS), count))
     return out
@@ -168,10 +168,9 @@ def _archive_table(conn, archive_dir: Path, res: Resolved, *, cutoff: int, own_h
     ready = f" AND ({spec.ready})" if spec.ready else ""
     next_sql = (f"SELECT MIN({spec.time_column}) FROM {spec.table} "
                 f"WHERE {spec.time_column} >= ? AND {spec.age} < ?{ready}")
-    schema = res.schema()
-    file_schema = res.file_schema()
-    select = res.select(res.where(host=False, cutoff=True))
-    sort = ["host", *(k for k in spec.sort_keys if k in schema)] or ["host"]
+    file_columns = list(res.file_schema())
+    where = res.where(host=False, cutoff=True)
+    sort = ["host", *(k for k in spec.sort_keys if k in file_columns)]
     if spec.ts_name not in sort:
         sort.append(spec.ts_name)
     start = 0
@@ -182,12 +181,12 @@ def _archive_table(conn, archive_dir: Path, res: Resolved, *, cutoff: int, own_h
         lo = first // DAY_MS * DAY_MS
         hi = lo + DAY_MS
         start = hi
-        frame = sqlite_frame(conn, select, res.host_params(own_host) + [lo, hi, cutoff], schema)
+        frame = res.read(conn, where, [lo, hi, cutoff], own_host)
         if frame.is_empty():
             continue
         frame = frame.sort(sort)
         for (host,), part in frame.group_by(["host"], maintain_order=True):
-            done = _move_part(conn, archive_dir, res, part.select(list(file_schema)), host=host, lo=lo,
+            done = _move_part(conn, archive_dir, res, part.select(file_columns), host=host, lo=lo,
                               hi=hi, cutoff=cutoff, own_host=own_host, result=result)
             if done:
                 table_result.rows += done
@@ -366,8 +365,7 @@ def _adopt_or_reject(conn, archive_dir: Path, res: Resolved, path: Path, host: s
 
 def _key_join(res: Resolved) -> tuple[list[str], str]:
     """History columns that identify a row, and their join to the table (t) and gpus (g)."""
-    pk = list(res.pk) or [c.name for c in res.columns
-                          if c.sql.startswith("t.") and c.name != "host"]
+    pk = list(res.pk) or [c.name for c in res.columns if c.origin == "table" and c.name != "host"]
     # Primary keys are never NULL in practice and "=" lets SQLite use the key.
     op = "=" if res.pk else "IS"
     cols: list[str] = []

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 from gpm.store.archive import host_of, manifest_paths, owned_hosts
-from gpm.store.timeseries import DAY_MS, TimeSeries, lookup, resolve, sqlite_frame, table_exists
+from gpm.store.timeseries import DAY_MS, TimeSeries, lookup, resolve, table_exists
 
 if TYPE_CHECKING:
     import polars as pl
@@ -101,8 +101,7 @@ def _read_db(conn, res, since_ms, until_ms, wanted, own_host):
     """Recent rows, the manifest and the owned hosts, all from one snapshot."""
     spec = res.spec
     where = res.where(host=False, cutoff=False)
-    params = res.host_params(own_host) + [since_ms if since_ms is not None else -(2**63),
-                                          until_ms if until_ms is not None else 2**63 - 1]
+    params = [since_ms if since_ms is not None else -(2**63), until_ms if until_ms is not None else 2**63 - 1]
     in_tx = conn.in_transaction
     if not in_tx:
         conn.execute("BEGIN")
@@ -110,7 +109,7 @@ def _read_db(conn, res, since_ms, until_ms, wanted, own_host):
         has_manifest = table_exists(conn, "archive_files")
         listed = manifest_paths(conn, spec.table) if has_manifest else set()
         owned = owned_hosts(conn, own_host) if has_manifest else set()
-        recent = sqlite_frame(conn, res.select(where), params, res.schema())
+        recent = res.read(conn, where, params, own_host)
     finally:
         if not in_tx:
             conn.execute("COMMIT")

@@ -92,15 +92,17 @@ TIME_SERIES: tuple[TimeSeries, ...] = (
 
 BY_TABLE: dict[str, TimeSeries] = {t.table: t for t in TIME_SERIES}
 
-GPU_IDENTITY = (("host", "g.host", "String"), ("gpu_uuid", "g.uuid", "String"),
-                ("gpu_index", "g.gpu_index", "Int16"), ("gpu_name", "g.name", "String"))
+# History columns taken from ``gpus`` for tables keyed by gpu_id: (name, gpus column, type).
+GPU_IDENTITY = (("host", "host", "String"), ("gpu_uuid", "uuid", "String"),
+                ("gpu_index", "gpu_index", "Int16"), ("gpu_name", "name", "String"))
+FETCH_ROWS = 100_000
 
 
 @dataclass(frozen=True)
 class Column:
     name: str
-    sql: str  # expression over the table (alias t) and gpus (alias g)
-    dtype: str  # polars type name
+    dtype: str  # polars type name of the history column
+    origin: str  # "table", "gpus", "own_host" or "time" (the timestamp derived from the time column)
     in_file: bool = True
 
 
@@ -110,17 +112,17 @@ class Resolved:
 
     spec: TimeSeries
     columns: tuple[Column, ...]
-    host_sql: str  # "g.host", "t.host" or "?" (the configured host)
-    joins_gpus: bool
-    pk: tuple[str, ...]  # the table's primary key columns (SQLite names)
+    raw: tuple[tuple[str, str], ...]  # the table's columns and their storage types, in table order
+    host_sql: str  # where a row's host is: "g.host" (via gpu_id), "t.host" or "?" (the configured host)
+    pk: tuple[str, ...]  # the table's primary key columns
 
     @property
     def table(self) -> str:
         return self.spec.table
 
     @property
-    def names(self) -> list[str]:
-        return [c.name for c in self.columns]
+    def joins_gpus(self) -> bool:
+        return any(name == "gpu_id" for name, _ in self.raw)
 
     def schema(self) -> "dict[str, pl.DataType]":
         return {c.name: _dtype(c.dtype) for c in self.columns}
@@ -130,7 +132,7 @@ class Resolved:
 
     def where(self, *, host: bool, cutoff: bool, ready: bool = True) -> str:
         """A WHERE clause on the bare table: ``time >= ? AND time < ?`` then
-        ``[age < ?] [host] [ready]`` in that parameter order."""
+        ``[age < ?] [host = ?] [ready]`` in that parameter order."""
         spec = self.spec
         parts = [f"{spec.time_column} >= ?", f"{spec.time_column} < ?"]
         if cutoff:
@@ -143,16 +145,47 @@ class Resolved:
             parts.append(f"({spec.ready})")
         return " AND ".join(parts)
 
-    def select(self, where: str, *, for_file: bool = False) -> str:
-        """``SELECT <history columns> FROM (rows of the table matching where)``."""
-        cols = [c for c in self.columns if c.in_file or not for_file]
-        exprs = ", ".join(f"{c.sql} AS {c.name}" for c in cols)
-        join = " JOIN gpus g ON g.id = t.gpu_id" if self.joins_gpus else ""
-        return f"SELECT {exprs} FROM (SELECT * FROM {self.spec.table} WHERE {where}) t{join}"
+    def read(self, conn: sqlite3.Connection, where: str, params: list, own_host: str) -> "pl.DataFrame":
+        """The rows matching ``where`` as a history frame.
 
-    def host_params(self, host: str) -> list:
-        """Parameters for ``host_sql``'s placeholder in SELECT lists."""
-        return [host] if self.host_sql == "?" else []
+        Only the table's own columns cross from SQLite into Python (the
+        costly part); GPU identity, decoded codes and timestamps are added
+        by Polars.
+        """
+        import polars as pl
+
+        raw_schema = {name: _dtype(dtype) for name, dtype in self.raw}
+        cursor = conn.execute(f"SELECT {', '.join(raw_schema)} FROM {self.spec.table} WHERE {where}", params)
+        chunks = []
+        while rows := cursor.fetchmany(FETCH_ROWS):
+            chunks.append(pl.DataFrame(rows, schema=raw_schema, orient="row"))
+        frame = pl.concat(chunks) if chunks else pl.DataFrame(schema=raw_schema)
+        return self.to_history(conn, frame, own_host)
+
+    def to_history(self, conn: sqlite3.Connection, frame: "pl.DataFrame", own_host: str) -> "pl.DataFrame":
+        import polars as pl
+
+        if self.joins_gpus:
+            wanted = [c.name for c in self.columns if c.origin == "gpus"]
+            gpus = pl.DataFrame(
+                conn.execute("SELECT id, host, uuid, gpu_index, name FROM gpus").fetchall(), orient="row",
+                schema={"gpu_id": pl.Int64, **{n: _dtype(t) for n, _col, t in GPU_IDENTITY}},
+            ).select("gpu_id", *wanted)
+            frame = frame.join(gpus, on="gpu_id", how="left")
+        if self.host_sql == "?":
+            frame = frame.with_columns(host=pl.lit(own_host, dtype=pl.String))
+        spec = self.spec
+        exprs = []
+        for col in self.columns:
+            if col.origin == "time":
+                expr = pl.col(spec.time_column).cast(pl.Datetime("ms", "UTC"))
+            elif col.name in spec.codes:
+                mapping = {int(k): v for k, v in spec.codes[col.name].items()}
+                expr = pl.col(col.name).replace_strict(mapping, default=None, return_dtype=pl.String)
+            else:
+                expr = pl.col(col.name).cast(_dtype(col.dtype))
+            exprs.append(expr.alias(col.name))
+        return frame.select(exprs)
 
 
 def _dtype(name: str) -> "pl.DataType":
@@ -198,30 +231,28 @@ def resolve(conn: sqlite3.Connection, spec: TimeSeries) -> Resolved:
     columns: list[Column] = []
     if "host" in names:
         host_sql = "t.host"
-        columns.append(Column("host", "t.host", "String"))
+        columns.append(Column("host", "String", "table"))
     elif joins_gpus:
         host_sql = "g.host"
     else:
         host_sql = "?"
-        columns.append(Column("host", "?", "String"))
+        columns.append(Column("host", "String", "own_host"))
     if joins_gpus:
         identity = GPU_IDENTITY if host_sql == "g.host" else GPU_IDENTITY[1:]
-        columns += [Column(n, sql, dtype) for n, sql, dtype in identity]
-    columns.append(Column(spec.ts_name, f"t.{spec.time_column}", "Datetime"))
-    columns.append(Column(spec.time_column, f"t.{spec.time_column}", "Int64", in_file=False))
-    for _cid, name, declared, _notnull, _default, _pk in info:
+        columns += [Column(n, dtype, "gpus") for n, _col, dtype in identity]
+    raw = tuple((row[1], _declared_dtype(row[2] or "")) for row in info)
+    columns.append(Column(spec.ts_name, "Datetime", "time"))
+    columns.append(Column(spec.time_column, "Int64", "table", in_file=False))
+    for name, dtype in raw:
         if name in ("gpu_id", "host", spec.time_column):
             continue
         if name in spec.codes:
-            cases = " ".join(f"WHEN {code} THEN '{label}'" for code, label in spec.codes[name].items())
-            columns.append(Column(name, f"CASE t.{name} {cases} END", "String"))
-            continue
-        dtype = _declared_dtype(declared or "")
-        if dtype == "Int64" and name in spec.small_ints:
+            dtype = "String"
+        elif dtype == "Int64" and name in spec.small_ints:
             dtype = spec.small_ints[name]
-        columns.append(Column(name, f"t.{name}", dtype))
+        columns.append(Column(name, dtype, "table"))
     pk = tuple(row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0)
-    return Resolved(spec, tuple(columns), host_sql, joins_gpus, pk)
+    return Resolved(spec, tuple(columns), raw, host_sql, pk)
 
 
 def available(conn: sqlite3.Connection) -> list[TimeSeries]:
@@ -235,16 +266,3 @@ def lookup(table: str) -> TimeSeries:
     except KeyError:
         known = ", ".join(sorted(BY_TABLE))
         raise GpmError(f"{table}: not a time-series table (known: {known})") from None
-
-
-def sqlite_frame(conn: sqlite3.Connection, sql: str, params: list, schema: "dict[str, pl.DataType]") -> "pl.DataFrame":
-    """Run ``sql`` and build a frame of ``schema`` (times as ms integers -> timestamps)."""
-    import polars as pl
-
-    rows = conn.execute(sql, params).fetchall()
-    raw = {name: (pl.Int64 if dtype == pl.Datetime("ms", "UTC") else dtype) for name, dtype in schema.items()}
-    frame = pl.DataFrame(rows, schema=raw, orient="row")
-    times = [name for name, dtype in schema.items() if dtype == pl.Datetime("ms", "UTC")]
-    if times:
-        frame = frame.with_columns(pl.col(n).cast(pl.Datetime("ms", "UTC")) for n in times)
-    return frame
