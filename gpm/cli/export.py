@@ -75,7 +75,8 @@ def export(app: AppContext, table: str, since: int | None, until: int | None, fm
         spec = BY_TABLE[table]
         frame = scan(table, db_path=db_path, archive_dir=cfg.archive_dir, since_ms=since, until_ms=until,
                      hosts=hosts or None, own_host=cfg.hostname)
-        frame = frame.sort(["host", spec.time_column]).collect()
+        order = ["host", spec.time_column, *(c for c in ("gpu_uuid",) if c in frame.collect_schema())]
+        frame = frame.sort(order, maintain_order=True).collect()
     else:
         frame = _plain_table(app, table, since, until, hosts)
     if fmt == "parquet":
