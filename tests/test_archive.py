@@ -247,9 +247,14 @@ def test_duckdb_reads_the_archive(tmp_path):
     conn = open_db(db)
     result = archive(conn, tmp_path / "a", cutoff=cutoff_ms(1), own_host=HOST)
     glob = str(tmp_path / "a" / "gpu_metrics" / "**" / "*.parquet")
-    count, hosts = duckdb.sql(
-        f"SELECT COUNT(*), COUNT(DISTINCT host) FROM read_parquet('{glob}', hive_partitioning=true)").fetchone()
+    rows = duckdb.connect().execute(
+        f"SELECT COUNT(*), COUNT(DISTINCT host), MIN(ts), typeof(MIN(ts)), typeof(MIN(pstate)) "
+        f"FROM read_parquet('{glob}', hive_partitioning=true)").fetchall()
+    count, hosts, first, ts_type, pstate_type = rows[0]
     assert (count, hosts) == (result.rows, 1)
+    assert ts_type.startswith("TIMESTAMP") and pstate_type == "TINYINT"
+    assert first.timestamp() * 1000 == scan("gpu_metrics", conn=conn, archive_dir=tmp_path / "a").select(
+        pl.col("ts_ms").min()).collect().item()
 
 
 def test_database_really_shrinks(tmp_path):

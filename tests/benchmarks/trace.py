@@ -122,13 +122,17 @@ def write_trace(conn: sqlite3.Connection, frame: pl.DataFrame, host: str = "benc
     ids = {}
     conn.execute("BEGIN IMMEDIATE")
     for g in gpus:
-        ids[g] = conn.execute(
+        uuid = f"GPU-{g:08x}-5e1f-4c2a-9b7d-{g:012x}"
+        conn.execute(
             """INSERT INTO gpus (host, uuid, gpu_index, name, pci_bus_id, memory_total_bytes,
                power_limit_watts, driver_version, cuda_version, first_seen_ms, last_seen_ms)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (host, f"GPU-{g:08x}-5e1f-4c2a-9b7d-{g:012x}", g, GPU_NAME, f"00000000:{g + 1:02X}:00.0",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (host, uuid) DO UPDATE SET first_seen_ms = MIN(first_seen_ms, excluded.first_seen_ms),
+               last_seen_ms = MAX(last_seen_ms, excluded.last_seen_ms)""",
+            (host, uuid, g, GPU_NAME, f"00000000:{g + 1:02X}:00.0",
              MEMORY_TOTAL_BYTES, POWER_LIMIT_MW / 1000, "550.54.15", "12.4", first, last),
-        ).lastrowid
+        )
+        ids[g] = conn.execute("SELECT id FROM gpus WHERE host = ? AND uuid = ?", (host, uuid)).fetchone()[0]
     conn.execute("COMMIT")
     metrics = frame.with_columns(pl.col("gpu_index").replace_strict(ids).alias("gpu_id")).select(
         "ts_ms", "gpu_id", *[c for c in frame.columns if c not in ("ts_ms", "gpu_index")]
