@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
     "archive": ("gpm.cli.archive:archive", "Move old rows into Parquet and shrink the database."),
     "export": ("gpm.cli.export:export", "Export a table's history (SQLite + Parquet) as CSV, Parquet or JSONL."),
+    "serve-metrics": ("gpm.cli.serve_metrics:serve_metrics", "Serve Prometheus /metrics (and push OTLP)."),
 }
 
 
