@@ -21,6 +21,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
     "report": ("gpm.cli.report:report", "Report what the GPUs did over a week or a range."),
+    "archive": ("gpm.cli.archive:archive", "Move old rows into Parquet and shrink the database."),
+    "export": ("gpm.cli.export:export", "Export a table's history (SQLite + Parquet) as CSV, Parquet or JSONL."),
     "serve-metrics": ("gpm.cli.serve_metrics:serve_metrics", "Serve Prometheus /metrics (and push OTLP)."),
     "ollama-watch": ("gpm.cli.ollama_watch:ollama_watch", "Record Ollama's loaded models and, via a proxy, its requests."),
 }

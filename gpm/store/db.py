@@ -35,6 +35,7 @@ SCHEMA_MODULES = [
     "gpm.store.schema_core",
     "gpm.store.schema_llm",
     "gpm.store.schema_report",
+    "gpm.store.schema_archive",
 ]
 
 
