@@ -21,6 +21,8 @@ from gpm.errors import EXIT_CODES, EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
+    "classify": ("gpm.cli.classify_cmd:classify", "Classify processes described as JSON Lines (test rules)."),
+    "ps": ("gpm.cli.ps:ps", "Show the processes on each GPU with category, label and reason."),
 }
 
 
