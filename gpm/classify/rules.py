@@ -206,24 +206,27 @@ def model_label(value: str | None) -> str | None:
     return v  # "meta-llama/Llama-3.1-8B-Instruct" or "llama3"
 
 
-def python_target(argv: list[str]) -> tuple[str, str] | None:
-    """("module", "vllm.entrypoints...") or ("script", "train.py") of a python cmdline."""
+def python_target(argv: list[str]) -> tuple[str, str, int] | None:
+    """("module", "vllm.entrypoints...", i) or ("script", "train.py", i) of a python cmdline.
+
+    ``i`` is the index of the first argument of the program itself.
+    """
     i = 1
     while i < len(argv):
         arg = argv[i]
         if arg == "-m" and i + 1 < len(argv):
-            return "module", argv[i + 1]
+            return "module", argv[i + 1], i + 2
         if arg.startswith("-m") and len(arg) > 2:
-            return "module", arg[2:]
+            return "module", arg[2:], i + 1
         if arg == "-c":
-            return "code", "-c"
+            return "code", "-c", i + 2
         if arg in ("-X", "-W", "-Q"):
             i += 2
             continue
         if arg.startswith("-"):
             i += 1
             continue
-        return "script", arg
+        return "script", arg, i + 1
     return None
 
 
@@ -340,9 +343,14 @@ class _View:
     names: list[str]  # program names as seen (comm, exe name, argv[0] name)
     lower: set[str]
     python: bool
-    target: tuple[str, str] | None
+    target: tuple[str, str, int] | None
     frameworks: dict[str, str]  # framework -> the library that showed it
     signals: list[str]
+
+    @property
+    def args(self) -> list[str]:
+        """The program's own arguments (after ``python [opts] script|-m module``)."""
+        return self.f.cmdline[self.target[2]:] if self.target else self.f.cmdline[1:]
 
     @property
     def module(self) -> str:
@@ -436,23 +444,25 @@ def _steam_game(v: _View, ctx: Context) -> tuple[str, str, str | None] | None:
     index = ctx.steam_index()
     if index is not None:
         v.signals.append(f"Steam libraries: {len(index.libraries)} folder(s), {len(index.apps)} app(s)")
+    app = index.app(appid[0]) if index and appid else None
+    app2 = index.installed(sdir[0]) if index and sdir else None
     if appid:
-        app = index.app(appid[0]) if index else None
         v.signals.append(f"Steam app id {appid[0]} from {appid[1]}" + (f" = {app.name}" if app else ""))
     if sdir:
-        app2 = index.installed(sdir[0]) if index else None
         v.signals.append(f"{sdir[1]} under steamapps/common/{sdir[0]}" + (f" = {app2.name}" if app2 else ""))
-        if app2:
-            return app2.name, f"{sdir[1]} is under steamapps/common/{sdir[0]} (Steam app {app2.appid})", app2.appid
+    if app and appid:
+        return app.name, f"Steam app id {appid[0]} from {appid[1]}", appid[0]
+    if app2 and sdir:
+        return app2.name, f"{sdir[1]} is under steamapps/common/{sdir[0]} (Steam app {app2.appid})", app2.appid
+    if appid and len(appid[0]) > 9:  # a shortcut id: a non-Steam game added to Steam
+        return _exe_label(v), f"non-Steam game launched by Steam ({appid[1]})", appid[0]
+    if sdir:
+        return sdir[0], f"{sdir[1]} is under steamapps/common/{sdir[0]} (no app manifest found)", \
+            appid[0] if appid else None
     if appid:
-        app = index.app(appid[0]) if index else None
-        if app:
-            return app.name, f"Steam app id {appid[0]} from {appid[1]}", appid[0]
-        if len(appid[0]) > 9:  # a shortcut id: a non-Steam game added to Steam
-            return _exe_label(v), f"non-Steam game launched by Steam ({appid[1]})", appid[0]
-        return f"Steam app {appid[0]}", f"Steam app id {appid[0]} from {appid[1]} (not in any Steam library found)", appid[0]
-    assert sdir is not None
-    return sdir[0], f"{sdir[1]} is under steamapps/common/{sdir[0]}", None
+        return (f"Steam app {appid[0]}", f"Steam app id {appid[0]} from {appid[1]} (not in any Steam library found)",
+                appid[0])
+    return None
 
 
 def _exe_label(v: _View) -> str:
@@ -474,7 +484,10 @@ def _desktop(v: _View) -> tuple[str, str] | None:
             return "Steam client", f"{n} is part of the Steam client"
         if low in DESKTOP:
             return DESKTOP[low], f"{n} is a display server or desktop shell"
-    if "--type=gpu-process" in argv or any(a.startswith("--type=gpu-process") for a in argv):
+    if "explorer.exe" in v.lower:
+        return "Wine desktop", "explorer.exe is Wine's desktop shell"
+    # Chromium and Electron rewrite their title into one string: search the joined text.
+    if "--type=gpu-process" in " ".join(argv):
         app = next((BROWSERS[n.lower()] for n in v.names if n.lower() in BROWSERS), None)
         app = app or base(v.f.exe) or v.names[0]
         return app, f"{app} GPU process (--type=gpu-process)"
@@ -489,10 +502,10 @@ def _desktop(v: _View) -> tuple[str, str] | None:
 
 def _llm_server(v: _View) -> tuple[str, str, str] | None:
     """(label, reason, rule id) for a known LLM server or runner."""
-    argv = v.f.cmdline
+    argv = v.args
     low = v.lower
     mod = v.module
-    paths = " ".join([v.f.exe or "", v.f.cwd or "", " ".join(argv[:3])]).lower()
+    paths = " ".join([v.f.exe or "", v.f.cwd or "", " ".join(v.f.cmdline[:3])]).lower()
     libs = " ".join(v.f.libraries or ()).lower()
 
     def model(*opts: str, positional: str | None = None, default: str) -> str:
@@ -502,9 +515,12 @@ def _llm_server(v: _View) -> tuple[str, str, str] | None:
         return model_label(value) or default
 
     if any(n.startswith("ollama") for n in low):
-        if (len(argv) > 1 and argv[1] == "runner") or any(n.startswith("ollama_llama") for n in low):
+        if (argv and argv[0] == "runner") or any(n.startswith("ollama_llama") for n in low):
             return model("--model", default="ollama runner"), "Ollama model runner", "llm:ollama_runner"
         return "ollama", "Ollama server" + (" (ollama serve)" if "serve" in argv else ""), "llm:ollama"
+    if low & {"lm studio", "lm-studio", "lmstudio", "lms"} or "lm studio" in paths or "lm-studio" in paths \
+            or ".lmstudio" in paths or "lmstudio" in libs or "lm-studio" in libs:
+        return model("--model", "-m", default="LM Studio"), "LM Studio", "llm:lmstudio"
     llama_names = {
         "llama-server", "llama-cli", "llama-run", "llama-simple", "llama-simple-chat", "llama-bench",
         "llama-mtmd-cli", "llama-llava-cli", "llama-gemma3-cli", "llama-parallel", "llama-speculative",
@@ -520,10 +536,6 @@ def _llm_server(v: _View) -> tuple[str, str, str] | None:
         label = model_label(option(argv, "-m", "--model")) or option(argv, "-hf", "-hfr", "--hf-repo") \
             or ("llamafile" if "llamafile" in which else "llama.cpp")
         return label, f"llama.cpp ({which})", "llm:llama.cpp"
-    libllama = next((b for b in map(base, v.f.libraries or ()) if b.startswith("libllama")), None)
-    if libllama:
-        return model("-m", "--model", default=base(v.f.exe) or v.names[0]), f"loaded {libllama} (llama.cpp)", \
-            "llm:libllama"
     if "vllm" in low or mod.startswith("vllm") or "vLLM" in v.frameworks:
         return model("--model", positional="serve", default="vLLM"), "vLLM server", "llm:vllm"
     if any(n.startswith("text-generation") for n in low) or mod.startswith("text_generation_server"):
@@ -531,11 +543,8 @@ def _llm_server(v: _View) -> tuple[str, str, str] | None:
                 "Hugging Face text-generation-inference", "llm:tgi")
     if "sglang" in low or mod.startswith("sglang"):
         return model("--model-path", "--model", default="SGLang"), "SGLang server", "llm:sglang"
-    if low & {"lm studio", "lm-studio", "lmstudio", "lms"} or "lm studio" in paths or "lm-studio" in paths \
-            or ".lmstudio" in paths or "lmstudio" in libs or "lm-studio" in libs:
-        return model("--model", "-m", default="LM Studio"), "LM Studio", "llm:lmstudio"
     if any(n.startswith("koboldcpp") for n in low) or base(v.script).lower().startswith("koboldcpp"):
-        value = option(argv, "--model", "-m") or next((a for a in argv[1:] if a.endswith(".gguf")), None)
+        value = option(argv, "--model", "-m") or next((a for a in argv if a.endswith(".gguf")), None)
         return model_label(value) or "koboldcpp", "koboldcpp", "llm:koboldcpp"
     if "tabbyapi" in paths or "exllama" in v.frameworks or mod.startswith("exllama"):
         name = "TabbyAPI" if "tabbyapi" in paths else "exllama"
@@ -558,12 +567,16 @@ def _llm_server(v: _View) -> tuple[str, str, str] | None:
                          ("invokeai", "InvokeAI"), ("fooocus", "Fooocus")):
         if marker in paths or marker in low:
             return name, f"{name} (image generation server)", "llm:imagegen"
+    libllama = next((b for b in map(base, v.f.libraries or ()) if b.startswith("libllama")), None)
+    if libllama:
+        return model("-m", "--model", default=base(v.f.exe) or v.names[0]), f"loaded {libllama} (llama.cpp)", \
+            "llm:libllama"
     return None
 
 
 def _script_label(v: _View) -> str:
     if v.target:
-        kind, value = v.target
+        kind, value, _ = v.target
         if kind == "module":
             return value
         if kind == "script":
@@ -585,7 +598,7 @@ def _training(v: _View) -> tuple[list[str], list[str]]:
         strong.append(f"program or script name says {', '.join(sorted(hits))!r}")
     if _FINE_TUNE.search(" ".join([v.module, base(v.script)] + v.names)):
         strong.append("script name says 'fine-tune'")
-    subcommands = {a for a in argv[1:4] if a in ("train", "finetune", "fit", "pretrain", "sft", "launch")}
+    subcommands = {a for a in v.args[:3] if a in ("train", "finetune", "fit", "pretrain", "sft", "launch")}
     if "launch" in subcommands and not ({"accelerate"} & (own | _words(*argv[:3]))):
         subcommands.discard("launch")
     if subcommands:
