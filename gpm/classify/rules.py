@@ -772,7 +772,7 @@ def classify(f: ProcessFacts, ctx: Context | None = None) -> Decision:
     if v.python or frameworks:
         extra = f"{loaded}; no training or serving signal" if frameworks else "Python program with no ML signal"
         return done("general_compute", label, extra, "general:python")
-    name = base(f.exe) or f.name or (v.names[0] if v.names else "?")
+    name = base(f.exe) or f.name or (v.names[0] if v.names else (f"pid {f.pid}" if f.pid else "?"))
     known = next((GENERAL[n] for n in v.names if n in GENERAL or n.lower() in GENERAL), None)
     known = known or next((GENERAL[n.lower()] for n in v.names if n.lower() in GENERAL), None)
     reason = known or "uses the GPU; no gaming, LLM, training or desktop signal"
