@@ -284,3 +284,21 @@ def test_case(classified, case, given, category, label):
     assert got["reason"]
     # the same object comes back, with three keys added
     assert {k: v for k, v in got.items() if k not in ("category", "label", "reason")} == given
+
+
+def test_ollama_runner_blob_is_named_from_its_manifest(gpm, tmp_path):
+    models = tmp_path / "ollama/models"
+    digest = BLOB.removeprefix("sha256-")
+    manifest = {"schemaVersion": 2, "layers": [
+        {"mediaType": "application/vnd.ollama.image.model", "digest": f"sha256:{digest}", "size": 4920734016},
+        {"mediaType": "application/vnd.ollama.image.template", "digest": "sha256:" + "1" * 64, "size": 1481}]}
+    for rel in ("registry.ollama.ai/library/llama3.1/8b", "registry.ollama.ai/library/llama3.1/latest",
+                "hf.co/bartowski/Llama-3.1-8B-GGUF/Q4_K_M"):
+        (models / "manifests" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (models / "manifests" / rel).write_text(json.dumps(manifest))
+    runner = {"name": "ollama", "cmdline": ["/usr/local/bin/ollama", "runner", "--model", f"{models}/blobs/{BLOB}"]}
+    other = {"name": "ollama", "cmdline": ["ollama", "runner", "--model", f"{models}/blobs/sha256-{'f' * 64}"]}
+    result = gpm("classify", input=json.dumps(runner) + "\n" + json.dumps(other) + "\n")
+    first, second = map(json.loads, result.stdout.splitlines())
+    assert (first["category"], first["label"]) == ("llm_inference", "llama3.1:8b")
+    assert second["label"] == "sha256-ffffffffffff"

@@ -19,6 +19,7 @@ import pwd
 from pathlib import Path
 
 from gpm.classify.facts import ProcessFacts, ProcReader
+from gpm.classify.ollama_models import OllamaModels
 from gpm.classify.redact import redact_cmdline
 from gpm.classify.rules import Context, Decision, UserRule, classify
 from gpm.classify.steam import SteamLibrary
@@ -34,6 +35,7 @@ class Classifier:
         self.reader = ProcReader(proc)
         self._libraries: dict[tuple[str, ...], SteamLibrary] = {}
         self._homes: dict[str, str | None] = {}
+        self.ollama_models = OllamaModels()
 
     def _home(self, user: str | None) -> str | None:
         if user is None:
@@ -55,7 +57,8 @@ class Classifier:
     def context(self, users: set[str | None] = frozenset()) -> Context:
         homes = [str(Path.home())]
         homes += [h for h in (self._home(u) for u in users) if h]
-        return Context(self.rules, steam=lambda: self.steam_library(homes).index())
+        return Context(self.rules, steam=lambda: self.steam_library(homes).index(),
+                       ollama_model=self.ollama_models)
 
     def facts(self, pid: int, now: int | None = None) -> ProcessFacts:
         return self.reader.facts(pid, now_ms=now if now is not None else now_ms())

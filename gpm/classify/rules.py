@@ -133,10 +133,12 @@ class Context:
 
     rules: list[UserRule] = field(default_factory=list)
     steam: SteamIndex | Callable[[], SteamIndex | None] | None = None
+    # blob path -> "llama3.1:8b" (gpm.classify.ollama_models.OllamaModels), or None
+    ollama_model: Callable[[str], str | None] | None = None
 
     @classmethod
-    def from_config(cls, rules: list[dict], steam=None) -> "Context":
-        return cls(UserRule.compile_all(rules or []), steam)
+    def from_config(cls, rules: list[dict], steam=None, ollama_model=None) -> "Context":
+        return cls(UserRule.compile_all(rules or []), steam, ollama_model)
 
     def steam_index(self) -> SteamIndex | None:
         if callable(self.steam):
@@ -249,6 +251,9 @@ FRAMEWORK_LIBS = (
     (re.compile(r"^(exllamav2_ext|exllamav3)"), "exllama"),
     (re.compile(r"^libcudnn"), "cuDNN"),
 )
+# One pass per library instead of one regex per framework (maps can list hundreds).
+_FRAMEWORK_RE = re.compile("|".join(f"(?P<f{i}>{p.pattern[1:]})" for i, (p, _) in enumerate(FRAMEWORK_LIBS)))
+_FRAMEWORK_NAMES = {f"f{i}": name for i, (_, name) in enumerate(FRAMEWORK_LIBS)}
 TRAINABLE = {"PyTorch", "TensorFlow", "JAX", "Paddle/MXNet"}
 CUDNN_ONLY = {"cuDNN"}
 
@@ -372,12 +377,12 @@ def _view(f: ProcessFacts) -> _View:
     target = python_target(f.cmdline) if python else None
     frameworks: dict[str, str] = {}
     for lib in f.libraries or ():
-        b = base(lib)
-        for pattern, fw in FRAMEWORK_LIBS:
-            if fw not in frameworks and pattern.match(b):
-                frameworks[fw] = b
-        if "vllm" not in frameworks and "/vllm/" in lib:
-            frameworks["vLLM"] = b
+        b = lib.rsplit("/", 1)[-1]
+        m = _FRAMEWORK_RE.match(b)
+        if m:
+            frameworks.setdefault(_FRAMEWORK_NAMES[m.lastgroup], b)
+        if "/vllm/" in lib:
+            frameworks.setdefault("vLLM", b)
     signals = [f"program names: {', '.join(names) or '(unknown)'}"]
     if target:
         signals.append(f"python {target[0]}: {target[1]}")
@@ -500,7 +505,7 @@ def _desktop(v: _View) -> tuple[str, str] | None:
     return None
 
 
-def _llm_server(v: _View) -> tuple[str, str, str] | None:
+def _llm_server(v: _View, ctx: Context) -> tuple[str, str, str] | None:
     """(label, reason, rule id) for a known LLM server or runner."""
     argv = v.args
     low = v.lower
@@ -516,7 +521,11 @@ def _llm_server(v: _View) -> tuple[str, str, str] | None:
 
     if any(n.startswith("ollama") for n in low):
         if (argv and argv[0] == "runner") or any(n.startswith("ollama_llama") for n in low):
-            return model("--model", default="ollama runner"), "Ollama model runner", "llm:ollama_runner"
+            blob = option(argv, "--model") or ""
+            name = ctx.ollama_model(blob) if ctx.ollama_model and blob else None
+            if name:
+                v.signals.append(f"Ollama manifest names {base(blob)[:19]}… {name}")
+            return name or model("--model", default="ollama runner"), "Ollama model runner", "llm:ollama_runner"
         return "ollama", "Ollama server" + (" (ollama serve)" if "serve" in argv else ""), "llm:ollama"
     if low & {"lm studio", "lm-studio", "lmstudio", "lms"} or "lm studio" in paths or "lm-studio" in paths \
             or ".lmstudio" in paths or "lmstudio" in libs or "lm-studio" in libs:
@@ -737,7 +746,7 @@ def classify(f: ProcessFacts, ctx: Context | None = None) -> Decision:
     desk = _desktop(v)
     if desk:
         return done("desktop", desk[0], desk[1], "desktop")
-    llm = _llm_server(v)
+    llm = _llm_server(v, ctx)
     if llm:
         return done("llm_inference", llm[0], llm[1], llm[2])
 

@@ -29,6 +29,7 @@ def classify(app: AppContext, input_file, steam_paths: tuple[str, ...], explain:
     gpu_utilization_percent (and optionally user, cwd, age_seconds, type).
     Each is written back, unchanged, with category, label and reason added.
     Nothing on this machine is looked at except the Steam libraries (for game
+    names), Ollama manifests next to a runner's --model blob (for model
     names) and the configuration (for [[classify.rules]]). Blank lines are
     skipped.
 
@@ -44,7 +45,9 @@ def classify(app: AppContext, input_file, steam_paths: tuple[str, ...], explain:
 
     cfg = app.config()
     library = SteamLibrary.for_homes([str(Path.home())], list(cfg["classify.steam_paths"]) + list(steam_paths))
-    ctx = Context.from_config(cfg["classify.rules"], steam=library.index)
+    from gpm.classify.ollama_models import OllamaModels
+
+    ctx = Context.from_config(cfg["classify.rules"], steam=library.index, ollama_model=OllamaModels())
     from gpm.classify.rules import classify as classify_one
 
     name = getattr(input_file, "name", "-")
