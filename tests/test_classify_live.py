@@ -228,3 +228,29 @@ def test_sample_stores_one_row_per_run_with_nothing_secret(fake_nvml, built, chi
     conn = sqlite3.connect(db2)
     assert conn.execute("SELECT cmdline, category FROM process_events").fetchall() == [(None, "ml_training")]
     conn.close()
+
+
+def test_ps_table_and_empty_gpu(fake_nvml, built, children):
+    shell = children.start([named(built["tmp"], "gnome-shell"), built["wait"]])
+    gpu = make_gpu(0)
+    gpu.processes = [FakeProcess(pid=shell, used_memory=300 * MiB, type="graphics")]
+    fake_nvml.set(Scenario(gpus=[gpu]))
+    table = run_gpm("ps", env=fake_nvml.env())
+    assert table.returncode == 0, table.stderr
+    header, _rule, row = table.stdout.splitlines()
+    assert header.split()[:7] == ["GPU", "PID", "User", "Name", "Category", "Label", "Memory"]
+    assert f"{shell}" in row and "desktop" in row and "GNOME Shell" in row and "300.0 MiB" in row
+    fake_nvml.set(Scenario(gpus=[make_gpu(0)]))
+    empty = run_gpm("ps", env=fake_nvml.env())
+    assert (empty.returncode, empty.stdout) == (0, "no processes on any GPU\n")
+
+
+@pytest.mark.parametrize("name", ["ps", "classify"])
+def test_every_option_has_help(name):
+    from gpm.cli import cli
+
+    command = cli.get_command(None, name)
+    assert command.help and command.get_short_help_str()
+    for param in command.params:
+        if param.param_type_name == "option":
+            assert param.help, f"gpm {name} {param.opts[0]} has no help"

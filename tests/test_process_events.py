@@ -92,3 +92,20 @@ def test_classification_of_a_run_follows_the_latest_sample(tmp_path):
     ])
     (row,) = runs(conn)
     assert row["category"] == "ml_training" and row["samples"] == 2
+
+
+def test_readme_queries_run(tmp_path):
+    import re
+    import time
+
+    from tests.conftest import REPO
+
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("<!-- section: classify -->"):text.index("<!-- /section: classify -->")]
+    queries = re.findall(r'^sqlite3 -header \S+ "(.+)"$', section, re.M)
+    assert queries
+    now = int(time.time() * 1000)
+    conn, _ = store(tmp_path, [gpu(now - 360_000, 0.0, [proc(1, GiB, start=now - 600_000)]),
+                               gpu(now, 36_000.0, [proc(1, GiB, start=now - 600_000)])])
+    (query,) = queries
+    assert conn.execute(query).fetchall() == [("Wildermyth", 0.1, 0.01)]
