@@ -17,14 +17,16 @@ from __future__ import annotations
 
 import pwd
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gpm.classify.facts import ProcessFacts, ProcReader
-from gpm.classify.ollama_models import OllamaModels
 from gpm.classify.redact import redact_cmdline
 from gpm.classify.rules import Context, Decision, UserRule, classify
-from gpm.classify.steam import SteamLibrary
 from gpm.config import Config
 from gpm.gpu.model import GpuSample, ProcessDetails, now_ms
+
+if TYPE_CHECKING:
+    from gpm.classify.steam import SteamLibrary
 
 
 class Classifier:
@@ -33,9 +35,9 @@ class Classifier:
         self.store_cmdline = bool(cfg["classify.store_cmdline"])
         self.steam_paths = list(cfg["classify.steam_paths"] or [])
         self.reader = ProcReader(proc)
-        self._libraries: dict[tuple[str, ...], SteamLibrary] = {}
+        self._libraries: dict[tuple[str, ...], "SteamLibrary"] = {}
         self._homes: dict[str, str | None] = {}
-        self.ollama_models = OllamaModels()
+        self._ollama_models = None
 
     def _home(self, user: str | None) -> str | None:
         if user is None:
@@ -47,7 +49,9 @@ class Classifier:
                 self._homes[user] = None
         return self._homes[user]
 
-    def steam_library(self, homes: list[str]) -> SteamLibrary:
+    def steam_library(self, homes: list[str]) -> "SteamLibrary":
+        from gpm.classify.steam import SteamLibrary
+
         key = tuple(sorted(set(homes)))
         lib = self._libraries.get(key)
         if lib is None:
@@ -58,7 +62,14 @@ class Classifier:
         homes = [str(Path.home())]
         homes += [h for h in (self._home(u) for u in users) if h]
         return Context(self.rules, steam=lambda: self.steam_library(homes).index(),
-                       ollama_model=self.ollama_models)
+                       ollama_model=self.ollama_model)
+
+    def ollama_model(self, blob_path: str) -> str | None:
+        if self._ollama_models is None:
+            from gpm.classify.ollama_models import OllamaModels
+
+            self._ollama_models = OllamaModels()
+        return self._ollama_models(blob_path)
 
     def facts(self, pid: int, now: int | None = None) -> ProcessFacts:
         return self.reader.facts(pid, now_ms=now if now is not None else now_ms())

@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from gpm.classify import CATEGORIES
 from gpm.classify.facts import ProcessFacts
-from gpm.classify.steam import SteamIndex, common_dir, is_tool_dir
 from gpm.errors import ConfigError
+
+if TYPE_CHECKING:  # the Steam reader is imported only where a library is scanned
+    from gpm.classify.steam import SteamIndex
 
 BUSY_PERCENT = 60  # the original design's "the GPU is busy" threshold for games
 LONG_LIVED_SECS = 600
@@ -408,6 +410,28 @@ def _view(f: ProcessFacts) -> _View:
 
 
 # ---------------------------------------------------------------- Steam
+
+# Steam's own tools live under steamapps/common too; they are not games.
+TOOL_DIRS = re.compile(
+    r"^(proton[ -].*|proton|steamlinuxruntime.*|steam linux runtime.*|steamworks shared|"
+    r"steamvr|steam controller configs)$",
+    re.IGNORECASE,
+)
+
+_COMMON = re.compile(r"(?:^|/)steamapps/common/([^/]+)", re.IGNORECASE)
+
+
+def common_dir(path: str | None) -> str | None:
+    """``.../steamapps/common/<installdir>/...`` -> ``installdir`` (Windows paths too)."""
+    if not path:
+        return None
+    m = _COMMON.search(path.replace("\\", "/"))
+    return m.group(1) if m else None
+
+
+def is_tool_dir(installdir: str) -> bool:
+    return bool(TOOL_DIRS.match(installdir))
+
 
 
 def _appid(v: _View) -> tuple[str, str] | None:

@@ -24,12 +24,6 @@ from typing import Iterable
 _TOKEN = re.compile(r'\s+|//[^\n]*|"((?:[^"\\]|\\.)*)"?|([{}])|([^\s{}"]+)')
 _ESCAPES = {"n": "\n", "t": "\t", "\\": "\\", '"': '"'}
 
-# Steam's own tools live under steamapps/common too; they are not games.
-TOOL_DIRS = re.compile(
-    r"^(proton[ -].*|proton|steamlinuxruntime.*|steam linux runtime.*|steamworks shared|"
-    r"steamvr|steam controller configs)$",
-    re.IGNORECASE,
-)
 
 
 def _unescape(text: str) -> str:
@@ -234,18 +228,3 @@ class SteamLibrary:
                 if app is not None:
                     index.add(app)
         return index, watched
-
-
-_COMMON = re.compile(r"(?:^|/)steamapps/common/([^/]+)", re.IGNORECASE)
-
-
-def common_dir(path: str | None) -> str | None:
-    """``.../steamapps/common/<installdir>/...`` -> ``installdir`` (Windows paths too)."""
-    if not path:
-        return None
-    m = _COMMON.search(path.replace("\\", "/"))
-    return m.group(1) if m else None
-
-
-def is_tool_dir(installdir: str) -> bool:
-    return bool(TOOL_DIRS.match(installdir))
