@@ -22,6 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
     "classify": ("gpm.cli.classify_cmd:classify", "Classify processes described as JSON Lines (test rules)."),
     "ps": ("gpm.cli.ps:ps", "Show the processes on each GPU with category, label and reason."),
+    "serve-metrics": ("gpm.cli.serve_metrics:serve_metrics", "Serve Prometheus /metrics (and push OTLP)."),
+    "ollama-watch": ("gpm.cli.ollama_watch:ollama_watch", "Record Ollama's loaded models and, via a proxy, its requests."),
 }
 
 

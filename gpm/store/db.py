@@ -34,6 +34,7 @@ BUSY_TIMEOUT_SECS = 30.0
 SCHEMA_MODULES = [
     "gpm.store.schema_core",
     "gpm.store.schema_classify",
+    "gpm.store.schema_llm",
 ]
 
 
