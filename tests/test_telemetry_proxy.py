@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 import time
@@ -173,3 +175,37 @@ def test_the_proxy_without_tracing_never_imports_opentelemetry(fake):
                          timeout=30, check=True).stdout
     assert out.strip() == "[]"
     assert _sent_headers(fake, "/api/generate")["traceparent"] == TRACEPARENT
+
+
+def test_cli_proxy_with_otlp_exports_spans_until_sigterm(fake, tmp_path):
+    db = tmp_path / "gpm.db"
+    with Receiver() as rx:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gpm", "--db", str(db), "ollama-watch", "--api-url", fake.url,
+             "--proxy", f"127.0.0.1:{free_port()}", "--json"],
+            env=gpm_env({"GPM_TELEMETRY_ENABLE_OPENTELEMETRY": "true",
+                         "GPM_TELEMETRY_OTLP_ENDPOINT": rx.endpoint}),
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            assert proc.stderr.readline().strip() == f"gpm: exporting a span per proxied request to {rx.endpoint}"
+            url = re.search(r"recording proxy on (http://\S+)", proc.stderr.readline()).group(1)
+            resp = requests.post(f"{url}/api/generate", headers={"traceparent": TRACEPARENT}, timeout=10,
+                                 json={"model": "gemma4", "prompt": "hi", "stream": False})
+            assert resp.status_code == 200
+            row = json.loads(proc.stdout.readline())
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0  # stopping flushes the last spans
+        finally:
+            proc.kill()
+        (span,) = rx.spans()
+    assert span.name == "text_completion gemma4"
+    assert span.trace_id.hex() == TRACE_ID and span.parent_span_id.hex() == CALLER_SPAN
+    a = attrs(span.attributes)
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (row["prompt_tokens"], 6)
+    assert _sent_headers(fake, "/api/generate")["traceparent"].split("-")[2] == span.span_id.hex()
+
+
+def test_cli_otlp_flag_needs_the_proxy(gpm, tmp_path):
+    proc = gpm("--db", tmp_path / "gpm.db", "ollama-watch", "--otlp")
+    assert proc.returncode == 2
+    assert proc.stderr == "gpm: --otlp needs --proxy: spans are made of proxied requests\n"
