@@ -6,7 +6,6 @@ import json
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from gpm.telemetry.llm import LlmRequest
 from tests.conftest import FIXTURES, REPO, gpm_env, run_gpm
 from tests.fakes.nvml import FakeProcess, Scenario
 from tests.fakes.otlp_receiver import Receiver, attrs
+from tests.fakes.telemetry_data import requests, save_requests
 from tests.test_telemetry_prometheus import names, promtool_check, samples, value
 
 FAKE_SMI = REPO / "tests" / "fakes" / "nvidia-smi"
@@ -175,34 +176,14 @@ def test_nvidia_smi_fallback_when_nvml_is_missing(tmp_path):
     assert promtool_check(text) == ""
 
 
-def _llm_requests_db(path: Path) -> None:
-    """An ``llm_requests`` table with the columns issue 4 names, as the proxy writes it."""
-    conn = sqlite3.connect(path)
-    conn.execute("""CREATE TABLE llm_requests (id INTEGER PRIMARY KEY, ts_ms INTEGER, endpoint TEXT,
-        model TEXT, stream INTEGER, status INTEGER, error TEXT, done_reason TEXT, prompt_tokens INTEGER,
-        completion_tokens INTEGER, ttft_seconds REAL, tpot_seconds REAL, tokens_per_second REAL,
-        duration_seconds REAL)""")
-    conn.executemany(
-        "INSERT INTO llm_requests (ts_ms, endpoint, model, stream, status, error, prompt_tokens,"
-        " completion_tokens, ttft_seconds, duration_seconds) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [(1_760_000_000_000, "/api/chat", "llama3.2", 1, 200, None, 26, 18, 0.3, 2.0),
-         (1_760_000_001_000, "/api/generate", "llama3.2", 1, 200, None, 10, 35, 0.05, 0.9),
-         (1_760_000_002_000, "/api/chat", "qwen2.5:7b", 1, 502, "upstream down", None, None, None, 0.003)])
-    conn.commit()
-    conn.close()
-
-
 def test_llm_requests_from_the_proxy_table_count_once(fake_nvml, tmp_path):
     db = tmp_path / "gpm.db"
-    _llm_requests_db(db)
+    save_requests(db, requests()[:2] + requests()[3:4])  # llama3.2 twice, one failed qwen2.5:7b
     with serving("--cache-secs", "0", env=fake_nvml.env({"GPM_DB": db})) as (_proc, url):
         first = scrape(url)
         second = scrape(url)
-        conn = sqlite3.connect(db)
-        conn.execute("INSERT INTO llm_requests (model, endpoint, status, prompt_tokens, completion_tokens,"
-                     " ttft_seconds, duration_seconds) VALUES ('llama3.2', '/api/chat', 200, 5, 3, 0.2, 0.5)")
-        conn.commit()
-        conn.close()
+        save_requests(db, [LlmRequest(model="llama3.2", endpoint="/api/chat", status=200, prompt_tokens=5,
+                                      completion_tokens=3, ttft_seconds=0.2, duration_seconds=0.5)])
         third = scrape(url)
     for text in (first, second):
         assert value(text, "gpm_llm_requests_total", model="llama3.2", status="200") == 2
@@ -211,6 +192,19 @@ def test_llm_requests_from_the_proxy_table_count_once(fake_nvml, tmp_path):
     assert value(third, "gpm_llm_requests_total", model="llama3.2", status="200") == 3
     assert value(third, "gpm_llm_time_to_first_token_seconds_count", model="llama3.2") == 3
     assert promtool_check(third) == ""
+
+
+def test_a_database_created_after_start_is_picked_up(fake_nvml, tmp_path):
+    db = tmp_path / "data" / "gpm.db"
+    with serving("--cache-secs", "0", env=fake_nvml.env({"GPM_DB": db})) as (_proc, url):
+        before = scrape(url)
+        save_requests(db, requests())  # the proxy's first run creates the database
+        after = scrape(url)
+    assert not any(n.startswith("gpm_llm_") for n in names(before))
+    assert "gpm_gpu_memory_used_bytes" in names(before)
+    assert value(after, "gpm_llm_requests_total", model="llama3.2", status="200") == 2
+    assert value(after, "gpm_llm_prompt_tokens_total", model="qwen2.5:7b") == 1500
+    assert promtool_check(after) == ""
 
 
 def test_port_in_use_is_one_line_and_exit_1(fake_nvml):

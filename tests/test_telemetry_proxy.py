@@ -16,7 +16,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 from gpm.llm.proxy import RecordingProxy
 from gpm.llm.record import RequestLog
 from gpm.store.db import open_db
-from gpm.telemetry.llm import LlmAggregator
+from gpm.telemetry.llm import DbRequestFeed, LlmAggregator
 from gpm.telemetry.proxy_hooks import ProxyHooks
 from gpm.telemetry.tracing import ProxyTracer
 from tests.conftest import REPO, gpm_env
@@ -69,7 +69,7 @@ def _spans(rx, tracer, proxy) -> dict:
     return {s.name: s for s in rx.spans()}
 
 
-def test_request_with_traceparent_is_a_span_in_the_callers_trace(fake, traced):
+def test_request_with_traceparent_is_a_span_in_the_callers_trace(fake, traced, tmp_path):
     proxy, tracer, rx, aggregator, conn = traced
     resp = requests.post(f"{proxy.url}/api/chat", timeout=10, headers={"traceparent": TRACEPARENT,
                                                                        "tracestate": "congo=t61rcWkgMzE"},
@@ -111,6 +111,9 @@ def test_request_with_traceparent_is_a_span_in_the_callers_trace(fake, traced):
 
     stats = aggregator.snapshot()["llama3.2"]
     assert (stats.requests, stats.prompt_tokens, stats.completion_tokens) == ({"200": 1}, 26, 6)
+    standalone = DbRequestFeed(tmp_path / "gpm.db", LlmAggregator())  # what serve-metrics reads instead
+    assert standalone.poll() == 1
+    assert standalone.aggregator.snapshot() == aggregator.snapshot()
 
 
 def test_upstream_errors_give_error_spans(fake, traced):

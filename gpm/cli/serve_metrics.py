@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 import click
 
@@ -17,14 +16,6 @@ log = logging.getLogger("gpm.telemetry")
 def _note(app: AppContext, message: str) -> None:
     if not app.quiet:
         click.echo(f"gpm: {message}", err=True)
-
-
-def _llm_reader(db_path):
-    """Connect read-only to the database for new llm_requests rows, if it exists."""
-    def connect() -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1.0)
-
-    return connect
 
 
 @click.command("serve-metrics")
@@ -88,9 +79,7 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
 
     sampler = Sampler(cfg)
     state = MetricsState(cfg.hostname)
-    poll_llm = None
-    if cfg.db_path.exists():
-        poll_llm = DbRequestFeed(_llm_reader(cfg.db_path), state.llm).poll
+    poll_llm = DbRequestFeed(cfg.db_path, state.llm).poll  # the database may appear later
     ollama = None
     if cfg["ollama.enabled"]:
         url, timeout = cfg["ollama.api_url"], cfg["ollama.timeout_secs"]
