@@ -18,9 +18,10 @@ import pytest
 
 from gpm.telemetry.llm import LlmRequest
 from tests.conftest import FIXTURES, REPO, gpm_env, run_gpm
-from tests.fakes.nvml import FakeProcess, Scenario
+from tests.fakes.nvml import FakeProcess, Scenario, make_gpu
 from tests.fakes.otlp_receiver import Receiver, attrs
 from tests.fakes.telemetry_data import requests, save_requests
+from tests.test_classify_live import PYTHON, built, children, named, vanished_pid  # noqa: F401 - fixtures
 from tests.test_telemetry_prometheus import names, promtool_check, samples, value
 
 FAKE_SMI = REPO / "tests" / "fakes" / "nvidia-smi"
@@ -116,6 +117,42 @@ def test_serves_fake_nvml_and_stops_on_sigterm(fake_nvml, tmp_path):
     err = proc.stderr.read()
     assert f"gpm: serving metrics on {url}" in err
     assert "Traceback" not in err
+
+
+def test_real_processes_of_every_category_classified_live_pass_promtool(fake_nvml, built, children, tmp_path):
+    """The sampler's classifier runs on real /proc entries; odd names must not break the exposition."""
+    tmp = built["tmp"]
+    game = tmp_path / "Cyberpunk2077.exe"
+    shutil.copy(built["game"], game)
+    started = {
+        "gaming": children.start([game], ready=False),
+        "ml_training": children.start([PYTHON, built["wait"], built["torch"], "--epochs", "3"]),
+        "llm_inference": children.start([named(tmp, "llama-server"), built["wait"], "-m",
+                                         "/models/Qwen2.5-7B-Instruct-Q4_K_M.gguf", "--port", "8080"]),
+        "desktop": children.start([named(tmp, "gnome-shell"), built["wait"]]),
+        "general_compute": children.start([named(tmp, 'ren "d\\er\u00e9'), built["wait"]]),
+    }
+    scenario = Scenario(gpus=[make_gpu(0), make_gpu(1)])
+    scenario.gpus[0].processes = [FakeProcess(pid=pid, used_memory=(k + 1) * 256 * 2**20, sm_util=20)
+                                  for k, pid in enumerate(started.values())]
+    scenario.gpus[1].processes = [FakeProcess(pid=started["ml_training"], used_memory=2**30, sm_util=90),
+                                  FakeProcess(pid=vanished_pid(), used_memory=2**20)]
+    fake_nvml.set(scenario)
+    with serving("--per-process", env=fake_nvml.env()) as (_proc, url):
+        text = scrape(url)
+    assert promtool_check(text) == ""
+    gpu0 = {"gpu": "0", "uuid": scenario.gpus[0].uuid}
+    gpu1 = {"gpu": "1", "uuid": scenario.gpus[1].uuid}
+    for k, category in enumerate(started):
+        assert value(text, "gpm_category_processes", category=category, **gpu0) == 1
+        assert value(text, "gpm_category_gpu_memory_bytes", category=category, **gpu0) == (k + 1) * 256 * 2**20
+    assert value(text, "gpm_category_processes", category="ml_training", **gpu1) == 1
+    assert value(text, "gpm_category_processes", category="general_compute", **gpu1) == 1  # exited
+    per_process = {int(dict(lbl)["pid"]): dict(lbl) for n, lbl in samples(text)
+                   if n == "gpm_process_gpu_memory_bytes" and dict(lbl)["gpu"] == "0"}
+    assert {pid: per_process[pid]["category"] for pid in started.values()} == {
+        pid: category for category, pid in started.items()}
+    assert per_process[started["general_compute"]]["name"] == 'ren "d\\er\u00e9'
 
 
 def test_scrapes_within_cache_secs_share_one_read(fake_nvml):
