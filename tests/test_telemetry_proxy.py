@@ -155,6 +155,21 @@ def test_ollama_down_is_a_502_error_span(tmp_path):
     assert attrs(span.attributes)["error.type"] == "502"
 
 
+def test_an_unreachable_receiver_is_counted_and_never_slows_the_proxy(fake):
+    tracer = ProxyTracer("proxy-host", endpoint=f"http://127.0.0.1:{free_port()}", timeout_secs=1).start()
+    proxy = RecordingProxy(("127.0.0.1", 0), fake.url, hooks=ProxyHooks(tracer=tracer)).start()
+    try:
+        for _ in range(3):
+            t0 = time.monotonic()
+            resp = requests.post(f"{proxy.url}/api/generate", json={"model": "m", "prompt": "x", "stream": False},
+                                 headers={"traceparent": TRACEPARENT}, timeout=10)
+            assert resp.status_code == 200 and time.monotonic() - t0 < 1
+    finally:
+        proxy.stop()
+        tracer.stop()
+    assert tracer.counter.successes == 0 and tracer.counter.failures >= 1
+
+
 def test_unrecorded_paths_pass_the_callers_trace_context_unchanged(fake, traced):
     proxy, tracer, rx, _aggregator, _conn = traced
     assert requests.get(f"{proxy.url}/api/tags", headers={"traceparent": TRACEPARENT}, timeout=10).ok
