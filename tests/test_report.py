@@ -207,33 +207,34 @@ def test_cached_hours_give_the_same_report_and_follow_new_rows(gpm, week_db):
     assert late["gpus"][1]["samples"] == 1081
 
 
-def write_archive(rows_db: Path, archive: Path, host: str) -> None:
-    """Lay the database's rows out as the archive issue does: table/host=/date=/*.parquet."""
-    import polars as pl
+def archive_db(db: Path, archive: Path, host: str) -> None:
+    """Move every row of ``db`` into ``archive`` the way `gpm archive` does."""
+    from gpm.store.archive import archive as move
 
-    conn = sqlite3.connect(rows_db)
-    cur = conn.execute(
-        "SELECT g.uuid AS gpu_uuid, g.gpu_index, g.name AS gpu_name, m.* FROM gpu_metrics m "
-        "JOIN gpus g ON g.id = m.gpu_id ORDER BY g.uuid, m.ts_ms")
-    names = [d[0] for d in cur.description]
-    frame = pl.DataFrame(cur.fetchall(), schema=names, orient="row", infer_schema_length=None).drop("gpu_id")
-    frame = frame.with_columns(date=pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%d"))
-    for (day,), part in frame.group_by("date"):
-        folder = archive / "gpu_metrics" / f"host={host}" / f"date={day}"
-        folder.mkdir(parents=True)
-        part.drop("date").write_parquet(folder / "part-0.parquet")
+    conn = open_db(db)
+    move(conn, archive, cutoff=MON + 30 * 24 * HOUR, own_host=host)
+    conn.close()
 
 
 def test_archive_gives_the_same_figures_and_many_hosts_add_up(gpm, week_db, tmp_path):
     archive = tmp_path / "archive"
-    write_archive(week_db, archive, "lab")
-    write_archive(week_db, archive, "rig")
+    from_db = report_json(gpm, week_db, "--week", WEEK, "--no-cache")
+    rig = tmp_path / "rig.db"
+    conn = open_db(rig)
+    save_samples(conn, "rig", week_samples())
+    conn.close()
+    archive_db(week_db, archive, "lab")
+    archive_db(rig, archive, "rig")
+    assert sqlite3.connect(week_db).execute("SELECT count(*) FROM gpu_metrics").fetchone()[0] == 0
+    # The database that archived its rows reads them back through its manifest...
+    archived = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive, "--host", "lab")
+    # ... and any other database reads every host's files.
     empty = tmp_path / "empty.db"
-    from_db = report_json(gpm, week_db, "--week", WEEK)
-    from_archive = report_json(gpm, empty, "--week", WEEK, "--archive-dir", archive, "--host", "lab")
-    for r in (from_db, from_archive):
+    from_elsewhere = report_json(gpm, empty, "--week", WEEK, "--archive-dir", archive, "--host", "lab")
+    for r in (from_db, archived, from_elsewhere):
         r["report"].pop("generated_ms")
-    assert from_archive == from_db
+    assert archived == from_db
+    assert from_elsewhere == from_db
     both = report_json(gpm, empty, "--week", WEEK, "--archive-dir", archive)
     assert [h["host"] for h in both["hosts"]] == ["lab", "rig"]
     assert both["fleet"]["gpus"] == 4
@@ -267,14 +268,14 @@ def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_
 
 
 def test_output_is_atomic_and_runs_never_overlap(gpm, week_db, tmp_path):
-    from gpm.report.output import job_lock
+    from gpm.locks import exclusive_lock, lock_path
 
     out = tmp_path / "week.md"
     gpm("--db", week_db, "report", "--week", WEEK, "--format", "markdown", "-o", out, env=UTC, check=True)
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# gpm report: 2025-W47") and "## Per GPU" in text
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    with job_lock("report"):
+    with exclusive_lock(lock_path(week_db, "report"), job="report"):
         proc = gpm("--db", week_db, "report", "--week", WEEK, "-o", out, env=UTC)
     assert proc.returncode == 75 and "another `gpm report` is running" in proc.stderr
     assert out.read_text(encoding="utf-8") == text

@@ -79,7 +79,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     def compute(period):
         return make_report(conn=conn, db_path=db_path, archive_dir=archive, period=period,
                            hosts=hosts, gpus=gpus, busy_threshold=busy, now_ms=now,
-                           use_cache=not no_cache)
+                           own_host=cfg.hostname, use_cache=not no_cache)
 
     def run() -> str:
         from gpm.report.summaries import make_trend, save_week, week_period
@@ -105,9 +105,11 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
         if output is None:
             click.echo(run(), nl=False)
             return
-        from gpm.report.output import job_lock, write_atomic
+        from gpm.locks import exclusive_lock, lock_path
+        from gpm.report.output import write_atomic
 
-        with job_lock("report"):
+        # Another run writing a report gives up at once: the next timer run follows soon.
+        with exclusive_lock(lock_path(db_path, "report"), job="report", wait_secs=0):
             write_atomic(output, run())
     finally:
         conn.close()

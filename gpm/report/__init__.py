@@ -33,7 +33,8 @@ def _tables(conn: sqlite3.Connection | None) -> set[str]:
 
 def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archive_dir: Path | None,
                 period: Period, hosts: tuple[str, ...] = (), gpus: tuple[str, ...] = (),
-                busy_threshold: float, now_ms: int, use_cache: bool = True) -> Report:
+                busy_threshold: float, now_ms: int, own_host: str | None = None,
+                use_cache: bool = True) -> Report:
     """The full report over ``period`` from the database and the archive."""
     from gpm.report.source import gpu_partials
 
@@ -43,7 +44,7 @@ def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archiv
         # A host with no sample in the range is shown with 0 % coverage.
         known_hosts = [r[0] for r in conn.execute("SELECT DISTINCT host FROM gpus")]
     partials, hist = gpu_partials(conn, db_path, archive_dir, sel, busy_threshold,
-                                  now_ms=now_ms, use_cache=use_cache)
+                                  now_ms=now_ms, own_host=own_host, use_cache=use_cache)
     report = build_gpu_report(partials, hist, period, busy_threshold=busy_threshold,
                               generated_ms=now_ms, hosts=known_hosts)
     if not report.gpus:
