@@ -9,9 +9,7 @@ from pathlib import Path
 import click
 
 from gpm.cli.context import AppContext, pass_app
-
-_SECTIONS = ("coverage", "gaps", "hosts", "gpus", "throttling", "days", "trend",
-             "workload", "games", "llm", "processes")
+from gpm.report.render import SECTIONS as _SECTIONS
 
 
 @click.command()
