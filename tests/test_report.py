@@ -420,9 +420,27 @@ def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_
     assert [t["iso_week"] for t in trend][-1] == last_week
     assert trend[-1]["energy_joules"] == 360000.0 and trend[-1]["gpus"] == 1
     assert trend[0]["gpus"] == 0 and trend[0]["energy_joules"] is None
+    assert trend[-1]["category_energy_joules"] == {} and trend[-1]["completion_tokens"] == 0
     csv_text = gpm("--db", db, "report", "--weeks", "3", "--format", "csv", "--section", "trend",
                    env=UTC, check=True).stdout
     assert csv_text.splitlines()[0].startswith("iso_week,week_start_ms,week_end_ms,hosts,gpus")
+
+
+def test_weekly_summary_keeps_energy_per_category_and_tokens_for_the_trend(gpm, week_db):
+    from gpm.report.summaries import load_weeks, trend_row
+
+    gpm("--db", week_db, "report", "--week", WEEK, env=UTC, check=True)
+    conn = sqlite3.connect(week_db)
+    usage = json.loads(conn.execute("SELECT usage_json FROM weekly_summaries WHERE iso_week = ?",
+                                    (WEEK,)).fetchone()[0])
+    assert usage == {
+        "category_energy_joules": {w["category"]: w["energy_joules"] for w in WORKLOAD},
+        "category_gpu_seconds": {w["category"]: w["gpu_seconds"] for w in WORKLOAD},
+        "llm_requests": 6, "prompt_tokens": 130, "completion_tokens": 850,
+    }
+    row = trend_row(WEEK, load_weeks(conn, [WEEK], ())[WEEK])
+    assert row["category_energy_joules"] == dict(sorted(usage["category_energy_joules"].items()))
+    assert (row["llm_requests"], row["completion_tokens"]) == (6, 850)
 
 
 def test_output_is_atomic_and_runs_never_overlap(gpm, week_db, tmp_path):

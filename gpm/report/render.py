@@ -162,15 +162,19 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
     if section == "trend":
         trend = report.trend or []
         if human:
-            return (["Week", "Hosts", "GPUs", "Coverage", "Busy", "Util", "Energy", "Throttled"],
-                    [[t["iso_week"], t["hosts"], t["gpus"],
+            return (["Week", "GPUs", "Coverage", "Busy", "Util", "Energy", "Throttled", "Most energy", "Gen tok"],
+                    [[t["iso_week"], t["gpus"],
                       pct(t["coverage_ratio"] * 100, 1) if t["coverage_ratio"] is not None else "-",
                       d(t["busy_seconds"]), pct(t["utilization_mean_percent"]), kwh(t["energy_joules"]),
-                      d(t["throttled_seconds"])] for t in trend])
+                      d(t["throttled_seconds"]), _top_use(t["category_energy_joules"]),
+                      _count(t["completion_tokens"]) if t["llm_requests"] else "-"] for t in trend])
         keys = ["iso_week", "week_start_ms", "week_end_ms", "hosts", "gpus", "coverage_ratio",
                 "gpu_sampled_seconds", "busy_seconds", "utilization_mean_percent", "energy_joules",
-                "throttled_seconds"]
-        return keys + ["energy_methods"], [[t[k] for k in keys] + [" ".join(t["energy_methods"])] for t in trend]
+                "throttled_seconds", "llm_requests", "completion_tokens"]
+        categories = sorted({c for t in trend for c in t["category_energy_joules"]})
+        return (keys + ["energy_methods"] + [f"{c}_energy_joules" for c in categories],
+                [[t[k] for k in keys] + [" ".join(t["energy_methods"])]
+                 + [t["category_energy_joules"].get(c) for c in categories] for t in trend])
     if section == "workload":
         if human:
             return (["Category", "Runs", "GPU time", "Share", "Energy", "Share"],
@@ -220,6 +224,15 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
         keys = ["host", "name", "category", "label", "runs", "gpu_seconds", "energy_joules", "max_used_memory_bytes"]
         return ["ranked_by", *keys], [[by.replace(" ", "_"), *[p[k] for k in keys]] for by, p in ranked]
     return [], []
+
+
+def _top_use(by_category: dict[str, float]) -> str:
+    """The category that used the most process energy, with its share."""
+    total = sum(by_category.values())
+    if not total:
+        return "-"
+    top = max(sorted(by_category), key=lambda c: by_category[c])
+    return f"{top} {by_category[top] / total * 100:.0f}%"
 
 
 def _pct(share: float | None) -> float | None:
