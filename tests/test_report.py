@@ -402,6 +402,25 @@ def test_archive_gives_the_same_figures_and_many_hosts_add_up(gpm, week_db, tmp_
     assert "fleet" in text and "rig" in text
 
 
+def test_gpm_archive_keeps_the_hourly_cache_so_archived_hours_need_no_parquet(gpm, week_db, tmp_path):
+    archive = tmp_path / "archive"
+    gpu_keys = ("coverage", "hosts", "fleet", "gpus", "days")
+    before = report_json(gpm, week_db, "--week", WEEK, "--no-cache")
+    gpm("--db", week_db, "archive", "--archive-dir", archive, "--older-than", "30", env=UTC, check=True)
+    assert sqlite3.connect(week_db).execute("SELECT count(*) FROM report_hours").fetchone()[0] == 3
+    cached = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive)
+    # The GPU figures come from the cache alone: the archive is not even needed for them.
+    alone = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", tmp_path / "nowhere")
+    with sqlite3.connect(week_db) as conn:
+        conn.execute("DELETE FROM report_hours")
+    parquet = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive)
+    for r in (before, cached, parquet):
+        r["report"].pop("generated_ms")
+        r.pop("llm")  # archived requests are not measured (see the archive test)
+    assert cached == before == parquet
+    assert {k: alone[k] for k in gpu_keys} == {k: before[k] for k in gpu_keys}
+
+
 def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_path):
     db = tmp_path / "gpm.db"
     now = resolve_period(now_ms=int(time.time() * 1000))
