@@ -363,24 +363,38 @@ def lazy_partials(lf: "pl.LazyFrame", sel: Selection,
                 cond = cond | (pl.col("gpu_index") == int(want))
             cond = cond | pl.col("gpu_uuid").str.to_lowercase().str.starts_with(want.lower())
         lf = lf.filter(cond)
-    g = ["host", "gpu_uuid"]
     e = pl.col("energy_millijoules")
+    ts = pl.col("ts_ms")
     util = pl.col("utilization_gpu_percent")
     thr = pl.col("throttle_reasons")
+    # Archived part files hold one host and day each, sorted by GPU and time,
+    # and the history reader reads them in order: the rows arrive as runs of
+    # one GPU in time order. They are sorted only when that does not hold
+    # (sorting a year of rows by strings takes longer than everything else).
+    # ``run`` numbers those runs and ``key`` is (run, minute) as one integer,
+    # so the counter's steps are plain vectorised shifts.
+    needed = ["host", "gpu_uuid", "gpu_index", "gpu_name", "ts_ms", "utilization_gpu_percent",
+              "temperature_celsius", "memory_used_bytes", "memory_total_bytes", "power_milliwatts",
+              "energy_millijoules", "throttle_reasons"]
+    df = lf.select(needed).collect()
+    same_gpu = (pl.col("host") == pl.col("host").shift(1)) & (pl.col("gpu_uuid") == pl.col("gpu_uuid").shift(1))
+    if df.select((same_gpu & (ts < ts.shift(1))).any()).item():
+        df = df.sort("host", "gpu_uuid", "ts_ms")
     lf = (
-        lf.sort("host", "gpu_uuid", "ts_ms")
-        .with_columns(minute=pl.col("ts_ms") // BUCKET_MS)
+        df.lazy()
+        .with_columns(minute=ts // BUCKET_MS, run=(~same_gpu).fill_null(True).cum_sum())
+        .with_columns(key=pl.col("run").cast(pl.Int64) * 1_000_000_000_000 + pl.col("minute"))
         .with_columns(
-            _prev_e=e.forward_fill().shift(1).over(g),
-            _prev_e_minute=(pl.when(e.is_not_null()).then(pl.col("minute"))
-                            .forward_fill().shift(1).over(g)),
+            _prev_e=e.forward_fill().shift(1),
+            _prev_key=pl.when(e.is_not_null()).then(pl.col("key")).forward_fill().shift(1),
         )
         .with_columns(
-            _step=pl.when((pl.col("_prev_e_minute") == pl.col("minute")) & (e > pl.col("_prev_e")))
+            _step=pl.when((pl.col("_prev_key") == pl.col("key")) & (e > pl.col("_prev_e")))
             .then(e - pl.col("_prev_e")).otherwise(0)
         )
     )
     aggs = [
+        pl.col("host", "gpu_uuid", "minute").first(),
         pl.col("gpu_index").last(), pl.col("gpu_name").last(),
         pl.len().alias("n"),
         pl.col("ts_ms").min().alias("first_ts_ms"), pl.col("ts_ms").max().alias("last_ts_ms"),
@@ -402,7 +416,7 @@ def lazy_partials(lf: "pl.LazyFrame", sel: Selection,
         pl.when(e.count() > 0).then(pl.col("_step").sum()).alias("energy_within_mj"),
     ]
     frames = pl.collect_all([
-        lf.group_by("host", "gpu_uuid", "minute", maintain_order=True).agg(aggs),
+        lf.group_by("key").agg(aggs).drop("key").sort("host", "gpu_uuid", "minute"),
         lf.filter(util.is_not_null()).group_by("host", "gpu_uuid", util.alias("util"))
         .agg(pl.len().alias("n")),
     ])
