@@ -45,13 +45,20 @@ from gpm.report.render import SECTIONS as _SECTIONS
 def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, weeks, archive_dir,
            busy_threshold, output, no_cache) -> None:
     """Report what the GPUs did: coverage and gaps, per-GPU busy time,
-    utilization, temperature, memory, energy and throttling, and a per-day strip.
+    utilization, temperature, memory, energy and throttling, a per-day strip,
+    the workload mix (GPU time and energy per process category), games, LLM
+    requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
+    generated token), models loaded (VRAM) and the top processes.
 
     The range defaults to the last 7 days up to now. Energy comes from each
     GPU's energy counter (the sum of its increases, so gaps in sampling lose
     nothing); GPUs without one fall back to integrated power over the sampled
-    intervals, and the report says which. A report over one whole, finished ISO
-    week is stored in weekly_summaries for `--weeks`.
+    intervals, and the report says which. Process energy is each run's share
+    of its GPU's energy; LLM energy is measured only for requests whose GPU
+    samples are still in the database. A section without data is one line
+    saying why. A report over one whole, finished ISO week is stored in
+    weekly_summaries for `--weeks`. Closed hours are cached in report_hours
+    (also kept current by `gpm archive`).
 
     \b
     Exit codes: 0 ok; 1 error (e.g. unreadable archive); 2 usage or config
