@@ -6,6 +6,15 @@ GPU 0 has an energy counter: two busy hours... precisely: Monday 08:00-10:00
 power capped), then the sampler stops for a day while the GPU's counter keeps
 counting 1 MJ, then Tuesday 10:00-11:00 at 50 % and 100 W with a driver reload
 (counter back to 0) at 10:30. GPU 1 has no counter: 10 % at 80 W throughout.
+
+Processes, classified as the sampler's enricher does and stored by its
+saver: Xorg (desktop) on GPU 0 all Monday, sharing it with Cyberpunk 2077
+(gaming, 08:00-09:00) and then an Ollama runner (llm_inference,
+09:00-10:00); train.py (ml_training) on GPU 0 Tuesday; on GPU 1 Factorio
+(Monday 09:00-09:30), Blender (general compute, Tuesday 10:00-10:30) and
+Cyberpunk 2077 again (Tuesday 10:30-11:00). Ollama: five requests to two
+models on Monday after 09:00 (one failed; two overlap) and one on
+Wednesday, when nothing was sampled; both models loaded 09:00-09:10.
 """
 
 from __future__ import annotations
@@ -18,10 +27,15 @@ from pathlib import Path
 
 import pytest
 
-from gpm.gpu.model import GpuSample
+from gpm.config import load_config
+from gpm.gpu.model import GpuProcess, GpuSample, ProcessDetails
+from gpm.llm.client import LoadedModel
+from gpm.llm.record import save_request
+from gpm.llm.sessions import SessionTracker
+from gpm.sampling import Sampler
 from gpm.report.period import resolve_period, week_bounds
 from gpm.report.render import sparkline
-from gpm.store.db import open_db
+from gpm.store.db import open_db, write
 from gpm.store.samples import save_samples
 
 GOLDEN = Path(__file__).parent / "golden" / "report_2025-W47.txt"
@@ -46,6 +60,39 @@ def gpu(ts_ms: int, index: int, **values) -> GpuSample:
                      name="NVIDIA GeForce RTX 4090", memory_total_bytes=24 * GIB, **values)
 
 
+MIB = 1 << 20
+T0 = MON + 8 * HOUR  # Monday's block
+T1 = MON + 34 * HOUR  # Tuesday's block
+
+
+def run(pid: int, name: str, category: str, label: str | None, start_ms: int, memory: int,
+        sm: int | None = None) -> GpuProcess:
+    return GpuProcess(pid=pid, used_memory_bytes=memory, sm_utilization_percent=sm, name=name,
+                      category=category, label=label, reason="test",
+                      details=ProcessDetails(user="ada", exe=f"/usr/bin/{name}", cmdline=[name],
+                                             start_time_ms=start_ms))
+
+
+XORG = run(50, "Xorg", "desktop", None, MON, 256 * MIB, 10)
+
+
+def processes(index: int, ts: int) -> list[GpuProcess]:
+    """The GPU processes of the sample of GPU ``index`` at ``ts``."""
+    if index == 0 and ts < T0 + HOUR:
+        return [XORG, run(100, "Cyberpunk2077.exe", "gaming", "Cyberpunk 2077", T0 - 60_000, 7 * GIB, 90)]
+    if index == 0 and ts < T0 + 2 * HOUR:
+        return [XORG, run(200, "ollama", "llm_inference", "llama3.1:8b", T0 + HOUR - 60_000, 5 * GIB, 40)]
+    if index == 0:
+        return [run(300, "python3", "ml_training", "train.py", T1 - 60_000, 3 * GIB, 100)]
+    if T0 + HOUR <= ts < T0 + 90 * 60_000:
+        return [run(500, "factorio", "gaming", "Factorio", T0 + HOUR - 60_000, GIB)]
+    if T1 <= ts < T1 + HOUR // 2:
+        return [run(400, "blender", "general_compute", "blender", T1 - 60_000, 1536 * MIB)]
+    if ts >= T1 + HOUR // 2:
+        return [run(600, "Cyberpunk2077.exe", "gaming", "Cyberpunk 2077", T1 + HOUR // 2 - 60_000, 1536 * MIB)]
+    return []
+
+
 def week_samples() -> list[GpuSample]:
     out = []
     energy_mj = 5_000_000_000
@@ -55,7 +102,8 @@ def week_samples() -> list[GpuSample]:
         watts = 200 if busy else 50
         if i:
             energy_mj += watts * 10 * 1000
-        out.append(gpu(t0 + i * 10_000, 0, utilization_gpu_percent=100 if busy else 0,
+        out.append(gpu(t0 + i * 10_000, 0, processes=processes(0, t0 + i * 10_000),
+                       utilization_gpu_percent=100 if busy else 0,
                        power_watts=float(watts), energy_joules=energy_mj / 1000,
                        temperature_celsius=70 if busy else 40,
                        memory_used_bytes=8 * GIB if busy else GIB,
@@ -67,21 +115,68 @@ def week_samples() -> list[GpuSample]:
             energy_mj = 1_000_000  # driver reload: the counter starts again
         elif i:
             energy_mj += 1_000_000
-        out.append(gpu(t1 + i * 10_000, 0, utilization_gpu_percent=50, power_watts=100.0,
+        out.append(gpu(t1 + i * 10_000, 0, processes=processes(0, t1 + i * 10_000),
+                       utilization_gpu_percent=50, power_watts=100.0,
                        energy_joules=energy_mj / 1000, temperature_celsius=60,
                        memory_used_bytes=4 * GIB, throttle_reasons=0))
     for ts in [t0 + i * 10_000 for i in range(720)] + [t1 + i * 10_000 for i in range(360)]:
-        out.append(gpu(ts, 1, utilization_gpu_percent=10, power_watts=80.0, temperature_celsius=45,
+        out.append(gpu(ts, 1, processes=processes(1, ts), utilization_gpu_percent=10, power_watts=80.0,
+                       temperature_celsius=45,
                        memory_used_bytes=2 * GIB, throttle_reasons=0))
     return out
+
+
+def request(model: str, start_ms: int, end_ms: int, **values) -> dict:
+    """An ``llm_requests`` row as the recording proxy produces it."""
+    row = {"ts_ms": start_ms, "end_ms": end_ms, "host": "lab", "endpoint": "/api/generate", "model": model,
+           "stream": True, "status": 200, "duration_seconds": (end_ms - start_ms) / 1000}
+    return {**row, **values}
+
+
+NINE = T0 + HOUR
+REQUESTS = [
+    request("llama3.1:8b", NINE + 10_000, NINE + 20_000, prompt_tokens=20, completion_tokens=100,
+            ttft_seconds=0.5, tpot_seconds=0.05, tokens_per_second=50.0, load_seconds=2.5),
+    request("llama3.1:8b", NINE + 30_000, NINE + 50_000, prompt_tokens=40, completion_tokens=400,
+            ttft_seconds=0.3, tpot_seconds=0.04, tokens_per_second=20.0, load_seconds=0.01),
+    request("llama3.1:8b", NINE + 40_000, NINE + 50_000, prompt_tokens=10, completion_tokens=50,
+            ttft_seconds=0.2, tpot_seconds=0.06, tokens_per_second=40.0, load_seconds=0.01),
+    request("llama3.1:8b", NINE + 60_000, NINE + 61_000, status=500, error="llama runner process has terminated"),
+    request("qwen2.5:7b", NINE + 100_000, NINE + 110_000, prompt_tokens=50, completion_tokens=200,
+            ttft_seconds=1.0, tpot_seconds=0.02, tokens_per_second=60.0, load_seconds=1.5),
+    request("qwen2.5:7b", MON + 60 * HOUR, MON + 60 * HOUR + 5_000, prompt_tokens=10, completion_tokens=100,
+            ttft_seconds=0.8, tpot_seconds=0.03, tokens_per_second=45.0),
+]
+
+
+def loaded(model: str, vram: int) -> LoadedModel:
+    return LoadedModel(model=model, digest="sha256:" + model, size_bytes=vram, size_vram_bytes=vram,
+                       context_length=4096, quantization="Q4_K_M", parameter_size="8B", family="llama",
+                       expires_at_ms=None)
+
+
+LLAMA, QWEN = loaded("llama3.1:8b", 5_000_000_000), loaded("qwen2.5:7b", 4_700_000_000)
+
+
+def fill_week(path: Path, host: str = "lab") -> None:
+    """The known week, stored by gpm's own savers (sampler, request log, session tracker)."""
+    conn = open_db(path)
+    Sampler(load_config(), conn=conn, enrichers=[], host=host).store(
+        sorted(week_samples(), key=lambda s: (s.ts_ms, s.index)))
+    with write(conn):
+        for row in REQUESTS:
+            save_request(conn, {**row, "host": host})
+    tracker = SessionTracker(conn, "http://127.0.0.1:11434", host)
+    for ts, models in ((NINE + 8_000, [LLAMA]), (NINE + 98_000, [LLAMA, QWEN]),
+                       (NINE + 300_000, [LLAMA, QWEN]), (NINE + 600_000, [])):
+        tracker.record_up(ts, "0.5.1", models)
+    conn.close()
 
 
 @pytest.fixture
 def week_db(tmp_path) -> Path:
     path = tmp_path / "gpm.db"
-    conn = open_db(path)
-    save_samples(conn, "lab", week_samples())
-    conn.close()
+    fill_week(path)
     return path
 
 
@@ -159,13 +254,74 @@ def test_json_of_a_known_week_is_exact(gpm, week_db):
                  energy_joules=1358000.0 + 287200.0),
             *[_day(n) for n in range(2, 7)],
         ],
-        "omitted": {
-            "workload": "this version of gpm report does not read process_events yet",
-            "games": "this version of gpm report does not read process_events yet",
-            "llm": "this version of gpm report does not read llm_requests yet",
-            "processes": "this version of gpm report does not read process_events yet",
-        },
+        "workload": WORKLOAD,
+        "games": GAMES,
+        "llm": LLM,
+        "models": MODELS,
+        "processes": PROCESSES,
+        "omitted": {},
     }
+
+
+# Per category: runs, GPU seconds, joules. GPU 0's intervals: 2000 J (Monday's
+# first hour), 500 J (second hour), 1000 J (Tuesday; at the reload the saver
+# falls back to 100 W x 10 s); GPU 1's: 80 W x 10 s = 800 J. Shared by SM
+# utilization: Cyberpunk 90 / Xorg 10, then Ollama 40 / Xorg 10. A run's
+# first sample after a gap has no interval.
+CATEGORY_RUNS = {
+    "gaming": (3, 3590 + 1800 + 1800, 359 * 2000 * 0.9 + 180 * 800 + 180 * 800),
+    "llm_inference": (1, 3600, 360 * 500 * 0.8),
+    "ml_training": (1, 3590, 359 * 1000),
+    "desktop": (1, 7190, 359 * 2000 * 0.1 + 360 * 500 * 0.2),
+    "general_compute": (1, 1790, 179 * 800),
+}
+_S = sum(v[1] for v in CATEGORY_RUNS.values())
+_J = sum(v[2] for v in CATEGORY_RUNS.values())
+WORKLOAD = [{"category": c, "runs": n, "gpu_seconds": float(s), "gpu_time_share": round(s / _S, 4),
+             "energy_joules": round(j, 3), "energy_share": round(j / _J, 4)}
+            for c, (n, s, j) in CATEGORY_RUNS.items()]
+GAMES = [
+    {"game": "Cyberpunk 2077", "sessions": 2, "gpu_seconds": 5390.0, "energy_joules": 646200.0 + 144000.0,
+     "first_seen_ms": T0, "last_seen_ms": T1 + 359 * 10_000},
+    {"game": "Factorio", "sessions": 1, "gpu_seconds": 1800.0, "energy_joules": 144000.0,
+     "first_seen_ms": T0 + HOUR, "last_seen_ms": T0 + HOUR + 179 * 10_000},
+]
+LLM = [
+    # Request energy: 500 J, 500 J + half of the 500 J it shares with the
+    # third request, 250 J, then 1 s at 50 W for the failed one.
+    {"model": "llama3.1:8b", "requests": 4, "errors": 1, "prompt_tokens": 70, "completion_tokens": 550,
+     "tokens_per_second_p50": 40.0, "tokens_per_second_p95": 50.0, "ttft_seconds_p50": 0.3,
+     "ttft_seconds_p95": 0.5, "tpot_seconds_p50": 0.05, "load_seconds_max": 2.5, "measured_requests": 4,
+     "energy_joules": 1550.0, "joules_per_token": round(1500 / 550, 3)},
+    # Wednesday's request has no GPU samples: counted, not measured.
+    {"model": "qwen2.5:7b", "requests": 2, "errors": 0, "prompt_tokens": 60, "completion_tokens": 300,
+     "tokens_per_second_p50": 45.0, "tokens_per_second_p95": 60.0, "ttft_seconds_p50": 0.8,
+     "ttft_seconds_p95": 1.0, "tpot_seconds_p50": 0.02, "load_seconds_max": 1.5, "measured_requests": 1,
+     "energy_joules": 500.0, "joules_per_token": 2.5},
+]
+MODELS = [
+    {"host": "lab", "model": "llama3.1:8b", "loads": 1, "loaded_seconds": 592.0,
+     "vram_max_bytes": 5_000_000_000, "size_bytes": 5_000_000_000},
+    {"host": "lab", "model": "qwen2.5:7b", "loads": 1, "loaded_seconds": 502.0,
+     "vram_max_bytes": 4_700_000_000, "size_bytes": 4_700_000_000},
+]
+
+
+def _program(name, category, label, runs, seconds, joules, memory):
+    return {"host": "lab", "name": name, "category": category, "label": label, "runs": runs,
+            "gpu_seconds": float(seconds), "energy_joules": float(joules), "max_used_memory_bytes": memory}
+
+
+XORG_P = _program("Xorg", "desktop", None, 1, 7190, 107800, 256 * MIB)
+CYBERPUNK_P = _program("Cyberpunk2077.exe", "gaming", "Cyberpunk 2077", 2, 5390, 790200, 7 * GIB)
+OLLAMA_P = _program("ollama", "llm_inference", "llama3.1:8b", 1, 3600, 144000, 5 * GIB)
+TRAIN_P = _program("python3", "ml_training", "train.py", 1, 3590, 359000, 3 * GIB)
+FACTORIO_P = _program("factorio", "gaming", "Factorio", 1, 1800, 144000, GIB)
+BLENDER_P = _program("blender", "general_compute", "blender", 1, 1790, 143200, 1536 * MIB)
+PROCESSES = {
+    "by_gpu_time": [XORG_P, CYBERPUNK_P, OLLAMA_P, TRAIN_P, FACTORIO_P, BLENDER_P],
+    "by_energy": [CYBERPUNK_P, TRAIN_P, FACTORIO_P, OLLAMA_P, BLENDER_P, XORG_P],
+}
 
 
 def test_energy_is_the_counter_delta_not_averaged_power(gpm, week_db):
@@ -207,33 +363,36 @@ def test_cached_hours_give_the_same_report_and_follow_new_rows(gpm, week_db):
     assert late["gpus"][1]["samples"] == 1081
 
 
-def write_archive(rows_db: Path, archive: Path, host: str) -> None:
-    """Lay the database's rows out as the archive issue does: table/host=/date=/*.parquet."""
-    import polars as pl
+def archive_db(db: Path, archive: Path, host: str) -> None:
+    """Move every row of ``db`` into ``archive`` the way `gpm archive` does."""
+    from gpm.store.archive import archive as move
 
-    conn = sqlite3.connect(rows_db)
-    cur = conn.execute(
-        "SELECT g.uuid AS gpu_uuid, g.gpu_index, g.name AS gpu_name, m.* FROM gpu_metrics m "
-        "JOIN gpus g ON g.id = m.gpu_id ORDER BY g.uuid, m.ts_ms")
-    names = [d[0] for d in cur.description]
-    frame = pl.DataFrame(cur.fetchall(), schema=names, orient="row", infer_schema_length=None).drop("gpu_id")
-    frame = frame.with_columns(date=pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%d"))
-    for (day,), part in frame.group_by("date"):
-        folder = archive / "gpu_metrics" / f"host={host}" / f"date={day}"
-        folder.mkdir(parents=True)
-        part.drop("date").write_parquet(folder / "part-0.parquet")
+    conn = open_db(db)
+    move(conn, archive, cutoff=MON + 30 * 24 * HOUR, own_host=host)
+    conn.close()
 
 
 def test_archive_gives_the_same_figures_and_many_hosts_add_up(gpm, week_db, tmp_path):
     archive = tmp_path / "archive"
-    write_archive(week_db, archive, "lab")
-    write_archive(week_db, archive, "rig")
+    from_db = report_json(gpm, week_db, "--week", WEEK, "--no-cache")
+    rig = tmp_path / "rig.db"
+    fill_week(rig, "rig")
+    archive_db(week_db, archive, "lab")
+    archive_db(rig, archive, "rig")
+    assert sqlite3.connect(week_db).execute("SELECT count(*) FROM gpu_metrics").fetchone()[0] == 0
+    # The database that archived its rows reads them back through its manifest...
+    archived = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive, "--host", "lab")
+    # ... and any other database reads every host's files.
     empty = tmp_path / "empty.db"
-    from_db = report_json(gpm, week_db, "--week", WEEK)
-    from_archive = report_json(gpm, empty, "--week", WEEK, "--archive-dir", archive, "--host", "lab")
-    for r in (from_db, from_archive):
+    from_elsewhere = report_json(gpm, empty, "--week", WEEK, "--archive-dir", archive, "--host", "lab")
+    for r in (from_db, archived, from_elsewhere):
         r["report"].pop("generated_ms")
-    assert from_archive == from_db
+    # Request energy needs the GPU samples in the database: archived
+    # requests are counted, not measured.
+    from_db["llm"] = [{**m, "measured_requests": 0, "energy_joules": None, "joules_per_token": None}
+                      for m in from_db["llm"]]
+    assert archived == from_db
+    assert from_elsewhere == from_db
     both = report_json(gpm, empty, "--week", WEEK, "--archive-dir", archive)
     assert [h["host"] for h in both["hosts"]] == ["lab", "rig"]
     assert both["fleet"]["gpus"] == 4
@@ -241,6 +400,25 @@ def test_archive_gives_the_same_figures_and_many_hosts_add_up(gpm, week_db, tmp_
     text = gpm("--db", empty, "report", "--week", WEEK, "--archive-dir", archive, "--section", "hosts",
                env=UTC, check=True).stdout
     assert "fleet" in text and "rig" in text
+
+
+def test_gpm_archive_keeps_the_hourly_cache_so_archived_hours_need_no_parquet(gpm, week_db, tmp_path):
+    archive = tmp_path / "archive"
+    gpu_keys = ("coverage", "hosts", "fleet", "gpus", "days")
+    before = report_json(gpm, week_db, "--week", WEEK, "--no-cache")
+    gpm("--db", week_db, "archive", "--archive-dir", archive, "--older-than", "30", env=UTC, check=True)
+    assert sqlite3.connect(week_db).execute("SELECT count(*) FROM report_hours").fetchone()[0] == 3
+    cached = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive)
+    # The GPU figures come from the cache alone: the archive is not even needed for them.
+    alone = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", tmp_path / "nowhere")
+    with sqlite3.connect(week_db) as conn:
+        conn.execute("DELETE FROM report_hours")
+    parquet = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive)
+    for r in (before, cached, parquet):
+        r["report"].pop("generated_ms")
+        r.pop("llm")  # archived requests are not measured (see the archive test)
+    assert cached == before == parquet
+    assert {k: alone[k] for k in gpu_keys} == {k: before[k] for k in gpu_keys}
 
 
 def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_path):
@@ -261,20 +439,38 @@ def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_
     assert [t["iso_week"] for t in trend][-1] == last_week
     assert trend[-1]["energy_joules"] == 360000.0 and trend[-1]["gpus"] == 1
     assert trend[0]["gpus"] == 0 and trend[0]["energy_joules"] is None
+    assert trend[-1]["category_energy_joules"] == {} and trend[-1]["completion_tokens"] == 0
     csv_text = gpm("--db", db, "report", "--weeks", "3", "--format", "csv", "--section", "trend",
                    env=UTC, check=True).stdout
     assert csv_text.splitlines()[0].startswith("iso_week,week_start_ms,week_end_ms,hosts,gpus")
 
 
+def test_weekly_summary_keeps_energy_per_category_and_tokens_for_the_trend(gpm, week_db):
+    from gpm.report.summaries import load_weeks, trend_row
+
+    gpm("--db", week_db, "report", "--week", WEEK, env=UTC, check=True)
+    conn = sqlite3.connect(week_db)
+    usage = json.loads(conn.execute("SELECT usage_json FROM weekly_summaries WHERE iso_week = ?",
+                                    (WEEK,)).fetchone()[0])
+    assert usage == {
+        "category_energy_joules": {w["category"]: w["energy_joules"] for w in WORKLOAD},
+        "category_gpu_seconds": {w["category"]: w["gpu_seconds"] for w in WORKLOAD},
+        "llm_requests": 6, "prompt_tokens": 130, "completion_tokens": 850,
+    }
+    row = trend_row(WEEK, load_weeks(conn, [WEEK], ())[WEEK])
+    assert row["category_energy_joules"] == dict(sorted(usage["category_energy_joules"].items()))
+    assert (row["llm_requests"], row["completion_tokens"]) == (6, 850)
+
+
 def test_output_is_atomic_and_runs_never_overlap(gpm, week_db, tmp_path):
-    from gpm.report.output import job_lock
+    from gpm.locks import exclusive_lock, lock_path
 
     out = tmp_path / "week.md"
     gpm("--db", week_db, "report", "--week", WEEK, "--format", "markdown", "-o", out, env=UTC, check=True)
     text = out.read_text(encoding="utf-8")
     assert text.startswith("# gpm report: 2025-W47") and "## Per GPU" in text
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
-    with job_lock("report"):
+    with exclusive_lock(lock_path(week_db, "report"), job="report"):
         proc = gpm("--db", week_db, "report", "--week", WEEK, "-o", out, env=UTC)
     assert proc.returncode == 75 and "another `gpm report` is running" in proc.stderr
     assert out.read_text(encoding="utf-8") == text

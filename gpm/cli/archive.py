@@ -23,6 +23,9 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
             wait_secs: float) -> None:
     """Move rows older than the retention into Parquet files and shrink the database.
 
+    First brings `gpm report`'s hourly cache up to date, so that reports
+    over archived days stay fast.
+
     Covers gpu_metrics and every other time-series table the database has.
     Files go to ARCHIVE_DIR/<table>/host=<host>/date=<YYYY-MM-DD>/ (hive
     partitioning, zstd); each run adds new part files and never rewrites old
@@ -49,6 +52,12 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
             if dry_run:
                 _dry_run(app, store_archive.plan(conn, cutoff=cutoff, own_host=cfg.hostname), cutoff)
                 return
+            from gpm.gpu.model import now_ms
+            from gpm.report.partials import refresh_hours
+
+            # Reduce the hours about to move while they are still in SQLite:
+            # `gpm report` then reads them from report_hours, not from Parquet.
+            refresh_hours(conn, str(cfg.db_path), cfg["report.busy_threshold_percent"], now_ms=now_ms())
             bar = None
             if not app.quiet and sys.stderr.isatty():
                 total = sum(p.rows for p in store_archive.plan(conn, cutoff=cutoff, own_host=cfg.hostname))

@@ -9,9 +9,7 @@ from pathlib import Path
 import click
 
 from gpm.cli.context import AppContext, pass_app
-
-_SECTIONS = ("coverage", "gaps", "hosts", "gpus", "throttling", "days", "trend",
-             "workload", "games", "llm", "processes")
+from gpm.report.render import SECTIONS as _SECTIONS
 
 
 @click.command()
@@ -47,13 +45,20 @@ _SECTIONS = ("coverage", "gaps", "hosts", "gpus", "throttling", "days", "trend",
 def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, weeks, archive_dir,
            busy_threshold, output, no_cache) -> None:
     """Report what the GPUs did: coverage and gaps, per-GPU busy time,
-    utilization, temperature, memory, energy and throttling, and a per-day strip.
+    utilization, temperature, memory, energy and throttling, a per-day strip,
+    the workload mix (GPU time and energy per process category), games, LLM
+    requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
+    generated token), models loaded (VRAM) and the top processes.
 
     The range defaults to the last 7 days up to now. Energy comes from each
     GPU's energy counter (the sum of its increases, so gaps in sampling lose
     nothing); GPUs without one fall back to integrated power over the sampled
-    intervals, and the report says which. A report over one whole, finished ISO
-    week is stored in weekly_summaries for `--weeks`.
+    intervals, and the report says which. Process energy is each run's share
+    of its GPU's energy; LLM energy is measured only for requests whose GPU
+    samples are still in the database. A section without data is one line
+    saying why. A report over one whole, finished ISO week is stored in
+    weekly_summaries for `--weeks`. Closed hours are cached in report_hours
+    (also kept current by `gpm archive`).
 
     \b
     Exit codes: 0 ok; 1 error (e.g. unreadable archive); 2 usage or config
@@ -79,7 +84,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     def compute(period):
         return make_report(conn=conn, db_path=db_path, archive_dir=archive, period=period,
                            hosts=hosts, gpus=gpus, busy_threshold=busy, now_ms=now,
-                           use_cache=not no_cache)
+                           own_host=cfg.hostname, use_cache=not no_cache)
 
     def run() -> str:
         from gpm.report.summaries import make_trend, save_week, week_period
@@ -105,9 +110,11 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
         if output is None:
             click.echo(run(), nl=False)
             return
-        from gpm.report.output import job_lock, write_atomic
+        from gpm.locks import exclusive_lock, lock_path
+        from gpm.report.output import write_atomic
 
-        with job_lock("report"):
+        # Another run writing a report gives up at once: the next timer run follows soon.
+        with exclusive_lock(lock_path(db_path, "report"), job="report", wait_secs=0):
             write_atomic(output, run())
     finally:
         conn.close()

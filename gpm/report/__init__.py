@@ -15,13 +15,13 @@ from gpm.report.build import Report, build_gpu_report
 from gpm.report.partials import Selection
 from gpm.report.period import Period
 
-# Sections that read tables of other features; omitted with one line saying
-# why while their table is missing from the database.
+# Sections that read tables of other features: (table, feature, why empty).
 FEATURE_TABLES = {
-    "workload": ("process_events", "process classification"),
-    "games": ("process_events", "process classification"),
-    "llm": ("llm_requests", "Ollama request recording"),
-    "processes": ("process_events", "process classification"),
+    "workload": ("process_events", "process classification", "no classified process runs in this range"),
+    "games": ("process_events", "process classification", "no games in this range"),
+    "processes": ("process_events", "process classification", "no classified process runs in this range"),
+    "llm": ("llm_requests", "Ollama request recording", "no recorded LLM requests in this range"),
+    "models": ("llm_sessions", "Ollama watching", "no loaded models seen in this range"),
 }
 
 
@@ -33,7 +33,8 @@ def _tables(conn: sqlite3.Connection | None) -> set[str]:
 
 def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archive_dir: Path | None,
                 period: Period, hosts: tuple[str, ...] = (), gpus: tuple[str, ...] = (),
-                busy_threshold: float, now_ms: int, use_cache: bool = True) -> Report:
+                busy_threshold: float, now_ms: int, own_host: str | None = None,
+                use_cache: bool = True) -> Report:
     """The full report over ``period`` from the database and the archive."""
     from gpm.report.source import gpu_partials
 
@@ -43,16 +44,35 @@ def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archiv
         # A host with no sample in the range is shown with 0 % coverage.
         known_hosts = [r[0] for r in conn.execute("SELECT DISTINCT host FROM gpus")]
     partials, hist = gpu_partials(conn, db_path, archive_dir, sel, busy_threshold,
-                                  now_ms=now_ms, use_cache=use_cache)
+                                  now_ms=now_ms, own_host=own_host, use_cache=use_cache)
     report = build_gpu_report(partials, hist, period, busy_threshold=busy_threshold,
                               generated_ms=now_ms, hosts=known_hosts)
     if not report.gpus:
         for section in ("gpus", "days"):
             report.omitted[section] = "no GPU samples in this range"
-    tables = _tables(conn)
-    for section, (table, feature) in FEATURE_TABLES.items():
-        if table not in tables:
-            report.omitted[section] = f"no {table} table yet (needs {feature})"
-        else:
-            report.omitted[section] = f"this version of gpm report does not read {table} yet"
+    add_usage(report, conn, archive_dir, sel, own_host)
     return report
+
+
+def add_usage(report: Report, conn: sqlite3.Connection | None, archive_dir: Path | None,
+              sel: Selection, own_host: str | None) -> None:
+    """The sections on what used the GPUs; each one missing says why in ``report.omitted``."""
+    from gpm.report import usage
+
+    runs = usage.process_runs(conn, archive_dir, sel, own_host)
+    requests = usage.llm_requests(conn, archive_dir, sel, own_host)
+    if runs is not None and not runs.is_empty():
+        report.workload = usage.workload(runs)
+        report.games = usage.games(runs)
+        report.processes = usage.top_processes(runs)
+    if requests is not None and not requests.is_empty():
+        report.llm = usage.llm_models(requests)
+    sessions = usage.llm_sessions(conn, archive_dir, sel, own_host)
+    report.models = sessions or []
+    report.host_usage = usage.host_usage(runs, requests)
+    found = {"workload": runs, "games": runs, "processes": runs, "llm": requests, "models": sessions}
+    for section, (table, feature, empty) in FEATURE_TABLES.items():
+        if found[section] is None:
+            report.omitted[section] = f"no {table} table yet (needs {feature})"
+        elif not getattr(report, section):
+            report.omitted[section] = empty

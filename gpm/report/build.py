@@ -45,6 +45,14 @@ class Report:
     gpus: list[dict] = field(default_factory=list)
     days: list[dict] = field(default_factory=list)
     trend: list[dict] | None = None
+    # What used the GPUs (gpm.report.usage).
+    workload: list[dict] = field(default_factory=list)
+    games: list[dict] = field(default_factory=list)
+    llm: list[dict] = field(default_factory=list)
+    models: list[dict] = field(default_factory=list)
+    processes: dict = field(default_factory=dict)
+    # Per host: category and LLM totals, for weekly_summaries (not printed).
+    host_usage: dict[str, dict] = field(default_factory=dict)
     # section name -> one line saying why it is not in this report
     omitted: dict[str, str] = field(default_factory=dict)
 

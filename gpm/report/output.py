@@ -1,33 +1,13 @@
-"""Writing a report file for cron and timers: atomically, one run at a time."""
+"""Writing a report file for cron and timers: atomically (the lock is gpm.locks')."""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
-from gpm import paths
-from gpm.errors import GpmError, LockedError
-
-
-@contextlib.contextmanager
-def job_lock(name: str) -> Iterator[None]:
-    """Hold ``$XDG_STATE_HOME/gpm/locks/NAME.lock`` or fail at once with exit 75."""
-    lock_dir = paths.state_home() / "locks"
-    paths.ensure_private_dir(lock_dir)
-    path = lock_dir / f"{name}.lock"
-    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise LockedError(f"another `gpm {name}` is running (lock {path} is held)") from None
-        yield
-    finally:
-        os.close(fd)
+from gpm.errors import GpmError
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -191,16 +191,54 @@ def _from_blob(blob: bytes) -> "pl.DataFrame":
     return pl.read_ipc_stream(io.BytesIO(blob))
 
 
+def _archived_intact(conn: sqlite3.Connection, hour: int, entry: tuple) -> bool:
+    """Whether a cached hour whose rows left SQLite is still whole: `gpm archive`
+    moved exactly what the cache saw (every part file of that UTC day was
+    recorded after the hour was cached, and they span its first and last sample)."""
+    from datetime import datetime, timezone
+
+    day = datetime.fromtimestamp(hour / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+    try:
+        n, created, lo, hi = conn.execute(
+            "SELECT count(*), min(created_ms), min(min_ts_ms), max(max_ts_ms) FROM archive_files "
+            "WHERE table_name = 'gpu_metrics' AND day = ?", (day,)).fetchone()
+    except sqlite3.OperationalError:  # no archive table in this database
+        return False
+    return bool(n) and created >= entry[5] and lo <= entry[0] and hi >= entry[1]
+
+
+def refresh_hours(conn: sqlite3.Connection, db_path: str, busy_threshold: float, *, now_ms: int) -> int:
+    """Reduce the closed hours of ``gpu_metrics`` not cached yet (after the
+    last cached one) into ``report_hours``; return how many hours were looked at.
+
+    Cheap when the cache is current (two indexed queries), so `gpm archive`
+    calls it before it moves rows: the report then reads archived hours from
+    the cache instead of Parquet.
+    """
+    last = conn.execute("SELECT max(hour_ms) FROM report_hours").fetchone()[0]
+    start = 0 if last is None else last + HOUR_MS
+    first = conn.execute("SELECT min(ts_ms) FROM gpu_metrics WHERE ts_ms >= ?", (start,)).fetchone()[0]
+    until = (now_ms - CLOSED_AFTER_MS) // HOUR_MS * HOUR_MS
+    if first is None or first // HOUR_MS * HOUR_MS >= until:
+        return 0
+    since = first // HOUR_MS * HOUR_MS
+    sqlite_partials(conn, db_path, Selection(since, until), busy_threshold, now_ms=now_ms)
+    return (until - since) // HOUR_MS
+
+
 def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy_threshold: float,
-                    *, now_ms: int, use_cache: bool = True,
-                    threads: int = 2) -> tuple["pl.DataFrame", "pl.DataFrame"]:
+                    *, now_ms: int, use_cache: bool = True, threads: int = 2,
+                    archived_hours: list[int] | None = None) -> tuple["pl.DataFrame", "pl.DataFrame"]:
     """(partials, histogram) of the SQLite rows in the selection.
 
     Whole closed hours come from ``report_hours`` when their fingerprint
     (first and last sample, busy threshold) still matches, and are stored
     there once computed (``use_cache=False`` neither reads nor writes it).
-    The rest is reduced by ``threads`` parallel read-only connections
-    (sqlite3 releases the GIL while a query runs).
+    A cached hour whose rows `gpm archive` has since moved is still used
+    while the archive holds exactly those rows (``_archived_intact``); such
+    hours are appended to ``archived_hours`` so that the caller does not read
+    them from Parquet again. The rest is reduced by ``threads`` parallel
+    read-only connections (sqlite3 releases the GIL while a query runs).
     """
     import polars as pl
 
@@ -228,7 +266,8 @@ def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy
     if hours:
         cached = {
             r[0]: r[1:] for r in conn.execute(
-                "SELECT hour_ms, first_ts_ms, last_ts_ms, busy_threshold_percent, partials, histogram "
+                "SELECT hour_ms, first_ts_ms, last_ts_ms, busy_threshold_percent, partials, histogram, "
+                "computed_ms "
                 "FROM report_hours WHERE hour_ms >= ? AND hour_ms < ?", (hours[0], hours[-1] + HOUR_MS),
             )
         }
@@ -240,8 +279,20 @@ def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy
         ).fetchone()[0] for agg in ("min", "max"))
         entry = cached.get(hour)
         if fp[0] is None:
-            if entry:
-                stale.append(hour)
+            frames = None
+            if entry and entry[2] == busy_threshold and _archived_intact(conn, hour, entry):
+                try:
+                    frames = _from_blob(entry[3]), _from_blob(entry[4])
+                except Exception:  # noqa: BLE001 - another polars version: read the archive instead
+                    frames = None
+            if frames is None:
+                if entry:
+                    stale.append(hour)
+                continue
+            parts.append(frames[0])
+            hists.append(frames[1])
+            if archived_hours is not None:
+                archived_hours.append(hour)
             continue
         if entry and (entry[0], entry[1], entry[2]) == (fp[0], fp[1], busy_threshold):
             try:
@@ -312,24 +363,38 @@ def lazy_partials(lf: "pl.LazyFrame", sel: Selection,
                 cond = cond | (pl.col("gpu_index") == int(want))
             cond = cond | pl.col("gpu_uuid").str.to_lowercase().str.starts_with(want.lower())
         lf = lf.filter(cond)
-    g = ["host", "gpu_uuid"]
     e = pl.col("energy_millijoules")
+    ts = pl.col("ts_ms")
     util = pl.col("utilization_gpu_percent")
     thr = pl.col("throttle_reasons")
+    # Archived part files hold one host and day each, sorted by GPU and time,
+    # and the history reader reads them in order: the rows arrive as runs of
+    # one GPU in time order. They are sorted only when that does not hold
+    # (sorting a year of rows by strings takes longer than everything else).
+    # ``run`` numbers those runs and ``key`` is (run, minute) as one integer,
+    # so the counter's steps are plain vectorised shifts.
+    needed = ["host", "gpu_uuid", "gpu_index", "gpu_name", "ts_ms", "utilization_gpu_percent",
+              "temperature_celsius", "memory_used_bytes", "memory_total_bytes", "power_milliwatts",
+              "energy_millijoules", "throttle_reasons"]
+    df = lf.select(needed).collect()
+    same_gpu = (pl.col("host") == pl.col("host").shift(1)) & (pl.col("gpu_uuid") == pl.col("gpu_uuid").shift(1))
+    if df.select((same_gpu & (ts < ts.shift(1))).any()).item():
+        df = df.sort("host", "gpu_uuid", "ts_ms")
     lf = (
-        lf.sort("host", "gpu_uuid", "ts_ms")
-        .with_columns(minute=pl.col("ts_ms") // BUCKET_MS)
+        df.lazy()
+        .with_columns(minute=ts // BUCKET_MS, run=(~same_gpu).fill_null(True).cum_sum())
+        .with_columns(key=pl.col("run").cast(pl.Int64) * 1_000_000_000_000 + pl.col("minute"))
         .with_columns(
-            _prev_e=e.forward_fill().shift(1).over(g),
-            _prev_e_minute=(pl.when(e.is_not_null()).then(pl.col("minute"))
-                            .forward_fill().shift(1).over(g)),
+            _prev_e=e.forward_fill().shift(1),
+            _prev_key=pl.when(e.is_not_null()).then(pl.col("key")).forward_fill().shift(1),
         )
         .with_columns(
-            _step=pl.when((pl.col("_prev_e_minute") == pl.col("minute")) & (e > pl.col("_prev_e")))
+            _step=pl.when((pl.col("_prev_key") == pl.col("key")) & (e > pl.col("_prev_e")))
             .then(e - pl.col("_prev_e")).otherwise(0)
         )
     )
     aggs = [
+        pl.col("host", "gpu_uuid", "minute").first(),
         pl.col("gpu_index").last(), pl.col("gpu_name").last(),
         pl.len().alias("n"),
         pl.col("ts_ms").min().alias("first_ts_ms"), pl.col("ts_ms").max().alias("last_ts_ms"),
@@ -351,7 +416,7 @@ def lazy_partials(lf: "pl.LazyFrame", sel: Selection,
         pl.when(e.count() > 0).then(pl.col("_step").sum()).alias("energy_within_mj"),
     ]
     frames = pl.collect_all([
-        lf.group_by("host", "gpu_uuid", "minute", maintain_order=True).agg(aggs),
+        lf.group_by("key").agg(aggs).drop("key").sort("host", "gpu_uuid", "minute"),
         lf.filter(util.is_not_null()).group_by("host", "gpu_uuid", util.alias("util"))
         .agg(pl.len().alias("n")),
     ])

@@ -14,15 +14,17 @@ from gpm.report.period import fmt_local, utc_iso
 
 FORMATS = ("text", "markdown", "json", "csv")
 SECTIONS = ("coverage", "gaps", "hosts", "gpus", "throttling", "days", "trend",
-            "workload", "games", "llm", "processes")
+            "workload", "games", "llm", "models", "processes")
 TITLES = {
     "coverage": "Coverage", "gaps": "Gaps (sampler not running)", "hosts": "Hosts",
     "gpus": "Per GPU", "throttling": "Throttling", "days": "Per day", "trend": "Weekly trend",
-    "workload": "Workload mix", "games": "Games", "llm": "LLM", "processes": "Top processes",
+    "workload": "Workload mix", "games": "Games", "llm": "LLM requests per model",
+    "models": "LLM models loaded", "processes": "Top processes",
 }
 BLOCKS = "▁▂▃▄▅▆▇█"
 MAX_GAPS_SHOWN = 12
 INTEGRATED_NOTE = "* no energy counter: integrated power over the sampled intervals (gaps not counted)."
+LLM_NOTE = "* measured requests only (their GPU samples are in the database); J/tok per generated token."
 JSON_VERSION = 1
 
 
@@ -70,6 +72,11 @@ def to_json_obj(report: Report) -> dict:
         "fleet": report.fleet,
         "gpus": report.gpus,
         "days": report.days,
+        "workload": report.workload,
+        "games": report.games,
+        "llm": report.llm,
+        "models": report.models,
+        "processes": report.processes,
         "omitted": report.omitted,
     }
     if report.trend is not None:
@@ -155,16 +162,97 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
     if section == "trend":
         trend = report.trend or []
         if human:
-            return (["Week", "Hosts", "GPUs", "Coverage", "Busy", "Util", "Energy", "Throttled"],
-                    [[t["iso_week"], t["hosts"], t["gpus"],
+            return (["Week", "GPUs", "Coverage", "Busy", "Util", "Energy", "Throttled", "Most energy", "Gen tok"],
+                    [[t["iso_week"], t["gpus"],
                       pct(t["coverage_ratio"] * 100, 1) if t["coverage_ratio"] is not None else "-",
                       d(t["busy_seconds"]), pct(t["utilization_mean_percent"]), kwh(t["energy_joules"]),
-                      d(t["throttled_seconds"])] for t in trend])
+                      d(t["throttled_seconds"]), _top_use(t["category_energy_joules"]),
+                      _count(t["completion_tokens"]) if t["llm_requests"] else "-"] for t in trend])
         keys = ["iso_week", "week_start_ms", "week_end_ms", "hosts", "gpus", "coverage_ratio",
                 "gpu_sampled_seconds", "busy_seconds", "utilization_mean_percent", "energy_joules",
-                "throttled_seconds"]
-        return keys + ["energy_methods"], [[t[k] for k in keys] + [" ".join(t["energy_methods"])] for t in trend]
+                "throttled_seconds", "llm_requests", "completion_tokens"]
+        categories = sorted({c for t in trend for c in t["category_energy_joules"]})
+        return (keys + ["energy_methods"] + [f"{c}_energy_joules" for c in categories],
+                [[t[k] for k in keys] + [" ".join(t["energy_methods"])]
+                 + [t["category_energy_joules"].get(c) for c in categories] for t in trend])
+    if section == "workload":
+        if human:
+            return (["Category", "Runs", "GPU time", "Share", "Energy", "Share"],
+                    [[w["category"], w["runs"], d(w["gpu_seconds"]), pct(_pct(w["gpu_time_share"]), 1),
+                      kwh(w["energy_joules"]), pct(_pct(w["energy_share"]), 1)] for w in report.workload])
+        keys = ["category", "runs", "gpu_seconds", "gpu_time_share", "energy_joules", "energy_share"]
+        return keys, [[w[k] for k in keys] for w in report.workload]
+    if section == "games":
+        if human:
+            return (["Game", "Sessions", "Hours", "Energy", "Last played"],
+                    [[_short(g["game"], 32), g["sessions"], d(g["gpu_seconds"]), kwh(g["energy_joules"]),
+                      fmt_local(g["last_seen_ms"])] for g in report.games])
+        keys = ["game", "sessions", "gpu_seconds", "energy_joules", "first_seen_ms", "last_seen_ms"]
+        return keys, [[g[k] for k in keys] for g in report.games]
+    if section == "llm":
+        if human:
+            return (["Model", "Req", "Err", "In/out tok", "Tok/s p50/95", "TTFT p50/95", "TPOT",
+                     "Energy", "J/tok"],
+                    [[_short(m["model"], 14), m["requests"], m["errors"],
+                      f"{_count(m['prompt_tokens'])}/{_count(m['completion_tokens'])}",
+                      f"{_num(m['tokens_per_second_p50'])}/{_num(m['tokens_per_second_p95'])}",
+                      f"{_secs(m['ttft_seconds_p50'])}/{_secs(m['ttft_seconds_p95'])}",
+                      _secs(m["tpot_seconds_p50"], 3), _joules(m, report),
+                      "-" if m["joules_per_token"] is None else f"{m['joules_per_token']:.2f}"]
+                     for m in report.llm])
+        keys = ["model", "requests", "errors", "prompt_tokens", "completion_tokens", "tokens_per_second_p50",
+                "tokens_per_second_p95", "ttft_seconds_p50", "ttft_seconds_p95", "tpot_seconds_p50",
+                "load_seconds_max", "measured_requests", "energy_joules", "joules_per_token"]
+        return keys, [[m[k] for k in keys] for m in report.llm]
+    if section == "models":
+        loads = {m["model"]: m["load_seconds_max"] for m in report.llm}
+        if human:
+            return (["Host", "Model", "Loads", "Loaded", "VRAM", "Longest load"],
+                    [[m["host"], _short(m["model"], 24), m["loads"], d(m["loaded_seconds"]),
+                      fmt_bytes(m["vram_max_bytes"]), _secs(loads.get(m["model"]))] for m in report.models])
+        keys = ["host", "model", "loads", "loaded_seconds", "vram_max_bytes", "size_bytes"]
+        return keys, [[m[k] for k in keys] for m in report.models]
+    if section == "processes":
+        ranked = [(by, p) for by, key in (("GPU time", "by_gpu_time"), ("energy", "by_energy"))
+                  for p in report.processes.get(key, [])]
+        if human:
+            multi = len(report.coverage) > 1
+            return (["By", "Program", "Category", "Label", "Runs", "GPU time", "Energy"],
+                    [[by, _short((f"{p['host']}:" if multi else "") + (p["name"] or "?"), 20), p["category"],
+                      _short(p["label"] or "-", 20), p["runs"], d(p["gpu_seconds"]), kwh(p["energy_joules"])]
+                     for by, p in ranked])
+        keys = ["host", "name", "category", "label", "runs", "gpu_seconds", "energy_joules", "max_used_memory_bytes"]
+        return ["ranked_by", *keys], [[by.replace(" ", "_"), *[p[k] for k in keys]] for by, p in ranked]
     return [], []
+
+
+def _top_use(by_category: dict[str, float]) -> str:
+    """The category that used the most process energy, with its share."""
+    total = sum(by_category.values())
+    if not total:
+        return "-"
+    top = max(sorted(by_category), key=lambda c: by_category[c])
+    return f"{top} {by_category[top] / total * 100:.0f}%"
+
+
+def _pct(share: float | None) -> float | None:
+    return None if share is None else share * 100
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _secs(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None else f"{x:.{digits}f}s"
+
+
+def _joules(m: dict, report: Report) -> str:
+    """Energy of the measured requests; a ``*`` when some requests were not measured."""
+    if m["energy_joules"] is None:
+        return "-"
+    text = f"{m['energy_joules'] / 3600:.1f} Wh" if m["energy_joules"] < 3.6e6 else kwh(m["energy_joules"])
+    return text + ("*" if m["measured_requests"] < m["requests"] else "")
 
 
 def _share(part: float | None, whole: float | None) -> float | None:
@@ -194,7 +282,7 @@ def _present(report: Report, sections: tuple[str, ...]) -> list[str]:
         order = ["trend"]
     else:
         order = ["coverage", "gaps", "hosts", "gpus", "throttling", "days",
-                 "workload", "games", "llm", "processes"]
+                 "workload", "games", "llm", "models", "processes"]
     return [s for s in order if not sections or s in sections]
 
 
@@ -259,6 +347,8 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
         lines.append(table)
         if section == "gpus" and any(g["energy_method"] == METHOD_INTEGRATED for g in report.gpus):
             note = INTEGRATED_NOTE
+        if section == "llm" and any(m["measured_requests"] < m["requests"] for m in report.llm):
+            note = LLM_NOTE
         if note:
             lines.append(note)
     return "\n".join(lines) + "\n"

@@ -17,7 +17,7 @@ from gpm.store.db import write
 
 _COLUMNS = ("iso_week", "host", "week_start_ms", "week_end_ms", "gpus", "sampled_seconds",
             "coverage_ratio", "gpu_sampled_seconds", "busy_seconds", "utilization_mean_percent",
-            "energy_joules", "energy_methods", "throttled_seconds", "gpus_json", "created_ms")
+            "energy_joules", "energy_methods", "throttled_seconds", "gpus_json", "created_ms", "usage_json")
 
 
 def save_week(conn: sqlite3.Connection, report: Report) -> int:
@@ -35,6 +35,7 @@ def save_week(conn: sqlite3.Connection, report: Report) -> int:
             h["coverage_ratio"], h["gpu_sampled_seconds"], h["busy_seconds"],
             h["utilization_mean_percent"], h["energy_joules"], json.dumps(h["energy_methods"]),
             h["throttled_seconds"], json.dumps(mine, sort_keys=True), report.generated_ms,
+            json.dumps(report.host_usage.get(h["host"], {}), sort_keys=True),
         ))
     with write(conn):
         conn.execute("DELETE FROM weekly_summaries WHERE iso_week = ? AND host IN (SELECT value FROM json_each(?))",
@@ -83,6 +84,11 @@ def trend_row(iso_week: str, rows: list[dict]) -> dict:
             if r["utilization_mean_percent"] is not None]
     util_den = sum(w for _, w in util)
     methods = sorted({m for r in rows for m in json.loads(r["energy_methods"])})
+    usage = [json.loads(r["usage_json"]) for r in rows if r.get("usage_json")]
+    by_category: dict[str, float] = {}
+    for u in usage:
+        for category, joules in u.get("category_energy_joules", {}).items():
+            by_category[category] = round(by_category.get(category, 0.0) + joules, 3)
     return {
         "iso_week": iso_week,
         "week_start_ms": start,
@@ -96,6 +102,9 @@ def trend_row(iso_week: str, rows: list[dict]) -> dict:
         "energy_joules": round(sum(energies), 3) if energies else None,
         "energy_methods": methods,
         "throttled_seconds": round(sum(r["throttled_seconds"] for r in rows), 3),
+        "category_energy_joules": dict(sorted(by_category.items())),
+        "llm_requests": sum(u.get("llm_requests", 0) for u in usage),
+        "completion_tokens": sum(u.get("completion_tokens", 0) for u in usage),
     }
 
 

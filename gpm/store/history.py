@@ -48,6 +48,7 @@ def scan(
     until_ms: int | None = None,
     hosts: Iterable[str] | None = None,
     own_host: str | None = None,
+    recent: bool = True,
 ) -> "pl.LazyFrame":
     """Rows of ``table`` with ``since_ms <= time < until_ms`` from both stores.
 
@@ -55,6 +56,9 @@ def scan(
     ``archive_dir`` may hold several hosts' archives (neither: SQLite alone).
     ``hosts`` keeps only those hosts. ``own_host`` is the host of tables that
     have no host of their own (default: this machine's name).
+    ``recent=False`` leaves out the database's own rows (the archived rows
+    alone, still chosen by the database's manifest), for a caller that
+    reduces those rows in SQLite itself, e.g. `gpm report`.
     """
     import polars as pl
 
@@ -71,16 +75,16 @@ def scan(
         if conn is not None and table_exists(conn, spec.table):
             res = resolve(conn, spec)
             schema = res.schema()
-            recent, listed, owned = _read_db(conn, res, since_ms, until_ms, wanted, own_host)
+            rows, listed, owned = _read_db(conn, res, since_ms, until_ms, wanted, own_host, recent)
         else:
-            schema, recent, listed, owned = None, None, {}, set()
+            schema, rows, listed, owned = None, None, {}, set()
     finally:
         if close:
             conn.close()
     files = _part_files(Path(archive_dir), spec, since_ms, until_ms, wanted, owned, listed) if archive_dir else []
     if schema is None:
         schema = _schema_from_files(spec, files)
-    frames = [] if recent is None else [recent.lazy()]
+    frames = [] if rows is None else [rows.lazy()]
     if files:
         file_schema = {n: t for n, t in schema.items() if n != spec.time_column}
         archived = (
@@ -97,7 +101,7 @@ def scan(
     return pl.concat(frames, how="vertical")
 
 
-def _read_db(conn, res, since_ms, until_ms, wanted, own_host):
+def _read_db(conn, res, since_ms, until_ms, wanted, own_host, with_rows=True):
     """Recent rows, the manifest and the owned hosts, all from one snapshot."""
     spec = res.spec
     where = res.where(host=False, cutoff=False)
@@ -109,11 +113,11 @@ def _read_db(conn, res, since_ms, until_ms, wanted, own_host):
         has_manifest = table_exists(conn, "archive_files")
         listed = manifest_paths(conn, spec.table) if has_manifest else set()
         owned = owned_hosts(conn, own_host) if has_manifest else set()
-        recent = res.read(conn, where, params, own_host)
+        recent = res.read(conn, where, params, own_host) if with_rows else None
     finally:
         if not in_tx:
             conn.execute("COMMIT")
-    if wanted is not None:
+    if wanted is not None and recent is not None:
         import polars as pl
 
         recent = recent.filter(pl.col("host").is_in(sorted(wanted)))

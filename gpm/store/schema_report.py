@@ -55,7 +55,14 @@ def m0002_report_hours(db) -> None:
     )
 
 
+def m0003_weekly_usage(db) -> None:
+    # Per host and week: GPU time and energy per process category, LLM
+    # requests and tokens (JSON, see gpm.report.usage.host_usage).
+    db.execute("ALTER TABLE weekly_summaries ADD COLUMN usage_json TEXT")
+
+
 MIGRATIONS = [
     ("0001_weekly_summaries", m0001_weekly_summaries),
     ("0002_report_hours", m0002_report_hours),
+    ("0003_weekly_usage", m0003_weekly_usage),
 ]

@@ -101,18 +101,27 @@ def make_week_db(path: Path, start_ms: int) -> None:
 
 
 def make_year_archive(folder: Path, start_ms: int, interval_s: int) -> None:
+    """The layout and columns `gpm archive` writes (one part file per host, UTC day and GPU here)."""
     import polars as pl
 
+    from gpm.store.db import open_db
+    from gpm.store.timeseries import lookup, resolve
+
+    conn = open_db(folder.parent / "schema.db")
+    schema = resolve(conn, lookup("gpu_metrics")).file_schema()
+    conn.close()
     for g in range(GPUS):
         frame = trace(start_ms, 364 * 86400, interval_s, g).with_columns(
             host=pl.lit("bench"), gpu_uuid=pl.lit(f"GPU-bench-{g}"), gpu_index=pl.lit(g),
-            gpu_name=pl.lit("NVIDIA GeForce RTX 4090"),
+            gpu_name=pl.lit("NVIDIA GeForce RTX 4090"), ts=pl.from_epoch("ts_ms", time_unit="ms"),
+            source=pl.lit("nvml"), status=pl.lit(None, dtype=pl.String),
             date=pl.from_epoch("ts_ms", time_unit="ms").dt.strftime("%Y-%m-%d"),
         )
         for (day,), part in frame.group_by("date"):
             out = folder / "gpu_metrics" / "host=bench" / f"date={day}"
             out.mkdir(parents=True, exist_ok=True)
-            part.drop("date", "host").write_parquet(out / f"gpu-{g}.parquet", compression="zstd")
+            part = part.select([pl.col(n).cast(t) for n, t in schema.items()])
+            part.write_parquet(out / f"part-{g}.parquet", compression="zstd")
 
 
 def timed(args: list[str], env: dict) -> float:
@@ -144,7 +153,7 @@ def main() -> None:
         t0 = time.perf_counter()
         make_week_db(db, week_start)
         print(f"generated {GPUS * 7 * 86400:,} rows in SQLite in {time.perf_counter() - t0:.1f} s")
-    archive = WORK / f"archive-{opts.year_interval}s"
+    archive = WORK / f"archive-v2-{opts.year_interval}s"
     if not archive.exists():
         t0 = time.perf_counter()
         make_year_archive(archive, year_start, opts.year_interval)
