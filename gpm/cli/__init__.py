@@ -21,6 +21,7 @@ from gpm.errors import EXIT_CODES, EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
+    "daemon": ("gpm.cli.daemon:daemon", "Run sampling and every enabled job in one process."),
 }
 
 

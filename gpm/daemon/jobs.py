@@ -1,0 +1,148 @@
+"""What the daemon runs: small adapters over the functions the subcommands call.
+
+``JOB_KINDS`` is the registration point. Each ``JobKind`` names a factory
+(``"module:function"``, imported only when the job is enabled, so a disabled
+feature costs nothing) called with a ``JobContext``, and returning a
+``PeriodicJob`` or ``ServiceJob`` (see ``gpm.daemon.scheduler``). Adding a
+feature to the daemon is one line here plus its factory::
+
+    JobKind("archive", "gpm.daemon.jobs:archive_job",
+            enabled_by="storage.enable_parquet_archival",
+            interval_key="storage.archive_interval_secs",
+            restart_keys=("storage.",))
+
+``enabled_by`` is the boolean config key that switches the job on (None:
+always on). On SIGHUP a change of ``interval_key`` is applied in place; a
+change of any ``restart_keys`` (exact keys, or ``"section."`` prefixes)
+rebuilds the job; flipping ``enabled_by`` starts or stops it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gpm.config import Config
+from gpm.daemon.logs import job_logger
+from gpm.daemon.scheduler import Job, PeriodicJob
+from gpm.errors import NoBackendError
+
+
+@dataclass
+class JobContext:
+    """What a job factory gets: the configuration and a way to report state.
+
+    ``set_status(job, text)`` feeds systemd's STATUS= line; ``mark_ready()``
+    tells the daemon sampling works (systemd READY=1).
+    """
+
+    cfg: Config
+    set_status: Callable[[str, str], None] = lambda job, text: None
+    mark_ready: Callable[[], None] = lambda: None
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    factory: str  # "module:function" taking a JobContext, returning a Job
+    enabled_by: str | None = None
+    interval_key: str | None = None
+    restart_keys: tuple[str, ...] = ()
+
+    def enabled(self, cfg: Config) -> bool:
+        return True if self.enabled_by is None else bool(cfg[self.enabled_by])
+
+    def build(self, ctx: JobContext) -> Job:
+        module_name, attr = self.factory.split(":")
+        return getattr(importlib.import_module(module_name), attr)(ctx)
+
+    def changed_keys(self, old: Config, new: Config) -> list[str]:
+        """The restart keys whose value differs between two configurations."""
+        return [
+            dotted for dotted in new.values
+            if any(dotted == k or (k.endswith(".") and dotted.startswith(k)) for k in self.restart_keys)
+            and old.values.get(dotted) != new.values[dotted]
+        ]
+
+
+@dataclass
+class SamplingJob:
+    """``gpm sample`` in a loop: one ``Sampler`` (NVML kept open) for the job's life.
+
+    With no GPU backend (driver not loaded yet at boot, or no GPU at all) it
+    logs the reason once and tries again every ``[gpu] nvml_retry_secs``
+    while the other jobs go on.
+    """
+
+    ctx: JobContext
+    log: logging.Logger = field(default_factory=lambda: job_logger("sample"))
+    sampler: object = None
+    no_gpu_reason: str | None = None
+    reported: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from gpm.sampling import Sampler
+        from gpm.store.db import open_db
+
+        self.sampler = Sampler(self.ctx.cfg, conn=open_db(self.ctx.cfg.db_path))
+
+    def run(self) -> float | None:
+        cfg = self.ctx.cfg
+        sampler = self.sampler
+        if sampler.reader is None:
+            try:
+                sampler.open()
+            except NoBackendError as err:
+                retry = cfg["gpu.nvml_retry_secs"]
+                if str(err) != self.no_gpu_reason:
+                    self.log.warning("%s; retrying every %g s", err, retry)
+                    self.no_gpu_reason = str(err)
+                    self.ctx.set_status("sample", f"waiting for a GPU ({err})")
+                self.ctx.mark_ready()
+                return retry
+            if self.no_gpu_reason is not None:
+                self.log.info("GPU backend available now")
+            self.no_gpu_reason = None
+        try:
+            samples = sampler.sample()
+        except sqlite3.Error:
+            raise
+        except Exception:
+            sampler.close()  # reopen the backend on the next try
+            raise
+        self._report(samples, sampler.reader.source if sampler.reader else "?")
+        self.ctx.mark_ready()
+        return None
+
+    def _report(self, samples, source: str) -> None:
+        for s in samples:
+            if self.reported.get(s.index, "ok") != s.status:
+                if s.ok:
+                    self.log.info("GPU %d (%s) reads again", s.index, s.uuid or s.name or "?")
+                else:
+                    self.log.warning("GPU %d (%s) failed: %s", s.index, s.uuid or s.name or "?", s.status)
+            self.reported[s.index] = s.status
+        failed = sum(1 for s in samples if not s.ok)
+        interval = self.ctx.cfg["service.poll_interval_secs"]
+        text = f"sampling {len(samples)} GPU{'s' if len(samples) != 1 else ''} via {source} every {interval:g} s"
+        self.ctx.set_status("sample", text + (f", {failed} failing" if failed else ""))
+
+    def close(self) -> None:
+        self.sampler.close()
+        if self.sampler.conn is not None:
+            self.sampler.conn.close()
+
+
+def sampling_job(ctx: JobContext) -> PeriodicJob:
+    job = SamplingJob(ctx)
+    return PeriodicJob("sample", job.run, ctx.cfg["service.poll_interval_secs"], close=job.close)
+
+
+JOB_KINDS: list[JobKind] = [
+    JobKind("sample", "gpm.daemon.jobs:sampling_job",
+            interval_key="service.poll_interval_secs",
+            restart_keys=("gpu.", "classify.", "storage.db_path", "service.hostname")),
+]
