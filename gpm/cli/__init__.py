@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
     "daemon": ("gpm.cli.daemon:daemon", "Run sampling and every enabled job in one process."),
+    "install": ("gpm.cli.install:install", "Print or install systemd units or crontab lines."),
 }
 
 
