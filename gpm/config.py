@@ -11,10 +11,8 @@ that ``gpm config init`` writes and the table in the README.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -199,7 +197,11 @@ class Config:
 
     @property
     def hostname(self) -> str:
-        return self.values["service.hostname"] or socket.gethostname()
+        if self.values["service.hostname"]:
+            return self.values["service.hostname"]
+        # What socket.gethostname() returns, without importing socket on the
+        # cron path.
+        return os.uname().nodename
 
     def with_overrides(self, overrides: Mapping[str, tuple[Any, str]]) -> "Config":
         """A copy with flag values applied: ``{"dotted": (value, "--flag")}``."""
@@ -221,6 +223,8 @@ class Config:
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
+    import difflib  # only on the error path: it is not free to import
+
     match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
 

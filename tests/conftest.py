@@ -59,3 +59,22 @@ def run_gpm(*args, env: dict | None = None, timeout: float = 60, input: str | No
 @pytest.fixture
 def gpm():
     return run_gpm
+
+
+@pytest.fixture(scope="session")
+def fake_nvml_lib():
+    """The fake libnvidia-ml.so.1, compiled once per source version."""
+    from tests.fakes.nvml import build_fake_nvml
+
+    return build_fake_nvml()
+
+
+@pytest.fixture
+def fake_nvml(fake_nvml_lib, tmp_path):
+    """A fake NVML serving one GPU; ``fake_nvml.set(Scenario...)`` changes the world.
+
+    Pass ``env=fake_nvml.env()`` to ``run_gpm`` so gpm loads it.
+    """
+    from tests.fakes.nvml import FakeNvml, Scenario
+
+    return FakeNvml(fake_nvml_lib, tmp_path / "nvml-scenario.txt", Scenario.many(1))

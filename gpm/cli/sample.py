@@ -78,8 +78,9 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
                     if reported.get(s.index, "ok") != s.status:
                         reported[s.index] = s.status
                         if not s.ok:
-                            click.echo(f"gpm: GPU {s.index} ({s.uuid or s.name or '?'}) failed: {s.status}",
-                                       err=True)
+                            ident = s.uuid or s.name
+                            named = f" ({ident})" if ident else ""
+                            click.echo(f"gpm: GPU {s.index}{named} failed: {s.status}", err=True)
                 if as_json:
                     out = sys.stdout
                     for s in samples:

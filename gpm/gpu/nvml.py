@@ -37,6 +37,8 @@ _ERROR_NAMES = {
     for name in dir(pynvml)
     if name.startswith("NVML_ERROR_") and isinstance(getattr(pynvml, name), int)
 }
+# Spelled as nvidia-smi's "Unknown Error" becomes, so both backends agree.
+_ERROR_NAMES[pynvml.NVML_ERROR_UNKNOWN] = "unknown_error"
 
 _INIT_REASONS = {
     pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:

@@ -1,0 +1,153 @@
+"""How much does `gpm sample` cost? Run: python tests/benchmarks/bench_sample.py [--runs N]
+
+Compares, as medians over interleaved runs on the fake NVML with 8 GPUs:
+- a cold `gpm sample` (new process, stored to SQLite) against the floor, a bare
+  Python script that imports pynvml and reads the same fields of the same GPUs
+  (target: within 2x the floor);
+- `gpustat --json` on the same fake, for reference (it sleeps 0.1 s per GPU);
+- `gpm --help` (target: under 100 ms);
+- in-process CPU per GPU sample, excluding NVML's own time (target < 0.5 ms).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+from tests.fakes.nvml import FakeNvml, FakeProcess, Scenario, build_fake_nvml  # noqa: E402
+
+FLOOR = r"""
+import pynvml
+def f(fn, *a):
+    try:
+        return fn(*a)
+    except pynvml.NVMLError:
+        return None
+pynvml.nvmlInit()
+for i in range(pynvml.nvmlDeviceGetCount()):
+    h = pynvml.nvmlDeviceGetHandleByIndex(i)
+    f(pynvml.nvmlDeviceGetUUID, h); f(pynvml.nvmlDeviceGetName, h)
+    f(pynvml.nvmlDeviceGetUtilizationRates, h); f(pynvml.nvmlDeviceGetMemoryInfo, h)
+    f(pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU)
+    f(pynvml.nvmlDeviceGetPowerUsage, h); f(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
+    f(pynvml.nvmlDeviceGetTotalEnergyConsumption, h)
+    f(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM); f(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_MEM)
+    f(pynvml.nvmlDeviceGetFanSpeed, h); f(pynvml.nvmlDeviceGetPerformanceState, h)
+    f(pynvml.nvmlDeviceGetCurrentClocksEventReasons, h)
+    f(pynvml.nvmlDeviceGetComputeRunningProcesses, h); f(pynvml.nvmlDeviceGetGraphicsRunningProcesses, h)
+pynvml.nvmlShutdown()
+"""
+
+
+ENTRY = "import sys; from gpm.cli import main; sys.exit(main())"
+
+
+def scenario() -> Scenario:
+    s = Scenario.many(8)
+    me = os.getpid()
+    for gpu in s.gpus:
+        gpu.processes = [FakeProcess(pid=me, used_memory=512 << 20)]
+    return s
+
+
+def wall(cmd: list[str], env: dict) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def in_process_cost(env: dict, rounds: int = 300) -> tuple[float, float]:
+    """(CPU ms per GPU for Sampler.sample with store, CPU ms per GPU of bare pynvml reads)."""
+    os.environ.update(env)
+    from tests.fakes.nvml import preload
+
+    preload(Path(env["LD_LIBRARY_PATH"].split(os.pathsep)[0]))
+    import pynvml
+
+    from gpm.config import load_config
+    from gpm.sampling import Sampler
+    from gpm.store.db import open_db
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = load_config(env={})
+        sampler = Sampler(cfg, conn=open_db(Path(tmp) / "gpm.db")).open()
+        sampler.sample()
+        start = time.process_time()
+        for _ in range(rounds):
+            sampler.sample()
+        gpm_cpu = (time.process_time() - start) / rounds / 8
+        handles = [pynvml.nvmlDeviceGetHandleByIndex(i) for i in range(8)]
+        start = time.process_time()
+        for _ in range(rounds):
+            for h in handles:
+                pynvml.nvmlDeviceGetUtilizationRates(h); pynvml.nvmlDeviceGetMemoryInfo(h)
+                pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU)
+                pynvml.nvmlDeviceGetPowerUsage(h); pynvml.nvmlDeviceGetEnforcedPowerLimit(h)
+                pynvml.nvmlDeviceGetTotalEnergyConsumption(h)
+                pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_SM)
+                pynvml.nvmlDeviceGetClockInfo(h, pynvml.NVML_CLOCK_MEM)
+                try:
+                    pynvml.nvmlDeviceGetFanSpeed(h)
+                except pynvml.NVMLError:
+                    pass
+                pynvml.nvmlDeviceGetPerformanceState(h)
+                pynvml.nvmlDeviceGetCurrentClocksEventReasons(h)
+                pynvml.nvmlDeviceGetComputeRunningProcesses(h)
+                pynvml.nvmlDeviceGetGraphicsRunningProcesses(h)
+                try:
+                    pynvml.nvmlDeviceGetProcessUtilization(h, 0)
+                except pynvml.NVMLError:
+                    pass
+        nvml_cpu = (time.process_time() - start) / rounds / 8
+        sampler.close()
+    return gpm_cpu * 1000, nvml_cpu * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=15)
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="gpm-bench-"))
+    fake = FakeNvml(build_fake_nvml(), tmp / "scenario.txt", scenario())
+    env = fake.env()
+    env["PYTHONPATH"] = str(REPO)
+    # Installed packages have their bytecode compiled; so must the checkout.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["HOME"] = str(tmp)
+    env["XDG_DATA_HOME"] = str(tmp / "data")
+    env["XDG_CONFIG_HOME"] = str(tmp / "config")
+    py = sys.executable
+    commands = {
+        "floor (bare pynvml script)": [py, "-c", FLOOR],
+        # What the `gpm` console script that pip installs runs:
+        "gpm sample (cold, stored)": [py, "-c", ENTRY, "--db", str(tmp / "gpm.db"), "sample"],
+        "gpustat --json": [py, "-m", "gpustat", "--json"],
+        "gpm --help": [py, "-c", ENTRY, "--help"],
+    }
+    for cmd in commands.values():  # warm the page cache and the database
+        wall(cmd, env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(args.runs):
+        for name, cmd in commands.items():  # interleaved, so drift hits all alike
+            times[name].append(wall(cmd, env))
+    med = {name: statistics.median(v) * 1000 for name, v in times.items()}
+    floor = med["floor (bare pynvml script)"]
+    print(f"median wall time over {args.runs} interleaved runs, 8 fake GPUs:")
+    for name, ms in med.items():
+        print(f"  {name:<30} {ms:7.1f} ms   {ms / floor:5.2f}x floor")
+    gpm_cpu, nvml_cpu = in_process_cost(env)
+    print(f"in-process CPU per GPU sample: gpm {gpm_cpu:.3f} ms, bare NVML reads {nvml_cpu:.3f} ms, "
+          f"gpm's own cost {gpm_cpu - nvml_cpu:.3f} ms (target < 0.5 ms)")
+
+
+if __name__ == "__main__":
+    main()

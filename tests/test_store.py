@@ -1,0 +1,128 @@
+"""The database: created private, migrated on open, shared safely, queried as the README says."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sqlite3
+import stat
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+from gpm.gpu.model import GpuProcess, GpuSample
+from gpm.store.db import open_db
+from gpm.store.samples import save_samples
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def make_sample(ts_ms: int, index: int = 0, **values) -> GpuSample:
+    base = dict(
+        uuid=f"GPU-{index:08d}-aaaa-bbbb-cccc-dddddddddddd", name="NVIDIA GeForce RTX 4090",
+        memory_total_bytes=25757220864, memory_used_bytes=1073741824, utilization_gpu_percent=37,
+        utilization_memory_percent=12, temperature_celsius=61, power_watts=123.456,
+        power_limit_watts=450.0, energy_joules=1000.5, sm_clock_mhz=2520, memory_clock_mhz=10501,
+        fan_percent=30, pstate=2, throttle_reasons=0x4, driver_version="550.54.14", cuda_version="12.4",
+    )
+    base.update(values)
+    return GpuSample(ts_ms=ts_ms, index=index, source="nvml", **base)
+
+
+def test_new_database_is_private_wal_and_migrated(tmp_path):
+    path = tmp_path / "data" / "gpm.db"
+    conn = open_db(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA auto_vacuum").fetchone()[0] == 2  # incremental
+    names = {r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")}
+    assert "0001_gpus_and_metrics" in names
+    conn.close()
+    # Opening again applies nothing twice.
+    conn = open_db(path)
+    count = conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0]
+    assert count == len(names)
+
+
+def test_saved_sample_round_trips_through_the_view(tmp_path):
+    conn = open_db(tmp_path / "gpm.db")
+    sample = make_sample(1_764_000_000_123, processes=[GpuProcess(pid=1, used_memory_bytes=5)])
+    save_samples(conn, "box", [sample])
+    row = conn.execute("SELECT * FROM gpu_samples").fetchone()
+    cols = [d[0] for d in conn.execute("SELECT * FROM gpu_samples").description]
+    got = dict(zip(cols, row))
+    assert got["ts"] == "2025-11-24T16:00:00.123Z"
+    assert got["host"] == "box"
+    assert got["gpu_uuid"] == sample.uuid
+    assert got["power_watts"] == pytest.approx(123.456)
+    assert got["energy_joules"] == pytest.approx(1000.5)
+    assert got["status"] == "ok"
+    assert got["throttle_reasons"] == 4
+    gpu = conn.execute("SELECT host, gpu_index, name, power_limit_watts, driver_version FROM gpus").fetchone()
+    assert gpu == ("box", 0, "NVIDIA GeForce RTX 4090", 450.0, "550.54.14")
+
+
+def test_failed_gpu_keeps_identity_learned_earlier(tmp_path):
+    conn = open_db(tmp_path / "gpm.db")
+    save_samples(conn, "box", [make_sample(1000)])
+    lost = GpuSample(ts_ms=2000, index=0, source="nvml", status="gpu_is_lost",
+                     uuid="GPU-00000000-aaaa-bbbb-cccc-dddddddddddd")
+    save_samples(conn, "box", [lost])
+    assert conn.execute("SELECT name, last_seen_ms FROM gpus").fetchone() == ("NVIDIA GeForce RTX 4090", 2000)
+    assert conn.execute("SELECT status, utilization_gpu_percent FROM gpu_metrics WHERE ts_ms = 2000").fetchone() \
+        == ("gpu_is_lost", None)
+
+
+def test_writers_in_parallel_never_see_database_is_locked(tmp_path):
+    path = tmp_path / "gpm.db"
+    open_db(path).close()
+    errors: list[Exception] = []
+
+    def writer(offset: int) -> None:
+        conn = open_db(path)
+        try:
+            for i in range(150):
+                save_samples(conn, "box", [make_sample(offset + i, index=offset % 7)])
+        except Exception as err:  # noqa: BLE001
+            errors.append(err)
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=writer, args=(n * 1_000_000 + n,)) for n in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert open_db(path).execute("SELECT COUNT(*) FROM gpu_metrics").fetchone()[0] == 600
+
+
+def readme_queries() -> list[str]:
+    text = README.read_text()
+    return re.findall(r'^sqlite3 ~/\.local/share/gpm/gpm\.db "(.+)"$', text, flags=re.M)
+
+
+def test_readme_has_example_queries():
+    assert len(readme_queries()) >= 3
+
+
+@pytest.mark.parametrize("query", readme_queries())
+def test_readme_query_runs_on_a_real_database(tmp_path, query):
+    import time
+
+    path = tmp_path / "gpm.db"
+    conn = open_db(path)
+    now = int(time.time() * 1000)
+    for k in range(5):
+        save_samples(conn, "box", [make_sample(now - 60_000 * k, i, energy_joules=1000.0 + 10 * k)
+                                   for i in range(2)])
+    conn.close()
+    if shutil.which("sqlite3"):
+        out = subprocess.run(["sqlite3", str(path), query], capture_output=True, text=True, check=True)
+        rows = [line for line in out.stdout.splitlines() if line]
+    else:  # pragma: no cover
+        rows = sqlite3.connect(path).execute(query).fetchall()
+    assert rows, query
