@@ -181,6 +181,7 @@ class Daemon:
         for name, runner in runners:
             if runner.join(max(0.0, deadline - time.monotonic())):
                 runner.close()
+                log.info("stopped %s after %d runs (%d failed)", name, runner.runs, runner.failed_runs)
             else:
                 log.warning("%s still busy at exit; its transaction, if any, is rolled back", name)
         self.runners.clear()

@@ -113,6 +113,9 @@ class SamplingJob:
         except Exception:
             sampler.close()  # reopen the backend on the next try
             raise
+        if samples:
+            self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
+                           samples[0].ts_ms)
         self._report(samples, sampler.reader.source if sampler.reader else "?")
         self.ctx.mark_ready()
         return None

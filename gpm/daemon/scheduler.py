@@ -61,7 +61,8 @@ class Runner:
     on_run: Callable[["Runner"], None] | None = None  # called after every run
     log: logging.Logger = field(init=False)
     runs: int = 0
-    failures: int = 0
+    failed_runs: int = 0
+    failures: int = 0  # in a row
     last_error: str | None = None
     running_since: float | None = None  # monotonic start of the run in hand
     _thread: threading.Thread | None = field(default=None, repr=False)
@@ -132,6 +133,7 @@ class Runner:
 
     def _failed(self, err: BaseException, interval: float) -> float:
         self.failures += 1
+        self.failed_runs += 1
         delay = backoff_secs(self.failures, interval)
         message = f"{type(err).__name__}: {err}"
         again = "" if message != self.last_error else " (again)"
