@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -232,8 +233,6 @@ def test_journald_lines_have_a_priority_and_no_timestamp(fake_nvml, tmp_path):
         finally:
             if proc.poll() is None:
                 proc.kill()
-    import json
-
     lines = err_path.read_text().splitlines()
     assert lines and all(re.match(r"^<[0-7]>\{", line) for line in lines), lines
     first = json.loads(lines[0][3:])
@@ -258,3 +257,44 @@ def test_a_database_it_cannot_open_is_one_line_and_exit_1(fake_nvml, tmp_path):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("gpm: ")
     assert "Traceback" not in result.stderr
+
+
+def _ms(iso: str) -> int:
+    from datetime import datetime
+
+    return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+@pytest.mark.slow
+def test_daemon_and_one_shot_commands_share_the_database_for_30_s_without_losing_a_row(
+        fake_nvml, tmp_path, daemons):
+    """The daemon writes every 0.1 s while cron-style `gpm sample` runs write too."""
+    from tests.conftest import run_gpm
+
+    fake_nvml.set(Scenario.many(2))
+    env = fast_env(fake_nvml, GPM_SERVICE_POLL_INTERVAL_SECS="0.1")
+    d = daemons(tmp_path, env, "--log-level", "debug")
+    d.wait_for("stored 2 GPUs")
+    one_shot: set[tuple[int, int]] = set()
+    runs = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        result = run_gpm("--db", d.db, "sample", "--json", env=env)
+        assert result.returncode == 0, result.stderr
+        assert result.stderr == ""
+        for line in result.stdout.splitlines():
+            obj = json.loads(line)
+            one_shot.add((_ms(obj["ts"]), obj["gpu_index"]))
+        runs += 1
+    rc, _ = d.stop()
+    assert rc == 0
+    log = d.log
+    assert " ERROR " not in log and "locked" not in log, log
+    daemon_rows = {(int(ts), gpu) for ts in re.findall(r"stored 2 GPUs at ts_ms=(\d+)", log) for gpu in (0, 1)}
+    conn = sqlite3.connect(d.db)
+    stored = set(conn.execute(
+        "SELECT m.ts_ms, g.gpu_index FROM gpu_metrics m JOIN gpus g ON g.id = m.gpu_id").fetchall())
+    conn.close()
+    assert runs >= 10 and len(daemon_rows) >= 2 * 100
+    # a one-shot sample in the same millisecond as the daemon's is the same reading
+    assert stored == daemon_rows | one_shot
