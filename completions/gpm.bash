@@ -1,0 +1,85 @@
+# bash completion for gpm. Generated from the Click app by `python -m gpm.devtools.generate`; do not edit.
+# Install: copy to /usr/share/bash-completion/completions/gpm (or
+# ~/.local/share/bash-completion/completions/gpm).
+
+_gpm_subcommands() {
+    case "$1" in
+        "") echo "config daemon install sample" ;;
+        "config") echo "check init show" ;;
+        "install") echo "cron systemd" ;;
+    esac
+}
+
+_gpm_options() {
+    case "$1" in
+        "") echo "--version --db --config -v --verbose -q --quiet --help" ;;
+        "config") echo "--help" ;;
+        "config check") echo "--help" ;;
+        "config init") echo "--force --path --stdout --help" ;;
+        "config show") echo "--json --help" ;;
+        "daemon") echo "-i --interval --log-level --log-format --help" ;;
+        "install") echo "--help" ;;
+        "install cron") echo "--help" ;;
+        "install systemd") echo "--user --timers --dir --write --help" ;;
+        "sample") echo "-n --count -i --interval -f --follow --json --no-store --help" ;;
+    esac
+}
+
+_gpm_takes_value() {
+    case "$1" in
+        "") echo "--db --config" ;;
+        "config init") echo "--path" ;;
+        "daemon") echo "-i --interval --log-level --log-format" ;;
+        "install systemd") echo "--dir" ;;
+        "sample") echo "-n --count -i --interval" ;;
+    esac
+}
+
+_gpm_values() {
+    local cur=$3
+    case "$1|$2" in
+        "|--db") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "|--config") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "config init|--path") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "daemon|--log-level") COMPREPLY=($(compgen -W "debug info warning error" -- "$cur")) ;;
+        "daemon|--log-format") COMPREPLY=($(compgen -W "text json" -- "$cur")) ;;
+        "install systemd|--dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
+        *) COMPREPLY=() ;;
+    esac
+}
+
+_gpm_gpus() { n=$(ls /proc/driver/nvidia/gpus 2>/dev/null | wc -l); if [ "$n" -gt 0 ]; then seq 0 $((n - 1)); else nvidia-smi --query-gpu=index --format=csv,noheader 2>/dev/null; fi; }
+
+_gpm_models() { ollama list 2>/dev/null | awk 'NR > 1 {print $1}'; }
+
+_gpm() {
+    local cur=${COMP_WORDS[COMP_CWORD]} prev=${COMP_WORDS[COMP_CWORD-1]}
+    local path="" i w skip=0
+    for ((i = 1; i < COMP_CWORD; i++)); do
+        w=${COMP_WORDS[i]}
+        if ((skip)); then skip=0; continue; fi
+        case "$w" in
+            -*=*) ;;
+            -*) [[ " $(_gpm_takes_value "$path") " == *" $w "* ]] && skip=1 ;;
+            *) [[ " $(_gpm_subcommands "$path") " == *" $w "* ]] && path="${path:+$path }$w" ;;
+        esac
+    done
+    COMPREPLY=()
+    if [[ " $(_gpm_takes_value "$path") " == *" $prev "* ]]; then
+        _gpm_values "$path" "$prev" "$cur"
+        return
+    fi
+    if [[ $cur == -* ]]; then
+        COMPREPLY=($(compgen -W "$(_gpm_options "$path")" -- "$cur"))
+        return
+    fi
+    local subs
+    subs=$(_gpm_subcommands "$path")
+    if [[ -n $subs ]]; then
+        COMPREPLY=($(compgen -W "$subs" -- "$cur"))
+    else
+        _gpm_values "$path" "@arg" "$cur"
+    fi
+}
+
+complete -o default -F _gpm gpm
