@@ -50,6 +50,16 @@ def build(repo: Path = REPO) -> dict[Path, str]:
     return files
 
 
+def _orphans(repo: Path, files: dict[Path, str]) -> list[Path]:
+    """Files in the generated folders that the generator no longer makes."""
+    return [
+        target.relative_to(repo)
+        for folder in ("completions", "man") if (repo / folder).is_dir()
+        for target in sorted((repo / folder).glob("*"))
+        if target.relative_to(repo) not in files
+    ]
+
+
 def stale(repo: Path = REPO) -> list[str]:
     """Generated files that are missing, different or no longer generated."""
     files = build(repo)
@@ -60,10 +70,7 @@ def stale(repo: Path = REPO) -> list[str]:
             out.append(f"{path} (missing)")
         elif _without_date(target.read_text(encoding="utf-8")) != _without_date(text):
             out.append(f"{path} (differs)")
-    for folder in ("completions", "man"):
-        for target in sorted((repo / folder).glob("*")) if (repo / folder).is_dir() else []:
-            if target.relative_to(repo) not in files:
-                out.append(f"{target.relative_to(repo)} (no longer generated)")
+    out += [f"{path} (no longer generated)" for path in _orphans(repo, files)]
     return out
 
 
@@ -76,11 +83,9 @@ def write(repo: Path = REPO) -> list[Path]:
         if not target.is_file() or target.read_text(encoding="utf-8") != text:
             target.write_text(text, encoding="utf-8")
             changed.append(path)
-    for folder in ("completions", "man"):
-        for target in sorted((repo / folder).glob("*")):
-            if target.relative_to(repo) not in files:
-                target.unlink()
-                changed.append(target.relative_to(repo))
+    for path in _orphans(repo, files):
+        (repo / path).unlink()
+        changed.append(path)
     return changed
 
 
