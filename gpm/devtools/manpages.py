@@ -109,15 +109,24 @@ def _environment(cmd: Command) -> list[str]:
     return out
 
 
+def _code_lines(markdown: str):
+    """Lines inside fenced code blocks."""
+    inside = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            inside = not inside
+        elif inside:
+            yield line
+
+
 def readme_examples(readme: str) -> dict[str, list[tuple[str, str]]]:
     """Command lines in the README's code blocks, by subcommand: [(line, comment)]."""
     found: dict[str, list[tuple[str, str]]] = {}
-    for block in re.findall(r"```(?:sh|bash|console)?\n(.*?)```", readme, flags=re.S):
-        for line in block.splitlines():
-            m = re.match(r"^\s*(gpm(?:\s+(?:-\S+(?:\s+(?!-)\S+)?))*\s+([a-z][\w-]*)\b.*?)\s*(?:#\s*(.*))?$",
-                         line)
-            if m:
-                found.setdefault(m.group(2), []).append((m.group(1).rstrip(), (m.group(3) or "").strip()))
+    for line in _code_lines(readme):
+        m = re.match(r"^\s*(gpm(?:\s+(?:-\S+(?:\s+(?!-)\S+)?))*\s+([a-z][\w-]*)\b.*?)\s*(?:#\s*(.*))?$",
+                     line)
+        if m:
+            found.setdefault(m.group(2), []).append((m.group(1).rstrip(), (m.group(3) or "").strip()))
     return found
 
 
@@ -130,7 +139,10 @@ def _examples(cmd: Command, examples: dict[str, list[tuple[str, str]]]) -> list[
         pairs = [lines[0] for name, lines in sorted(examples.items()) if lines]
     out: list[str] = []
     for line, comment in pairs:
-        out += [".TP", f".B {escape(line)}", escape(comment or "")]
+        if comment:
+            out += [".TP", f".B {escape(line)}", escape(comment)]
+        else:
+            out += [".PP", f".B {escape(line)}"]
     return out
 
 
