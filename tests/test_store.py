@@ -119,6 +119,14 @@ def test_readme_query_runs_on_a_real_database(tmp_path, query):
     for k in range(5):
         save_samples(conn, "box", [make_sample(now - 60_000 * k, i, energy_joules=1000.0 + 10 * k)
                                    for i in range(2)])
+    from gpm.llm.record import save_request
+    from gpm.store.db import write
+
+    with write(conn):
+        save_request(conn, {"ts_ms": now - 30_000, "end_ms": now - 28_000, "host": "box",
+                            "endpoint": "/api/chat", "model": "llama3.2", "stream": True, "status": 200,
+                            "prompt_tokens": 26, "completion_tokens": 120, "ttft_seconds": 0.21,
+                            "tpot_seconds": 0.015, "tokens_per_second": 66.0, "duration_seconds": 2.0})
     conn.close()
     if shutil.which("sqlite3"):
         out = subprocess.run(["sqlite3", str(path), query], capture_output=True, text=True, check=True)

@@ -22,6 +22,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
     "daemon": ("gpm.cli.daemon:daemon", "Run sampling and every enabled job in one process."),
     "install": ("gpm.cli.install:install", "Print or install systemd units or crontab lines."),
+    "report": ("gpm.cli.report:report", "Report what the GPUs did over a week or a range."),
+    "serve-metrics": ("gpm.cli.serve_metrics:serve_metrics", "Serve Prometheus /metrics (and push OTLP)."),
+    "ollama-watch": ("gpm.cli.ollama_watch:ollama_watch", "Record Ollama's loaded models and, via a proxy, its requests."),
 }
 
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 
 import click
 
 from gpm.cli.context import AppContext, pass_app
-from gpm.errors import EXIT_FAILURE
+from gpm.errors import EXIT_FAILURE, GpmError
 
 
 def _table(samples, host: str) -> str:
@@ -32,6 +33,18 @@ def _table(samples, host: str) -> str:
     return tabulate(rows, headers=["GPU", "Name", "Util", "Memory", "Temp", "Power", "Procs"])
 
 
+def _write_textfile(path: str, sampler, samples, duration_seconds: float) -> None:
+    from gpm.telemetry.prometheus import write_textfile
+    from gpm.telemetry.state import MetricsState
+
+    state = MetricsState(sampler.host)
+    state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=duration_seconds)
+    try:
+        write_textfile(path, state.snapshot(), per_process=sampler.cfg["telemetry.per_process"])
+    except OSError as err:
+        raise GpmError(f"cannot write textfile {path}: {err.strerror or err}") from None
+
+
 @click.command()
 @click.option("-n", "--count", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of samples to take.")
@@ -41,9 +54,12 @@ def _table(samples, host: str) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON Lines: one object per GPU per sample.")
 @click.option("--no-store", is_flag=True, help="Sample without writing to the database.")
+@click.option("--textfile", type=click.Path(dir_okay=False, writable=True), metavar="PATH",
+              help="Also write the Prometheus exposition to PATH after each sample, atomically "
+                   "(for node_exporter's textfile collector; name it *.prom).")
 @pass_app
 def sample(app: AppContext, count: int, interval: float | None, follow: bool,
-           as_json: bool, no_store: bool) -> None:
+           as_json: bool, no_store: bool, textfile: str | None) -> None:
     """Sample every GPU and store it in the database.
 
     Reads each GPU through NVML (nvidia-smi when NVML cannot be used) with
@@ -71,7 +87,10 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
             app.warn("NVML unavailable; using nvidia-smi")
         with Stopper() as stopper:
             for _ in ticks(cfg["service.poll_interval_secs"], None if follow else count, stopper):
+                t0 = time.perf_counter()
                 samples = sampler.sample(store=not no_store)
+                if textfile:
+                    _write_textfile(textfile, sampler, samples, time.perf_counter() - t0)
                 for s in samples:
                     if not s.ok:
                         failed = True

@@ -1,0 +1,153 @@
+"""``gpm ollama-watch``: Ollama's loaded models, and a recording proxy in front of it."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+import click
+
+from gpm.cli.context import AppContext, pass_app
+from gpm.errors import GpmError
+
+
+def _models_table(sessions: list[dict]) -> str:
+    from tabulate import tabulate
+
+    from gpm.cli.units import fmt_bytes, fmt_opt
+
+    rows = []
+    for s in sessions:
+        size, vram = s["size_bytes"], s["size_vram_bytes"]
+        gpu = f"{100 * vram / size:.0f}% GPU" if size and vram is not None else "-"
+        rows.append([s["model"], fmt_bytes(size), gpu, fmt_opt(s["context_length"], "{}"),
+                     s["quantization"] or "-", s["parameter_size"] or "-"])
+    return tabulate(rows, headers=["Model", "Size", "Processor", "Context", "Quant", "Params"])
+
+
+def _request_line(row: dict) -> str:
+    def num(value, fmt):
+        return "-" if value is None else fmt.format(value)
+
+    state = row["error"] or row["done_reason"] or "ok"
+    return (f"{row['endpoint']} {row['model'] or '?'} status={row['status']} "
+            f"prompt={num(row['prompt_tokens'], '{}')} completion={num(row['completion_tokens'], '{}')} "
+            f"ttft={num(row['ttft_seconds'], '{:.3f}s')} tok/s={num(row['tokens_per_second'], '{:.1f}')} "
+            f"duration={row['duration_seconds']:.3f}s {state}")
+
+
+@click.command("ollama-watch")
+@click.option("-f", "--follow", is_flag=True,
+              help="Keep polling every [ollama] poll_interval_secs until Ctrl-C or SIGTERM "
+                   "(default: poll once and exit, for cron).")
+@click.option("-i", "--interval", type=click.FloatRange(min=0.5, max=3600),
+              help="Seconds between polls of /api/ps (default: [ollama] poll_interval_secs, 5).")
+@click.option("--api-url", metavar="URL",
+              help="The Ollama server to watch and proxy to (default: [ollama] api_url, "
+                   "http://127.0.0.1:11434).")
+@click.option("--proxy", "proxy_listen", is_flag=False, flag_value="", default=None, metavar="[ADDR]",
+              help="Also serve the recording proxy on HOST:PORT (default: [ollama] proxy_listen, "
+                   "127.0.0.1:11435) until Ctrl-C or SIGTERM; point OLLAMA_HOST at it.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON Lines: each finished proxied request (the llm_requests columns); "
+                   "without --proxy, each loaded model per poll (the llm_sessions columns).")
+@pass_app
+def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url: str | None,
+                 proxy_listen: str | None, as_json: bool) -> None:
+    """Record Ollama's loaded models and, with --proxy, every request's tokens and timing.
+
+    Polls GET /api/version and GET /api/ps: a model appearing opens an
+    llm_sessions row, a model gone closes it; Ollama going down or coming
+    back is an llm_events row and a warning, never a failure. Runs are
+    idempotent, so cron can run it every minute.
+
+    With --proxy, serves a transparent reverse proxy to Ollama: every path,
+    body and header is forwarded and streams pass through chunk by chunk.
+    Each request to /api/generate, /api/chat, /api/embed, /api/embeddings,
+    /v1/chat/completions, /v1/completions and /v1/embeddings becomes an
+    llm_requests row (tokens, TTFT, TPOT, tokens/s, Ollama's durations).
+    Prompts and responses are stored only with [ollama] store_prompts = true.
+    Ctrl-C or SIGTERM records requests in flight as interrupted and exits 0.
+
+    \b
+    Exit codes: 0 ok (also when Ollama is down: that is recorded);
+    1 the proxy cannot listen, or another error; 2 usage or config error.
+    """
+    from gpm.config import parse_listen
+    from gpm.llm.client import OllamaClient
+    from gpm.llm.sessions import SessionTracker, open_sessions
+    from gpm.schedule import Stopper, ticks
+
+    cfg = app.config({
+        "ollama.poll_interval_secs": (interval, "--interval"),
+        "ollama.api_url": (api_url, "--api-url"),
+        "ollama.proxy_listen": (proxy_listen or None, "--proxy"),
+    })
+    api = cfg["ollama.api_url"]
+    client = OllamaClient(api, cfg["ollama.timeout_secs"])
+    out_lock = threading.Lock()
+    tty = sys.stdout.isatty()
+
+    def emit(line: str) -> None:
+        with out_lock:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+    conn = app.open_db()
+    tracker = SessionTracker(conn, api, cfg.hostname)
+    proxy = None
+    proxy_conn = None
+    try:
+        if proxy_listen is not None:
+            proxy, proxy_conn = _start_proxy(app, cfg, parse_listen(cfg["ollama.proxy_listen"]), as_json,
+                                             tty, emit)
+        with Stopper() as stopper:
+            count = None if (follow or proxy is not None) else 1
+            for _ in ticks(cfg["ollama.poll_interval_secs"], count, stopper):
+                result = tracker.poll(client)
+                if not result.up and (result.events or (tty and not as_json)):
+                    app.warn(f"Ollama is down: {result.error}")
+                elif "up" in result.events and count is None and not app.quiet:
+                    click.echo(f"gpm: Ollama at {api} is up (version {result.version})", err=True)
+                if app.quiet or not result.up or proxy is not None:
+                    continue
+                sessions = open_sessions(conn, api)
+                if as_json:
+                    for s in sessions:
+                        emit(json.dumps(s))
+                elif tty:
+                    emit(_models_table(sessions) if sessions else "no model loaded")
+    finally:
+        if proxy is not None:
+            proxy.stop()
+        if proxy_conn is not None:
+            proxy_conn.close()
+        conn.close()
+
+
+def _start_proxy(app: AppContext, cfg, listen: tuple[str, int], as_json: bool, tty: bool, emit):
+    from gpm.llm.proxy import RecordingProxy
+    from gpm.llm.record import RequestLog
+
+    def saved(row: dict) -> None:
+        if app.quiet:
+            return
+        if as_json:
+            emit(json.dumps(row))
+        elif tty:
+            emit(_request_line(row))
+
+    proxy_conn = app.open_db()
+    try:
+        proxy = RecordingProxy(listen, cfg["ollama.api_url"], sink=RequestLog(proxy_conn, saved),
+                               host=cfg.hostname, store_prompts=cfg["ollama.store_prompts"])
+    except OSError as err:
+        proxy_conn.close()
+        raise GpmError(f"cannot listen on {listen[0]}:{listen[1]} for the Ollama proxy: "
+                       f"{err.strerror or err}") from None
+    proxy.start()
+    if not app.quiet:
+        click.echo(f"gpm: recording proxy on {proxy.url} -> {cfg['ollama.api_url']} "
+                   f"(OLLAMA_HOST={proxy.url}; Ctrl-C to stop)", err=True)
+    return proxy, proxy_conn

@@ -1,0 +1,114 @@
+"""``gpm report``: a one-shot report of what the GPUs did, for a terminal or a file."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from gpm.cli.context import AppContext, pass_app
+
+_SECTIONS = ("coverage", "gaps", "hosts", "gpus", "throttling", "days", "trend",
+             "workload", "games", "llm", "processes")
+
+
+@click.command()
+@click.option("--week", metavar="YYYY-Www", help="One ISO week, e.g. 2026-W47 (Monday to Monday, local time).")
+@click.option("--since", metavar="WHEN",
+              help="Start: a date (2026-11-16), a datetime (2026-11-16T08:00, local unless it ends in Z "
+                   "or an offset) or a time ago (7d, 24h, 90m). Default: 7 days before --until.")
+@click.option("--until", metavar="WHEN", help="End (same forms as --since). Default: now.")
+@click.option("--host", "hosts", multiple=True, metavar="HOST",
+              help="Only this host (repeatable). Default: every host in the database and archive.")
+@click.option("--gpu", "gpus", multiple=True, metavar="INDEX|UUID",
+              help="Only this GPU, by index or UUID prefix (repeatable).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "csv"]), default="text",
+              show_default=True,
+              help="text: tables in human units for a terminal; markdown; json: every figure in machine "
+                   "units (seconds, bytes, joules) with stable keys; csv: one section (--section).")
+@click.option("--section", "sections", multiple=True, type=click.Choice(_SECTIONS),
+              help="Only these sections (repeatable); csv prints exactly one (default: gpus).")
+@click.option("--weeks", type=click.IntRange(1, 520), metavar="N",
+              help="A trend table of the last N finished ISO weeks, from stored weekly summaries "
+                   "(weeks not summarised yet are computed once and stored).")
+@click.option("--archive-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Parquet archive to read besides the database; may hold several hosts' archives "
+                   "(default: [storage] archive_dir).")
+@click.option("--busy-threshold", type=click.FloatRange(0, 100), metavar="PERCENT",
+              help="A GPU is busy above this utilization (default: [report] busy_threshold_percent).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file atomically (temp file, then rename) instead of stdout; two "
+                   "such runs never overlap (the second exits 75).")
+@click.option("--no-cache", is_flag=True,
+              help="Reduce every raw sample again instead of reusing the cached hourly figures.")
+@pass_app
+def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, weeks, archive_dir,
+           busy_threshold, output, no_cache) -> None:
+    """Report what the GPUs did: coverage and gaps, per-GPU busy time,
+    utilization, temperature, memory, energy and throttling, and a per-day strip.
+
+    The range defaults to the last 7 days up to now. Energy comes from each
+    GPU's energy counter (the sum of its increases, so gaps in sampling lose
+    nothing); GPUs without one fall back to integrated power over the sampled
+    intervals, and the report says which. A report over one whole, finished ISO
+    week is stored in weekly_summaries for `--weeks`.
+
+    \b
+    Exit codes: 0 ok; 1 error (e.g. unreadable archive); 2 usage or config
+    error (e.g. a bad --since); 75 another `gpm report --output` is running.
+    """
+    from gpm.errors import EXIT_USAGE, GpmError
+    from gpm.gpu.model import now_ms as clock
+    from gpm.report import make_report
+    from gpm.report.period import resolve_period
+    from gpm.report.render import render
+
+    if fmt == "csv" and len(sections) > 1:
+        raise GpmError("--format csv prints one section: give --section once", EXIT_USAGE)
+    if weeks and (week or since or until or gpus):
+        raise GpmError("--weeks cannot be combined with --week/--since/--until/--gpu", EXIT_USAGE)
+    cfg = app.config({"report.busy_threshold_percent": (busy_threshold, "--busy-threshold")})
+    busy = cfg["report.busy_threshold_percent"]
+    archive = archive_dir if archive_dir is not None else cfg.archive_dir
+    now = clock()
+    conn = app.open_db()
+    db_path = cfg.db_path
+
+    def compute(period):
+        return make_report(conn=conn, db_path=db_path, archive_dir=archive, period=period,
+                           hosts=hosts, gpus=gpus, busy_threshold=busy, now_ms=now,
+                           use_cache=not no_cache)
+
+    def run() -> str:
+        from gpm.report.summaries import make_trend, save_week, week_period
+
+        if weeks:
+            from gpm.report.build import Report
+            from gpm.report.period import Period
+
+            trend = make_trend(conn, weeks, now, hosts, compute)
+            first, last = week_period(trend[0]["iso_week"]), week_period(trend[-1]["iso_week"])
+            period = Period(first.since_ms, last.until_ms, f"last {weeks} weeks")
+            rep = Report(period=period, generated_ms=now, busy_threshold_percent=busy, trend=trend)
+        else:
+            period = resolve_period(now_ms=now, week=week, since=since, until=until)
+            rep = compute(period)
+            if not gpus:
+                save_week(conn, rep)
+        color = (fmt == "text" and output is None and sys.stdout.isatty()
+                 and "NO_COLOR" not in os.environ)
+        return render(rep, fmt, tuple(sections), color=color)
+
+    try:
+        if output is None:
+            click.echo(run(), nl=False)
+            return
+        from gpm.report.output import job_lock, write_atomic
+
+        with job_lock("report"):
+            write_atomic(output, run())
+    finally:
+        conn.close()
+

@@ -1,0 +1,1 @@
+"""Local LLM servers (Ollama): API client, loaded-model sessions, recording proxy, energy join."""

@@ -1,0 +1,170 @@
+"""gpm's own small Ollama client: ``GET /api/version`` and ``GET /api/ps``.
+
+Plain ``http.client`` (no requests import on the cron path) with a timeout,
+and every failure folded into ``OllamaUnavailable`` with a one-line reason:
+a watcher records "Ollama is down", it never crashes on it.
+"""
+
+from __future__ import annotations
+
+import errno
+import http.client
+import json
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+
+def describe_error(err: BaseException) -> str:
+    """A short reason for a failed HTTP exchange ("connection refused", "timed out")."""
+    if isinstance(err, ConnectionRefusedError) or getattr(err, "errno", None) == errno.ECONNREFUSED:
+        return "connection refused"
+    if isinstance(err, socket.timeout):
+        return "timed out"
+    if isinstance(err, http.client.IncompleteRead):
+        return "incomplete body"
+    return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
+class OllamaUnavailable(Exception):
+    """Ollama could not be reached or answered nonsense; ``str()`` says why."""
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """Where Ollama lives: scheme, host, port and an optional path prefix."""
+
+    scheme: str
+    host: str
+    port: int
+    prefix: str = ""
+
+    @classmethod
+    def parse(cls, url: str) -> "Upstream":
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
+
+    def connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
+        return cls(self.host, self.port, timeout=timeout)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.scheme}://{host}:{self.port}{self.prefix}"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One entry of ``/api/ps``: a model resident in memory (sizes in bytes)."""
+
+    model: str
+    digest: str | None
+    size_bytes: int | None
+    size_vram_bytes: int | None
+    context_length: int | None  # absent before Ollama v0.9.7
+    quantization: str | None
+    parameter_size: str | None
+    family: str | None
+    expires_at_ms: int | None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def parse_time_ms(text: Any) -> int | None:
+    """Go's RFC 3339 time (nanosecond fraction, any offset) -> Unix ms."""
+    if not isinstance(text, str) or not text:
+        return None
+    s = text.strip()
+    if s.endswith("Z"):
+        s = s[:-1] + "+00:00"
+    head, dot, rest = s.partition(".")
+    if dot:
+        digits = ""
+        while rest and rest[0].isdigit():
+            digits, rest = digits + rest[0], rest[1:]
+        s = f"{head}.{(digits + '000000')[:6]}{rest}"
+    try:
+        moment = datetime.fromisoformat(s)
+    except ValueError:
+        return None
+    if moment.tzinfo is None or moment.year < 1971:
+        return None  # Go's zero time "0001-01-01T00:00:00Z" means unset
+    return int(moment.timestamp() * 1000)
+
+
+def parse_ps(payload: Any) -> list[LoadedModel]:
+    """The models of an ``/api/ps`` answer; raises ``ValueError`` when it is not one."""
+    if not isinstance(payload, dict) or not isinstance(payload.get("models"), list):
+        raise ValueError("not an /api/ps answer (no 'models' list)")
+    out = []
+    for item in payload["models"]:
+        if not isinstance(item, dict):
+            continue
+        name = _str(item.get("name")) or _str(item.get("model"))
+        if name is None:
+            continue
+        details = item.get("details") if isinstance(item.get("details"), dict) else {}
+        out.append(LoadedModel(
+            model=name,
+            digest=_str(item.get("digest")),
+            size_bytes=_int(item.get("size")),
+            size_vram_bytes=_int(item.get("size_vram")),
+            context_length=_int(item.get("context_length")) or None,
+            quantization=_str(details.get("quantization_level")),
+            parameter_size=_str(details.get("parameter_size")),
+            family=_str(details.get("family")),
+            expires_at_ms=parse_time_ms(item.get("expires_at")),
+        ))
+    return out
+
+
+class OllamaClient:
+    """``version()`` and ``ps()`` against one Ollama server."""
+
+    def __init__(self, api_url: str, timeout_secs: float = 5.0) -> None:
+        self.upstream = Upstream.parse(api_url)
+        self.api_url = api_url
+        self.timeout_secs = timeout_secs
+
+    def _get_json(self, path: str) -> Any:
+        conn = self.upstream.connection(self.timeout_secs)
+        where = f"{self.api_url.rstrip('/')}{path}"
+        try:
+            conn.request("GET", self.upstream.prefix + path, headers={"Accept": "application/json"})
+            resp = conn.getresponse()
+            body = resp.read()
+        except (OSError, http.client.HTTPException) as err:
+            raise OllamaUnavailable(f"{where}: {describe_error(err)}") from None
+        finally:
+            conn.close()
+        if resp.status != 200:
+            raise OllamaUnavailable(f"{where}: HTTP {resp.status} {resp.reason}")
+        try:
+            return json.loads(body)
+        except ValueError:
+            raise OllamaUnavailable(f"{where}: answer is not JSON") from None
+
+    def version(self) -> str:
+        payload = self._get_json("/api/version")
+        if not isinstance(payload, dict) or not isinstance(payload.get("version"), str):
+            raise OllamaUnavailable(f"{self.api_url}/api/version: no 'version' in the answer")
+        return payload["version"]
+
+    def ps(self) -> list[LoadedModel]:
+        payload = self._get_json("/api/ps")
+        try:
+            return parse_ps(payload)
+        except ValueError as err:
+            raise OllamaUnavailable(f"{self.api_url}/api/ps: {err}") from None

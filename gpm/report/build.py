@@ -1,0 +1,293 @@
+"""Stage two: per-minute partials -> the ``Report`` (figures in machine units).
+
+Pure functions over Polars frames; nothing here reads a database or prints.
+Definitions (also in the README):
+
+- sampled time: the sum of the intervals between consecutive samples that are
+  not gaps; a gap is an interval longer than ``gap_ms`` (60 s, or 5 times the
+  usual sampling interval when that is longer): the sampler was not running.
+- busy time: sampled time of each minute times the share of its samples whose
+  utilization is above the busy threshold. Throttled time likewise, per reason.
+- energy: from the driver's energy counter, the sum of its positive steps per
+  GPU (counted across gaps too, since the counter keeps counting while
+  nobody samples; a reset after a driver reload is skipped). Only a GPU
+  without a counter falls back to integrated power (each sample's power times
+  the interval ending at it), and then only over intervals that are not gaps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from gpm.report.partials import MIN_GAP_SECS, THROTTLING
+from gpm.report.period import Period, day_starts, local_date
+
+if TYPE_CHECKING:
+    import polars as pl
+
+GAP_INTERVALS = 5  # an interval this many times the usual one is a gap (if > 60 s)
+
+METHOD_COUNTER = "energy_counter"
+METHOD_INTEGRATED = "integrated_power"
+
+
+@dataclass
+class Report:
+    """Everything ``gpm report`` says, in machine units, with stable keys."""
+
+    period: Period
+    generated_ms: int
+    busy_threshold_percent: float
+    coverage: list[dict] = field(default_factory=list)  # one per host
+    hosts: list[dict] = field(default_factory=list)
+    fleet: dict = field(default_factory=dict)
+    gpus: list[dict] = field(default_factory=list)
+    days: list[dict] = field(default_factory=list)
+    trend: list[dict] | None = None
+    # section name -> one line saying why it is not in this report
+    omitted: dict[str, str] = field(default_factory=dict)
+
+
+def gap_ms_for(partials: "pl.DataFrame") -> int:
+    """The gap threshold: 60 s, or 5 usual intervals when sampling is slower."""
+    import polars as pl
+
+    usual = partials.filter(pl.col("n") > 1).select(
+        ((pl.col("last_ts_ms") - pl.col("first_ts_ms")) / (pl.col("n") - 1)).median()
+    ).item()
+    return int(max(MIN_GAP_SECS * 1000, (usual or 0) * GAP_INTERVALS))
+
+
+def _with_intervals(partials: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
+    """Per-minute sampled time, busy share and energy, with the interval that
+    leads into each minute from the GPU's previous one."""
+    import polars as pl
+
+    g = ["host", "gpu_uuid"]
+    incoming = pl.col("first_ts_ms") - pl.col("last_ts_ms").shift(1).over(g)
+    ok_in = pl.when(incoming <= gap_ms).then(incoming).otherwise(0)
+    span = pl.col("last_ts_ms") - pl.col("first_ts_ms")
+    sampled = span + ok_in
+    prev_e = pl.col("energy_last_mj").forward_fill().shift(1).over(g)
+    step_in = (pl.col("energy_first_mj") - prev_e).clip(lower_bound=0).fill_null(0)
+    # Integrated power (rectangle rule, the interval ending at each sample):
+    # mW x ms = uJ. Inside a minute the interval is its mean spacing.
+    within_power = pl.when(pl.col("power_n") > 1).then(
+        (pl.col("power_sum_mw") - pl.col("power_first_mw").fill_null(0)) * span / (pl.col("n") - 1)
+    ).otherwise(0)
+    incoming_power = pl.col("power_first_mw").fill_null(0) * ok_in
+    share = lambda num, den: pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(0.0)  # noqa: E731
+    return partials.with_columns(
+        sampled_ms=sampled,
+        busy_ms=sampled * share("busy_n", "util_n"),
+        thr_any_ms=sampled * share("thr_any_n", "thr_n"),
+        **{f"thr_{r}_ms": sampled * share(f"thr_{r}_n", "thr_n") for r in THROTTLING},
+        counter_j=pl.when(pl.col("energy_n") > 0)
+        .then((pl.col("energy_within_mj").fill_null(0) + step_in) / 1000.0),
+        integrated_j=(within_power + incoming_power) / 1e6,
+        gap_before_ms=pl.when(incoming > gap_ms).then(incoming),
+    )
+
+
+def _p95(hist: "pl.DataFrame") -> dict[tuple[str, str], int]:
+    """Nearest-rank 95th percentile of each GPU's utilization histogram."""
+    import polars as pl
+
+    out = {}
+    if hist.is_empty():
+        return out
+    ranked = hist.sort("host", "gpu_uuid", "util").with_columns(
+        cum=pl.col("n").cum_sum().over("host", "gpu_uuid"),
+        total=pl.col("n").sum().over("host", "gpu_uuid"),
+    )
+    for row in ranked.filter(pl.col("cum") >= (pl.col("total") * 0.95).ceil()).group_by(
+        "host", "gpu_uuid"
+    ).agg(pl.col("util").min()).iter_rows():
+        out[(row[0], row[1])] = row[2]
+    return out
+
+
+def _div(num: float | None, den: float | None) -> float | None:
+    return None if not den or num is None else num / den
+
+
+def _r(x: float | None, digits: int = 3) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def gpu_figures(frame: "pl.DataFrame", hist: "pl.DataFrame") -> list[dict]:
+    import polars as pl
+
+    p95 = _p95(hist)
+    per = frame.group_by("host", "gpu_uuid", maintain_order=True).agg(
+        pl.col("gpu_index").last(), pl.col("gpu_name").last(),
+        pl.col("n").sum().alias("samples"),
+        pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max(),
+        pl.col("sampled_ms", "busy_ms", "thr_any_ms", *[f"thr_{r}_ms" for r in THROTTLING]).sum(),
+        pl.col("util_n", "util_sum", "temp_n", "temp_sum", "power_n", "power_sum_mw", "energy_n").sum(),
+        pl.col("temp_max", "mem_max", "mem_total").max(),
+        pl.col("counter_j").sum(), pl.col("integrated_j").sum(),
+    )
+    out = []
+    for r in per.sort("host", "gpu_index", "gpu_uuid").iter_rows(named=True):
+        if r["energy_n"]:
+            method, energy = METHOD_COUNTER, r["counter_j"]
+        elif r["power_n"]:
+            method, energy = METHOD_INTEGRATED, r["integrated_j"]
+        else:
+            method, energy = None, None
+        out.append({
+            "host": r["host"],
+            "gpu_index": r["gpu_index"],
+            "gpu_uuid": r["gpu_uuid"],
+            "gpu_name": r["gpu_name"],
+            "samples": r["samples"],
+            "first_sample_ms": r["first_ts_ms"],
+            "last_sample_ms": r["last_ts_ms"],
+            "sampled_seconds": _r(r["sampled_ms"] / 1000),
+            "busy_seconds": _r(r["busy_ms"] / 1000),
+            "utilization_mean_percent": _r(_div(r["util_sum"], r["util_n"]), 2),
+            "utilization_p95_percent": p95.get((r["host"], r["gpu_uuid"])),
+            "temperature_mean_celsius": _r(_div(r["temp_sum"], r["temp_n"]), 2),
+            "temperature_max_celsius": r["temp_max"],
+            "memory_peak_bytes": r["mem_max"],
+            "memory_total_bytes": r["mem_total"],
+            "power_mean_watts": _r(r["power_sum_mw"] / r["power_n"] / 1000) if r["power_n"] else None,
+            "energy_joules": _r(energy),
+            "energy_method": method,
+            "throttled_seconds": _r(r["thr_any_ms"] / 1000),
+            "throttle_reasons_seconds": {name: _r(r[f"thr_{name}_ms"] / 1000) for name in THROTTLING},
+        })
+    return out
+
+
+def host_coverage(frame: "pl.DataFrame", period: Period, gap_ms: int, hosts: list[str]) -> list[dict]:
+    """Per host: the span sampled and every gap (the sampler was not running)."""
+    import polars as pl
+
+    per_minute = frame.group_by("host", "minute").agg(
+        pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max(), pl.col("n").sum()
+    ).sort("host", "minute")
+    out = []
+    for host in hosts:
+        rows = per_minute.filter(pl.col("host") == host)
+        gaps: list[dict] = []
+        if rows.is_empty():
+            gaps.append(_gap(period.since_ms, period.until_ms))
+            first = last = None
+            sampled = 0.0
+        else:
+            first, last = rows["first_ts_ms"].min(), rows["last_ts_ms"].max()
+            incoming = rows["first_ts_ms"] - rows["last_ts_ms"].shift(1)
+            spans = (rows["last_ts_ms"] - rows["first_ts_ms"]).sum()
+            ok = incoming.filter(incoming <= gap_ms).sum()
+            sampled = (spans + ok) / 1000
+            if first - period.since_ms > gap_ms:
+                gaps.append(_gap(period.since_ms, first))
+            starts = rows["last_ts_ms"].shift(1)
+            for start, end, inc in zip(starts, rows["first_ts_ms"], incoming):
+                if inc is not None and inc > gap_ms:
+                    gaps.append(_gap(start, end))
+            if period.until_ms - last > gap_ms:
+                gaps.append(_gap(last, period.until_ms))
+        out.append({
+            "host": host,
+            "range_seconds": _r(period.seconds),
+            "first_sample_ms": first,
+            "last_sample_ms": last,
+            "sampled_seconds": _r(sampled),
+            "coverage_ratio": _r(sampled / period.seconds, 4),
+            "gap_seconds": _r(sum(gap["seconds"] for gap in gaps)),
+            "gaps": gaps,
+        })
+    return out
+
+
+def _gap(start_ms: int, end_ms: int) -> dict:
+    return {"start_ms": start_ms, "end_ms": end_ms, "seconds": _r((end_ms - start_ms) / 1000)}
+
+
+def daily(frame: "pl.DataFrame", period: Period, energy_methods: dict[tuple[str, str], str | None]) -> list[dict]:
+    """One row per local day: sampled time, mean utilization, energy (each GPU by its method)."""
+    import polars as pl
+
+    starts = day_starts(period.since_ms, period.until_ms)
+    if not starts:
+        return []
+    method = pl.DataFrame(
+        [(h, u, m) for (h, u), m in energy_methods.items()],
+        schema={"host": pl.String, "gpu_uuid": pl.String, "method": pl.String}, orient="row",
+    )
+    frame = frame.join(method, on=["host", "gpu_uuid"], how="left").with_columns(
+        day=pl.Series(starts, dtype=pl.Int64).search_sorted(frame["first_ts_ms"], side="right") - 1,
+        energy_j=pl.when(pl.col("method") == METHOD_COUNTER).then(pl.col("counter_j"))
+        .when(pl.col("method") == METHOD_INTEGRATED).then(pl.col("integrated_j")),
+    )
+    per_day = {
+        r["day"]: r for r in frame.group_by("day").agg(
+            pl.col("sampled_ms", "util_sum", "util_n", "busy_ms").sum(),
+            pl.col("energy_j").sum(), pl.col("energy_j").count().alias("energy_n"),
+        ).iter_rows(named=True)
+    }
+    out = []
+    for i, start in enumerate(starts):
+        end = starts[i + 1] if i + 1 < len(starts) else None
+        r = per_day.get(i)
+        out.append({
+            "date": local_date(start).isoformat(),
+            "start_ms": max(start, period.since_ms),
+            "end_ms": min(end, period.until_ms) if end else period.until_ms,
+            "sampled_seconds": _r(r["sampled_ms"] / 1000) if r else 0.0,
+            "busy_seconds": _r(r["busy_ms"] / 1000) if r else 0.0,
+            "utilization_mean_percent": _r(_div(r["util_sum"], r["util_n"]), 2) if r else None,
+            "energy_joules": _r(r["energy_j"]) if r and r["energy_n"] else None,
+        })
+    return out
+
+
+def hosts_and_fleet(gpus: list[dict], coverage: list[dict]) -> tuple[list[dict], dict]:
+    cov = {c["host"]: c for c in coverage}
+    hosts = []
+    for host in cov:
+        mine = [g for g in gpus if g["host"] == host]
+        hosts.append(_totals(mine, {"host": host, "sampled_seconds": cov[host]["sampled_seconds"],
+                                    "coverage_ratio": cov[host]["coverage_ratio"]}))
+    return hosts, _totals(gpus, {"hosts": len(hosts)})
+
+
+def _totals(gpus: list[dict], base: dict) -> dict:
+    energies = [g["energy_joules"] for g in gpus if g["energy_joules"] is not None]
+    util_num = sum((g["utilization_mean_percent"] or 0) * g["sampled_seconds"] for g in gpus)
+    util_den = sum(g["sampled_seconds"] for g in gpus if g["utilization_mean_percent"] is not None)
+    methods = sorted({g["energy_method"] for g in gpus if g["energy_method"]})
+    return {
+        **base,
+        "gpus": len(gpus),
+        "gpu_sampled_seconds": _r(sum(g["sampled_seconds"] for g in gpus)),
+        "busy_seconds": _r(sum(g["busy_seconds"] for g in gpus)),
+        "utilization_mean_percent": _r(_div(util_num, util_den), 2),
+        "energy_joules": _r(sum(energies)) if energies else None,
+        "energy_methods": methods,
+        "throttled_seconds": _r(sum(g["throttled_seconds"] for g in gpus)),
+    }
+
+
+def build_gpu_report(partials: "pl.DataFrame", hist: "pl.DataFrame", period: Period, *,
+                     busy_threshold: float, generated_ms: int, hosts: list[str] | None = None) -> Report:
+    """The GPU sections of the report (coverage, hosts, per GPU, per day)."""
+    report = Report(period=period, generated_ms=generated_ms, busy_threshold_percent=busy_threshold)
+    host_names = sorted(set(hosts or []) | set(partials["host"].unique().to_list()))
+    if partials.is_empty():
+        report.coverage = host_coverage(partials, period, 60_000, host_names)
+        report.hosts, report.fleet = hosts_and_fleet([], report.coverage)
+        return report
+    gap_ms = gap_ms_for(partials)
+    frame = _with_intervals(partials, gap_ms)
+    report.gpus = gpu_figures(frame, hist)
+    report.coverage = host_coverage(frame, period, gap_ms, host_names)
+    report.hosts, report.fleet = hosts_and_fleet(report.gpus, report.coverage)
+    methods = {(g["host"], g["gpu_uuid"]): g["energy_method"] for g in report.gpus}
+    report.days = daily(frame, period, methods)
+    return report
+
