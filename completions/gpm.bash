@@ -4,7 +4,7 @@
 
 _gpm_subcommands() {
     case "$1" in
-        "") echo "config daemon install sample" ;;
+        "") echo "config daemon install ollama-watch report sample serve-metrics" ;;
         "config") echo "check init show" ;;
         "install") echo "cron systemd" ;;
     esac
@@ -21,7 +21,10 @@ _gpm_options() {
         "install") echo "--help" ;;
         "install cron") echo "--help" ;;
         "install systemd") echo "--user --timers --dir --write --help" ;;
-        "sample") echo "-n --count -i --interval -f --follow --json --no-store --help" ;;
+        "ollama-watch") echo "-f --follow -i --interval --api-url --proxy --json --help" ;;
+        "report") echo "--week --since --until --host --gpu --format --section --weeks --archive-dir --busy-threshold -o --output --no-cache --help" ;;
+        "sample") echo "-n --count -i --interval -f --follow --json --no-store --textfile --help" ;;
+        "serve-metrics") echo "--listen --per-process --no-per-process --cache-secs --ollama --no-ollama --otlp --no-otlp --otlp-endpoint --otlp-protocol --export-interval --no-prometheus --help" ;;
     esac
 }
 
@@ -31,7 +34,10 @@ _gpm_takes_value() {
         "config init") echo "--path" ;;
         "daemon") echo "-i --interval --log-level --log-format" ;;
         "install systemd") echo "--dir" ;;
-        "sample") echo "-n --count -i --interval" ;;
+        "ollama-watch") echo "-i --interval --api-url --proxy" ;;
+        "report") echo "--week --since --until --host --gpu --format --section --weeks --archive-dir --busy-threshold -o --output" ;;
+        "sample") echo "-n --count -i --interval --textfile" ;;
+        "serve-metrics") echo "--listen --cache-secs --otlp-endpoint --otlp-protocol --export-interval" ;;
     esac
 }
 
@@ -44,6 +50,14 @@ _gpm_values() {
         "daemon|--log-level") COMPREPLY=($(compgen -W "debug info warning error" -- "$cur")) ;;
         "daemon|--log-format") COMPREPLY=($(compgen -W "text json" -- "$cur")) ;;
         "install systemd|--dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
+        "report|--gpu") COMPREPLY=($(compgen -W "$(_gpm_gpus)" -- "$cur")) ;;
+        "report|--format") COMPREPLY=($(compgen -W "text markdown json csv" -- "$cur")) ;;
+        "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling days trend workload games llm processes" -- "$cur")) ;;
+        "report|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
+        "report|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "report|--output") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "sample|--textfile") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "serve-metrics|--otlp-protocol") COMPREPLY=($(compgen -W "grpc http/protobuf" -- "$cur")) ;;
         *) COMPREPLY=() ;;
     esac
 }

@@ -4,7 +4,7 @@
 function __gpm_subcommands
     switch "$argv[1]"
         case ''
-            printf '%s\n' config daemon install sample
+            printf '%s\n' config daemon install ollama-watch report sample serve-metrics
         case 'config'
             printf '%s\n' check init show
         case 'install'
@@ -24,7 +24,7 @@ function __gpm_path
         switch $t
             case '-*=*'
             case '-*'
-                contains -- $t --config --count --db --dir --interval --log-format --log-level --path -i -n; and set skip 1
+                contains -- $t --api-url --archive-dir --busy-threshold --cache-secs --config --count --db --dir --export-interval --format --gpu --host --interval --listen --log-format --log-level --otlp-endpoint --otlp-protocol --output --path --proxy --section --since --textfile --until --week --weeks -i -n -o; and set skip 1
             case '*'
                 if contains -- $t (__gpm_subcommands "$path")
                     set path (string join ' ' -- $path $t)
@@ -56,7 +56,10 @@ complete -c gpm -f
 complete -c gpm -n '__gpm_at ""' -a config -d 'Show, check or create the configuration.'
 complete -c gpm -n '__gpm_at ""' -a daemon -d 'Run sampling and every enabled job in one process.'
 complete -c gpm -n '__gpm_at ""' -a install -d 'Print or install systemd units or crontab lines.'
+complete -c gpm -n '__gpm_at ""' -a ollama-watch -d 'Record Ollama\'s loaded models and, via a proxy, its requests.'
+complete -c gpm -n '__gpm_at ""' -a report -d 'Report what the GPUs did over a week or a range.'
 complete -c gpm -n '__gpm_at ""' -a sample -d 'Sample every GPU and store it (cron-friendly).'
+complete -c gpm -n '__gpm_at ""' -a serve-metrics -d 'Serve Prometheus /metrics (and push OTLP).'
 complete -c gpm -n '__gpm_at ""' -l version -d 'Show the version and exit.'
 complete -c gpm -n '__gpm_at ""' -l db -r -F -d 'SQLite database (default: $XDG_DATA_HOME/gpm/gpm.db). Env: GPM_DB.'
 complete -c gpm -n '__gpm_at ""' -l config -r -F -d 'Config file (default: $XDG_CONFIG_HOME/gpm/config.toml). Env: GPM_CONFIG.'
@@ -87,9 +90,39 @@ complete -c gpm -n '__gpm_at "install systemd"' -l timers -d 'Also gpm-sample (e
 complete -c gpm -n '__gpm_at "install systemd"' -l dir -r -F -d 'Write the units into this folder instead of printing them.'
 complete -c gpm -n '__gpm_at "install systemd"' -l write -d 'Write the units into the systemd folder: /etc/systemd/system, or $XDG_CONFIG_HOME/systemd/user with --user.'
 complete -c gpm -n '__gpm_at "install systemd"' -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "ollama-watch"' -s f -l follow -d 'Keep polling every [ollama] poll_interval_secs until Ctrl-C or SIGTERM (default: poll once and exit, for cron).'
+complete -c gpm -n '__gpm_at "ollama-watch"' -s i -l interval -x -d 'Seconds between polls of /api/ps (default: [ollama] poll_interval_secs, 5).'
+complete -c gpm -n '__gpm_at "ollama-watch"' -l api-url -x -d 'The Ollama server to watch and proxy to (default: [ollama] api_url, http://127.0.0.1:11434).'
+complete -c gpm -n '__gpm_at "ollama-watch"' -l proxy -x -d 'Also serve the recording proxy on HOST:PORT (default: [ollama] proxy_listen, 127.0.0.1:11435) until Ctrl-C or SIGTERM; point OLLAMA_HOST at it.'
+complete -c gpm -n '__gpm_at "ollama-watch"' -l json -d 'Print JSON Lines: each finished proxied request (the llm_requests columns); without --proxy, each loaded model per poll (the llm_sessions columns).'
+complete -c gpm -n '__gpm_at "ollama-watch"' -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "report"' -l week -x -d 'One ISO week, e.g. 2026-W47 (Monday to Monday, local time).'
+complete -c gpm -n '__gpm_at "report"' -l since -x -d 'Start: a date (2026-11-16), a datetime (2026-11-16T08:00, local unless it ends in Z or an offset) or a time ago (7d, 24h, 90m). Default: 7 days before --until.'
+complete -c gpm -n '__gpm_at "report"' -l until -x -d 'End (same forms as --since). Default: now.'
+complete -c gpm -n '__gpm_at "report"' -l host -x -d 'Only this host (repeatable). Default: every host in the database and archive.'
+complete -c gpm -n '__gpm_at "report"' -l gpu -x -a '(__gpm_gpus)' -d 'Only this GPU, by index or UUID prefix (repeatable).'
+complete -c gpm -n '__gpm_at "report"' -l format -x -a 'text markdown json csv' -d 'text: tables in human units for a terminal; markdown; json: every figure in machine units (seconds, bytes, joules) with stable keys; csv: one section (--section).'
+complete -c gpm -n '__gpm_at "report"' -l section -x -a 'coverage gaps hosts gpus throttling days trend workload games llm processes' -d 'Only these sections (repeatable); csv prints exactly one (default: gpus).'
+complete -c gpm -n '__gpm_at "report"' -l weeks -x -d 'A trend table of the last N finished ISO weeks, from stored weekly summaries (weeks not summarised yet are computed once and stored).'
+complete -c gpm -n '__gpm_at "report"' -l archive-dir -r -F -d 'Parquet archive to read besides the database; may hold several hosts\' archives (default: [storage] archive_dir).'
+complete -c gpm -n '__gpm_at "report"' -l busy-threshold -x -d 'A GPU is busy above this utilization (default: [report] busy_threshold_percent).'
+complete -c gpm -n '__gpm_at "report"' -s o -l output -r -F -d 'Write to this file atomically (temp file, then rename) instead of stdout; two such runs never overlap (the second exits 75).'
+complete -c gpm -n '__gpm_at "report"' -l no-cache -d 'Reduce every raw sample again instead of reusing the cached hourly figures.'
+complete -c gpm -n '__gpm_at "report"' -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "sample"' -s n -l count -x -d 'Number of samples to take.'
 complete -c gpm -n '__gpm_at "sample"' -s i -l interval -x -d 'Seconds between samples (default: [service] poll_interval_secs).'
 complete -c gpm -n '__gpm_at "sample"' -s f -l follow -d 'Keep sampling until Ctrl-C or SIGTERM.'
 complete -c gpm -n '__gpm_at "sample"' -l json -d 'Print JSON Lines: one object per GPU per sample.'
 complete -c gpm -n '__gpm_at "sample"' -l no-store -d 'Sample without writing to the database.'
+complete -c gpm -n '__gpm_at "sample"' -l textfile -r -F -d 'Also write the Prometheus exposition to PATH after each sample, atomically (for node_exporter\'s textfile collector; name it *.prom).'
 complete -c gpm -n '__gpm_at "sample"' -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l listen -x -d 'HOST:PORT to serve /metrics on (default: [telemetry] metrics_listen, 127.0.0.1:10435). Use 0.0.0.0:PORT to accept scrapes from other machines.'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l per-process -l no-per-process -d 'Also export one series per GPU process (pid, name, category labels); default: [telemetry] per_process (off).'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l cache-secs -x -d 'Reuse a GPU sample younger than this for further scrapes (default: [telemetry] scrape_cache_secs, 1).'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l ollama -l no-ollama -d 'Export the models Ollama has loaded (GET /api/ps at [ollama] api_url); default: [ollama] enabled.'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l otlp -l no-otlp -d 'Also push metrics over OTLP every export interval; default: [telemetry] enable_opentelemetry.'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l otlp-endpoint -x -d 'OTLP receiver (default: [telemetry] otlp_endpoint, http://localhost:4317).'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l otlp-protocol -x -a 'grpc http/protobuf' -d 'OTLP transport (default: [telemetry] otlp_protocol, grpc).'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l export-interval -x -d 'Seconds between OTLP exports (default: [telemetry] export_interval_secs, 10).'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l no-prometheus -d 'Do not serve /metrics; only push OTLP (needs --otlp).'
+complete -c gpm -n '__gpm_at "serve-metrics"' -l help -d 'Show this message and exit.'

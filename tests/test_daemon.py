@@ -298,3 +298,34 @@ def test_daemon_and_one_shot_commands_share_the_database_for_30_s_without_losing
     assert runs >= 10 and len(daemon_rows) >= 2 * 100
     # a one-shot sample in the same millisecond as the daemon's is the same reading
     assert stored == daemon_rows | one_shot
+
+
+def test_watches_ollama_and_records_requests_through_the_proxy(fake_nvml, tmp_path, daemons):
+    import urllib.request
+
+    from tests.fakes.ollama_server import FakeOllama, free_port
+
+    port = free_port()
+    with FakeOllama() as ollama:
+        env = fast_env(fake_nvml, GPM_OLLAMA_ENABLED="true", GPM_OLLAMA_ENABLE_PROXY="true",
+                       GPM_OLLAMA_API_URL=ollama.url, GPM_OLLAMA_POLL_INTERVAL_SECS="0.5",
+                       GPM_OLLAMA_PROXY_LISTEN=f"127.0.0.1:{port}")
+        d = daemons(tmp_path, env)
+        d.wait_for("recording proxy on")
+        body = json.dumps({"model": "llama3.2", "prompt": "Why is the sky blue?"}).encode()
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/generate", data=body, timeout=10) as resp:
+            assert resp.status == 200
+            resp.read()
+        time.sleep(1.0)
+        rc, elapsed = d.stop()
+    assert rc == 0 and elapsed < 2.0, d.log
+    conn = sqlite3.connect(d.db)
+    try:
+        assert conn.execute("SELECT COUNT(*) FROM llm_sessions").fetchone()[0] >= 1
+        assert conn.execute("SELECT COUNT(*) FROM llm_requests").fetchone()[0] == 1
+        assert conn.execute("SELECT COUNT(*) FROM gpu_metrics").fetchone()[0] >= 3
+    finally:
+        conn.close()
+    assert " ERROR " not in d.log, d.log
+    for job in ("sample", "ollama-watch", "ollama-proxy"):
+        assert f"started {job}" in d.log

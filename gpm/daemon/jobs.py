@@ -22,13 +22,14 @@ from __future__ import annotations
 import importlib
 import logging
 import sqlite3
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
 from gpm.config import Config
 from gpm.daemon.logs import job_logger
-from gpm.daemon.scheduler import Job, PeriodicJob
-from gpm.errors import NoBackendError
+from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob
+from gpm.errors import GpmError, NoBackendError
 
 
 @dataclass
@@ -144,8 +145,75 @@ def sampling_job(ctx: JobContext) -> PeriodicJob:
     return PeriodicJob("sample", job.run, ctx.cfg["service.poll_interval_secs"], close=job.close)
 
 
+def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
+    """``gpm ollama-watch --follow``: poll /api/ps, record model sessions."""
+    from gpm.llm.sessions import OllamaWatcher
+    from gpm.store.db import open_db
+
+    cfg = ctx.cfg
+    conn = open_db(cfg.db_path)
+    watcher = OllamaWatcher(conn, cfg["ollama.api_url"], cfg.hostname,
+                            interval_secs=cfg["ollama.poll_interval_secs"], timeout_secs=cfg["ollama.timeout_secs"])
+
+    def run() -> None:
+        watcher.poll()
+
+    return PeriodicJob("ollama-watch", run, cfg["ollama.poll_interval_secs"], close=conn.close)
+
+
+@dataclass
+class ProxyService:
+    """``gpm ollama-watch --proxy``: the recording proxy, (re)opened by each serve().
+
+    Binding happens in ``serve()``, so an address in use is a failure the
+    scheduler retries with back-off instead of a daemon that will not start.
+    """
+
+    cfg: Config
+    log: logging.Logger = field(default_factory=lambda: job_logger("ollama-proxy"))
+    stopped: threading.Event = field(default_factory=threading.Event)
+
+    def serve(self) -> None:
+        from gpm.config import parse_listen
+        from gpm.llm.proxy import RecordingProxy
+        from gpm.llm.record import RequestLog
+        from gpm.store.db import open_db
+
+        cfg = self.cfg
+        listen = parse_listen(cfg["ollama.proxy_listen"])
+        conn = open_db(cfg.db_path)
+        try:
+            try:
+                proxy = RecordingProxy(listen, cfg["ollama.api_url"], sink=RequestLog(conn), host=cfg.hostname,
+                                       store_prompts=cfg["ollama.store_prompts"])
+            except OSError as err:
+                raise GpmError(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
+            proxy.start()
+            self.log.info("recording proxy on %s -> %s", proxy.url, cfg["ollama.api_url"])
+            try:
+                self.stopped.wait()
+            finally:
+                proxy.stop(timeout=1.0)  # in-flight requests are recorded as interrupted
+        finally:
+            conn.close()
+
+    def shutdown(self) -> None:
+        self.stopped.set()
+
+
+def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
+    service = ProxyService(ctx.cfg)
+    return ServiceJob("ollama-proxy", service.serve, service.shutdown)
+
+
 JOB_KINDS: list[JobKind] = [
     JobKind("sample", "gpm.daemon.jobs:sampling_job",
             interval_key="service.poll_interval_secs",
             restart_keys=("gpu.", "classify.", "storage.db_path", "service.hostname")),
+    JobKind("ollama-watch", "gpm.daemon.jobs:ollama_watch_job", enabled_by="ollama.enabled",
+            interval_key="ollama.poll_interval_secs",
+            restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),
+    JobKind("ollama-proxy", "gpm.daemon.jobs:ollama_proxy_job", enabled_by="ollama.enable_proxy",
+            restart_keys=("ollama.api_url", "ollama.proxy_listen", "ollama.store_prompts", "storage.db_path",
+                          "service.hostname")),
 ]
