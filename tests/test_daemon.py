@@ -329,3 +329,32 @@ def test_watches_ollama_and_records_requests_through_the_proxy(fake_nvml, tmp_pa
     assert " ERROR " not in d.log, d.log
     for job in ("sample", "ollama-watch", "ollama-proxy"):
         assert f"started {job}" in d.log
+
+
+def test_serves_prometheus_and_pushes_otlp_from_its_own_samples(fake_nvml, tmp_path, daemons):
+    import urllib.request
+
+    from tests.fakes.ollama_server import free_port
+    from tests.fakes.otlp_receiver import Receiver
+
+    fake_nvml.set(Scenario.many(2))
+    port = free_port()
+    with Receiver() as receiver:
+        env = fast_env(fake_nvml, GPM_TELEMETRY_ENABLE_PROMETHEUS="true",
+                       GPM_TELEMETRY_METRICS_LISTEN=f"127.0.0.1:{port}",
+                       GPM_TELEMETRY_ENABLE_OPENTELEMETRY="true", GPM_TELEMETRY_OTLP_ENDPOINT=receiver.endpoint,
+                       GPM_TELEMETRY_EXPORT_INTERVAL_SECS="1")
+        d = daemons(tmp_path, env)
+        d.wait_for("serving metrics on")
+        d.wait_for("stored 2 GPUs|ready: sampling 2 GPUs")
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        assert receiver.got.wait(10)
+        rc, elapsed = d.stop()
+    assert rc == 0 and elapsed < 2.0, d.log
+    utilization = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r'^gpm_gpu_utilization_ratio\{[^}]*gpu="(\d)"[^}]*\} (\S+)$', text, re.M)}
+    expected = {str(i): g.util_gpu / 100 for i, g in enumerate(Scenario.many(2).gpus)}
+    assert utilization == expected, text
+    assert "hw.gpu.utilization" in receiver.metrics()
+    assert " ERROR " not in d.log, d.log

@@ -47,6 +47,7 @@ class Daemon:
         self.runners: dict[str, Runner] = {}
         self.contexts: dict[str, JobContext] = {}
         self.statuses: dict[str, str] = {}
+        self.shared: dict = {}  # JobContext.shared
         self._wake = threading.Event()
         self._stop_signal: int | None = None
         self._reload_requested = False
@@ -87,7 +88,7 @@ class Daemon:
 
     # --- jobs -----------------------------------------------------------
     def _start_job(self, kind: JobKind, cfg: Config) -> None:
-        ctx = JobContext(cfg, self._set_status, self._mark_ready)
+        ctx = JobContext(cfg, self._set_status, self._mark_ready, self.shared)
         job = kind.build(ctx)
         runner = Runner(job).start()
         self.runners[kind.name] = runner
@@ -160,7 +161,7 @@ class Daemon:
         restart = kind.changed_keys(old, new)
         if restart:
             # Build the new job first: if that fails, the old one keeps running.
-            ctx = JobContext(new, self._set_status, self._mark_ready)
+            ctx = JobContext(new, self._set_status, self._mark_ready, self.shared)
             job = kind.build(ctx)
             self._stop_job(kind.name, RESTART_WAIT_SECS)
             self.runners[kind.name] = Runner(job).start()

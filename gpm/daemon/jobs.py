@@ -23,13 +23,17 @@ import importlib
 import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from gpm.config import Config
 from gpm.daemon.logs import job_logger
-from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob
+from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
 from gpm.errors import GpmError, NoBackendError
+
+
+METRICS_STATE = "metrics_state"  # JobContext.shared key: the exporters' gpm.telemetry MetricsState
 
 
 @dataclass
@@ -37,12 +41,16 @@ class JobContext:
     """What a job factory gets: the configuration and a way to report state.
 
     ``set_status(job, text)`` feeds systemd's STATUS= line; ``mark_ready()``
-    tells the daemon sampling works (systemd READY=1).
+    tells the daemon sampling works (systemd READY=1); ``shared`` is one dict
+    for the daemon's whole life.
     """
 
     cfg: Config
     set_status: Callable[[str, str], None] = lambda job, text: None
     mark_ready: Callable[[], None] = lambda: None
+    # Objects jobs share, owned by the daemon (e.g. METRICS_STATE: the
+    # sampling job publishes into what the exporters serve).
+    shared: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,10 @@ class SamplingJob:
                 sampler.open()
             except NoBackendError as err:
                 retry = cfg["gpu.nvml_retry_secs"]
+                state = self.ctx.shared.get(METRICS_STATE)
+                if state is not None:
+                    state.forget_gpus()
+                    state.publish_collector("nvml", False, 0.0, str(err))
                 if str(err) != self.no_gpu_reason:
                     self.log.warning("%s; retrying every %g s", err, retry)
                     self.no_gpu_reason = str(err)
@@ -107,6 +119,7 @@ class SamplingJob:
             if self.no_gpu_reason is not None:
                 self.log.info("GPU backend available now")
             self.no_gpu_reason = None
+        t0 = time.perf_counter()
         try:
             samples = sampler.sample()
         except sqlite3.Error:
@@ -114,10 +127,13 @@ class SamplingJob:
         except Exception:
             sampler.close()  # reopen the backend on the next try
             raise
+        state = self.ctx.shared.get(METRICS_STATE)
+        if state is not None:
+            state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=time.perf_counter() - t0)
         if samples:
             self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
                            samples[0].ts_ms)
-        self._report(samples, sampler.reader.source if sampler.reader else "?")
+        self._report(samples, sampler.reader.source)
         self.ctx.mark_ready()
         return None
 
@@ -156,54 +172,127 @@ def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
                             interval_secs=cfg["ollama.poll_interval_secs"], timeout_secs=cfg["ollama.timeout_secs"])
 
     def run() -> None:
-        watcher.poll()
+        t0 = time.perf_counter()
+        result = watcher.poll()
+        state = ctx.shared.get(METRICS_STATE)
+        if state is not None:  # the exporters show what Ollama has loaded
+            from gpm.telemetry.llm import LoadedModel
+
+            took = time.perf_counter() - t0
+            if result.up:
+                state.publish_loaded_models(
+                    [LoadedModel(m.model, m.size_bytes, m.size_vram_bytes, m.context_length) for m in result.models],
+                    duration_seconds=took)
+            else:
+                state.publish_loaded_models(None, duration_seconds=took, error=result.error)
 
     return PeriodicJob("ollama-watch", run, cfg["ollama.poll_interval_secs"], close=conn.close)
 
 
-@dataclass
-class ProxyService:
-    """``gpm ollama-watch --proxy``: the recording proxy, (re)opened by each serve().
+def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
+    """``gpm ollama-watch --proxy``: the recording proxy.
 
-    Binding happens in ``serve()``, so an address in use is a failure the
-    scheduler retries with back-off instead of a daemon that will not start.
+    Binding happens when the service opens, so an address in use is a failure
+    the scheduler retries with back-off, not a daemon that will not start.
     """
+    from gpm.config import parse_listen
 
-    cfg: Config
-    log: logging.Logger = field(default_factory=lambda: job_logger("ollama-proxy"))
-    stopped: threading.Event = field(default_factory=threading.Event)
+    cfg = ctx.cfg
+    listen = parse_listen(cfg["ollama.proxy_listen"])
+    log = job_logger("ollama-proxy")
 
-    def serve(self) -> None:
-        from gpm.config import parse_listen
+    def open_() -> Callable[[], None]:
         from gpm.llm.proxy import RecordingProxy
         from gpm.llm.record import RequestLog
         from gpm.store.db import open_db
 
-        cfg = self.cfg
-        listen = parse_listen(cfg["ollama.proxy_listen"])
         conn = open_db(cfg.db_path)
         try:
-            try:
-                proxy = RecordingProxy(listen, cfg["ollama.api_url"], sink=RequestLog(conn), host=cfg.hostname,
-                                       store_prompts=cfg["ollama.store_prompts"])
-            except OSError as err:
-                raise GpmError(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
-            proxy.start()
-            self.log.info("recording proxy on %s -> %s", proxy.url, cfg["ollama.api_url"])
-            try:
-                self.stopped.wait()
-            finally:
-                proxy.stop(timeout=1.0)  # in-flight requests are recorded as interrupted
-        finally:
+            proxy = RecordingProxy(listen, cfg["ollama.api_url"], sink=RequestLog(conn), host=cfg.hostname,
+                                   store_prompts=cfg["ollama.store_prompts"]).start()
+        except OSError as err:
+            conn.close()
+            raise GpmError(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
+        log.info("recording proxy on %s -> %s", proxy.url, cfg["ollama.api_url"])
+
+        def stop() -> None:
+            proxy.stop(timeout=1.0)  # in-flight requests are recorded as interrupted
             conn.close()
 
-    def shutdown(self) -> None:
-        self.stopped.set()
+        return stop
+
+    return held_service("ollama-proxy", open_)
 
 
-def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
-    service = ProxyService(ctx.cfg)
-    return ServiceJob("ollama-proxy", service.serve, service.shutdown)
+def _metrics_state(ctx: JobContext):
+    """The one state both exporters read and the sampling job feeds.
+
+    Between scrapes nothing polls: new proxied requests are read from the
+    database when an exporter asks, at most every [telemetry] scrape_cache_secs.
+    """
+    state = ctx.shared.get(METRICS_STATE)
+    if state is None:
+        from gpm.telemetry.llm import DbRequestFeed
+        from gpm.telemetry.state import MetricsState
+
+        cfg = ctx.cfg
+        db_path = cfg.db_path
+        state = MetricsState(cfg.hostname)
+        feed = DbRequestFeed(
+            lambda: sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1.0), state.llm)
+        last = [float("-inf")]
+        lock = threading.Lock()
+
+        def refresh(_state) -> None:
+            with lock:
+                now = time.monotonic()
+                if now - last[0] < cfg["telemetry.scrape_cache_secs"]:
+                    return
+                last[0] = now
+                try:
+                    feed.poll()
+                except sqlite3.Error as err:
+                    job_logger("telemetry").warning("cannot read LLM requests: %s", err)
+
+        state.refresher = refresh
+        ctx.shared[METRICS_STATE] = state
+    return state
+
+
+def prometheus_job(ctx: JobContext) -> ServiceJob:
+    """``gpm serve-metrics``'s endpoint, serving what the daemon sampled."""
+    from gpm.config import parse_listen
+
+    cfg = ctx.cfg
+    state = _metrics_state(ctx)
+    host, port = parse_listen(cfg["telemetry.metrics_listen"])
+
+    def open_() -> Callable[[], None]:
+        from gpm.telemetry.server import MetricsServer
+
+        server = MetricsServer(state, host, port, per_process=cfg["telemetry.per_process"]).start()
+        job_logger("prometheus").info("serving metrics on %s", server.url)
+        return server.stop
+
+    return held_service("prometheus", open_)
+
+
+def otlp_job(ctx: JobContext) -> ServiceJob:
+    """``gpm serve-metrics --otlp``: push the same state over OTLP."""
+    cfg = ctx.cfg
+    state = _metrics_state(ctx)
+
+    def open_() -> Callable[[], None]:
+        from gpm.telemetry.otlp import OtlpMetrics
+
+        exporter = OtlpMetrics(state, endpoint=cfg["telemetry.otlp_endpoint"],
+                               protocol=cfg["telemetry.otlp_protocol"],
+                               interval_secs=cfg["telemetry.export_interval_secs"]).start()
+        job_logger("otlp").info("pushing OTLP metrics to %s every %g s", cfg["telemetry.otlp_endpoint"],
+                                cfg["telemetry.export_interval_secs"])
+        return exporter.stop
+
+    return held_service("otlp", open_)
 
 
 JOB_KINDS: list[JobKind] = [
@@ -215,5 +304,11 @@ JOB_KINDS: list[JobKind] = [
             restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),
     JobKind("ollama-proxy", "gpm.daemon.jobs:ollama_proxy_job", enabled_by="ollama.enable_proxy",
             restart_keys=("ollama.api_url", "ollama.proxy_listen", "ollama.store_prompts", "storage.db_path",
+                          "service.hostname")),
+    JobKind("prometheus", "gpm.daemon.jobs:prometheus_job", enabled_by="telemetry.enable_prometheus",
+            restart_keys=("telemetry.metrics_listen", "telemetry.per_process", "storage.db_path",
+                          "service.hostname")),
+    JobKind("otlp", "gpm.daemon.jobs:otlp_job", enabled_by="telemetry.enable_opentelemetry",
+            restart_keys=("telemetry.otlp_endpoint", "telemetry.otlp_protocol", "telemetry.export_interval_secs",
                           "service.hostname")),
 ]

@@ -46,6 +46,22 @@ class ServiceJob:
 Job = PeriodicJob | ServiceJob
 
 
+def held_service(name: str, open_: Callable[[], Callable[[], None]]) -> ServiceJob:
+    """A service for things that serve in their own threads (HTTP servers,
+    exporters): ``open_()`` starts one and returns how to stop it; the job's
+    thread holds it until shutdown. A failing ``open_`` is retried with back-off."""
+    stopped = threading.Event()
+
+    def serve() -> None:
+        stop = open_()
+        try:
+            stopped.wait()
+        finally:
+            stop()
+
+    return ServiceJob(name, serve, stopped.set)
+
+
 def backoff_secs(failures: int, interval_secs: float) -> float:
     """1st failure: one interval (at least 1 s), doubling up to 5 minutes."""
     base = max(interval_secs, 1.0)
