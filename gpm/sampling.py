@@ -23,11 +23,15 @@ Saver = Callable[[sqlite3.Connection, str, list[GpuSample], dict[int, int]], Non
 
 
 def default_enrichers() -> list[Enricher]:
-    return []
+    from gpm.classify.live import enrich_samples
+
+    return [enrich_samples]
 
 
 def default_savers() -> list[Saver]:
-    return []
+    from gpm.store.process_events import save_process_events
+
+    return [save_process_events]
 
 
 @dataclass

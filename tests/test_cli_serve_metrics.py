@@ -89,9 +89,9 @@ def test_serves_fake_nvml_and_stops_on_sigterm(fake_nvml, tmp_path):
             # the fake's energy counter runs on with time, as a real one does
             assert value(text, "gpm_gpu_energy_joules_total", **labels) >= gpu.energy_mj / 1000
             assert value(text, "gpm_gpu_utilization_ratio", **labels) == pytest.approx(gpu.util_gpu / 100)
-            # no classifier on this branch yet: every process is "unclassified"
-            assert value(text, "gpm_category_processes", category="unclassified", **labels) == 25
-            assert value(text, "gpm_category_gpu_memory_bytes", category="unclassified",
+            # these pids do not exist on this machine: classified (on nothing) as general compute
+            assert value(text, "gpm_category_processes", category="general_compute", **labels) == 25
+            assert value(text, "gpm_category_gpu_memory_bytes", category="general_compute",
                          **labels) == sum((k + 1) * 256 * 2**20 for k in range(25))
         assert len([1 for n, _ in samples(text) if n == "gpm_process_gpu_memory_bytes"]) == 200
         assert value(text, "gpm_collector_success", collector="nvml") == 1

@@ -160,10 +160,10 @@ def test_json_of_a_known_week_is_exact(gpm, week_db):
             *[_day(n) for n in range(2, 7)],
         ],
         "omitted": {
-            "workload": "no process_events table yet (needs process classification)",
-            "games": "no process_events table yet (needs process classification)",
+            "workload": "this version of gpm report does not read process_events yet",
+            "games": "this version of gpm report does not read process_events yet",
             "llm": "this version of gpm report does not read llm_requests yet",
-            "processes": "no process_events table yet (needs process classification)",
+            "processes": "this version of gpm report does not read process_events yet",
         },
     }
 

@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "daemon": ("gpm.cli.daemon:daemon", "Run sampling and every enabled job in one process."),
     "install": ("gpm.cli.install:install", "Print or install systemd units or crontab lines."),
     "report": ("gpm.cli.report:report", "Report what the GPUs did over a week or a range."),
+    "archive": ("gpm.cli.archive:archive", "Move old rows into Parquet and shrink the database."),
+    "export": ("gpm.cli.export:export", "Export a table's history (SQLite + Parquet) as CSV, Parquet or JSONL."),
+    "classify": ("gpm.cli.classify_cmd:classify", "Classify processes described as JSON Lines (test rules)."),
+    "ps": ("gpm.cli.ps:ps", "Show the processes on each GPU with category, label and reason."),
     "serve-metrics": ("gpm.cli.serve_metrics:serve_metrics", "Serve Prometheus /metrics (and push OTLP)."),
     "ollama-watch": ("gpm.cli.ollama_watch:ollama_watch", "Record Ollama's loaded models and, via a proxy, its requests."),
 }

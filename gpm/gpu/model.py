@@ -42,6 +42,20 @@ def throttle_mask(names: list[str]) -> int:
 
 
 @dataclass(slots=True)
+class ProcessDetails:
+    """What classification learnt about a process that storage keeps.
+
+    ``cmdline`` is already redacted (or None when ``[classify] store_cmdline``
+    is off), so nothing secret reaches a saver.
+    """
+
+    user: str | None = None
+    exe: str | None = None
+    cmdline: list[str] | None = None
+    start_time_ms: int | None = None
+
+
+@dataclass(slots=True)
 class GpuProcess:
     """A process holding a context on a GPU, as the driver reports it."""
 
@@ -55,6 +69,7 @@ class GpuProcess:
     category: str | None = None
     label: str | None = None
     reason: str | None = None
+    details: ProcessDetails | None = None
 
     def to_json(self) -> dict:
         return {

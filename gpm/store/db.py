@@ -33,8 +33,10 @@ BUSY_TIMEOUT_SECS = 30.0
 # list is the order sets are applied on a new database.
 SCHEMA_MODULES = [
     "gpm.store.schema_core",
+    "gpm.store.schema_classify",
     "gpm.store.schema_llm",
     "gpm.store.schema_report",
+    "gpm.store.schema_archive",
 ]
 
 

@@ -1,0 +1,13 @@
+"""Process classification: what is each GPU process doing?
+
+Layers, cheapest first and each usable alone:
+
+- ``facts``: what ``/proc`` says about a process (or what a JSON line says);
+- ``steam``: Steam library folders and app manifests -> game names;
+- ``rules``: the pure function ``classify(facts, context)`` with built-in and
+  user rules, shared by live classification and ``gpm classify``;
+- ``redact``: command lines with secrets removed, before storing or printing;
+- ``live``: the sampler's enricher that ties the above together.
+"""
+
+CATEGORIES = ("gaming", "llm_inference", "ml_training", "desktop", "general_compute")

@@ -1,0 +1,75 @@
+"""``gpm classify``: classify described processes (JSON Lines), no machine needed."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from gpm.cli.context import AppContext, pass_app
+from gpm.errors import GpmError
+
+
+@click.command()
+@click.option("-i", "--input", "input_file", type=click.File("r", encoding="utf-8"), default="-",
+              show_default=True, help="JSON Lines file to read, or - for stdin.")
+@click.option("--steam-path", "steam_paths", multiple=True, type=click.Path(file_okay=False),
+              help="A Steam install or library folder to read game names from "
+                   "(repeatable; added to [classify] steam_paths and the usual places).")
+@click.option("--explain", is_flag=True,
+              help="Also add 'rule' (what decided) and 'signals' (everything seen) to each object.")
+@pass_app
+def classify(app: AppContext, input_file, steam_paths: tuple[str, ...], explain: bool) -> None:
+    """Classify processes described as JSON Lines, for testing rules.
+
+    Each input line is an object with any of: pid, name, exe, cmdline (list),
+    environ (object), libraries (list of paths), parents (list of objects
+    with name, exe, cmdline; nearest first), used_memory_bytes,
+    gpu_utilization_percent (and optionally user, cwd, age_seconds, type).
+    Each is written back, unchanged, with category, label and reason added.
+    Nothing on this machine is looked at except the Steam libraries (for game
+    names), Ollama manifests next to a runner's --model blob (for model
+    names) and the configuration (for [[classify.rules]]). Blank lines are
+    skipped.
+
+    \b
+    Exit codes: 0 ok; 1 a line is not a JSON object of the right shape
+    (the message names the line); 2 usage or config error.
+    """
+    from pathlib import Path
+
+    from gpm.classify.facts import ProcessFacts
+    from gpm.classify.rules import Context
+    from gpm.classify.steam import SteamLibrary
+
+    cfg = app.config()
+    library = SteamLibrary.for_homes([str(Path.home())], list(cfg["classify.steam_paths"]) + list(steam_paths))
+    from gpm.classify.ollama_models import OllamaModels
+
+    ctx = Context.from_config(cfg["classify.rules"], steam=library.index, ollama_model=OllamaModels())
+    from gpm.classify.rules import classify as classify_one
+
+    name = getattr(input_file, "name", "-")
+    where = "stdin" if name in ("-", "<stdin>") else name
+    out = sys.stdout
+    for number, line in enumerate(input_file, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise GpmError(f"{where}:{number}: not valid JSON: {err.msg}") from None
+        if not isinstance(obj, dict):
+            raise GpmError(f"{where}:{number}: expected a JSON object, got {type(obj).__name__}")
+        try:
+            facts = ProcessFacts.from_json(obj)
+        except ValueError as err:
+            raise GpmError(f"{where}:{number}: {err}") from None
+        decision = classify_one(facts, ctx)
+        obj.update(decision.to_json())
+        if explain:
+            obj["rule"] = decision.rule
+            obj["signals"] = decision.signals
+        out.write(json.dumps(obj) + "\n")
+    out.flush()

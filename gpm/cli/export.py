@@ -1,0 +1,130 @@
+"""``gpm export``: a table's history from SQLite and the Parquet archive, to a file or stdout."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from gpm.cli.context import AppContext, pass_app
+from gpm.errors import GpmError
+
+FORMATS = ("csv", "parquet", "jsonl")
+
+
+class TimeParam(click.ParamType):
+    name = "TIME"
+
+    def convert(self, value, param, ctx):
+        from gpm.timespec import parse_time_ms
+
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time_ms(value)
+        except ValueError as err:
+            self.fail(str(err), param, ctx)
+
+
+@click.command()
+@click.option("--table", "-t", required=True, metavar="NAME",
+              help="gpu_metrics or another time-series table (both stores); any other table or view "
+                   "of the database (SQLite only), e.g. gpus.")
+@click.option("--since", type=TimeParam(),
+              help="Only rows at or after TIME: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM] (UTC when no "
+                   "offset), or ago as 7d, 12h, 30m.")
+@click.option("--until", type=TimeParam(), help="Only rows before TIME (same forms as --since).")
+@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS),
+              help="Output format (default: from --output's extension, else csv).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              help="File to write (default: stdout; parquet needs a file).")
+@click.option("--archive-dir", type=click.Path(file_okay=False),
+              help="Parquet archive to read, possibly with several hosts' archives "
+                   "(default: [storage] archive_dir).")
+@click.option("--host", "hosts", multiple=True, metavar="HOST", help="Only these hosts (repeatable).")
+@pass_app
+def export(app: AppContext, table: str, since: int | None, until: int | None, fmt: str | None,
+           output: str | None, archive_dir: str | None, hosts: tuple[str, ...]) -> None:
+    """Write a table's rows over a time range, recent and archived together.
+
+    Time-series tables come back with the columns of the history reader
+    (timestamps as ISO 8601 UTC in CSV and JSONL, `ts_ms` alongside), sorted
+    by host and time, each row once whether it is still in SQLite or already
+    archived.
+
+    \b
+    Exit codes: 0 ok; 1 an error (unknown table, unreadable file); 2 usage.
+    """
+    import polars as pl
+
+    from gpm.store.history import scan
+    from gpm.store.timeseries import BY_TABLE
+
+    cfg = app.config({"storage.archive_dir": (archive_dir, "--archive-dir")})
+    if output == "-":
+        output = None
+    if fmt is None:
+        suffix = Path(output).suffix.lstrip(".").lower() if output else ""
+        fmt = {"ndjson": "jsonl", "json": "jsonl"}.get(suffix, suffix)
+        fmt = fmt if fmt in FORMATS else "csv"
+    if fmt == "parquet" and output is None:
+        raise click.UsageError("--format parquet needs --output FILE")
+    db_path = cfg.db_path if cfg.db_path.exists() else None
+    if table in BY_TABLE:
+        spec = BY_TABLE[table]
+        frame = scan(table, db_path=db_path, archive_dir=cfg.archive_dir, since_ms=since, until_ms=until,
+                     hosts=hosts or None, own_host=cfg.hostname)
+        order = ["host", spec.time_column, *(c for c in ("gpu_uuid",) if c in frame.collect_schema())]
+        frame = frame.sort(order, maintain_order=True).collect()
+    else:
+        frame = _plain_table(app, table, since, until, hosts)
+    if fmt == "parquet":
+        frame.write_parquet(output, compression="zstd")
+        return
+    if fmt == "csv":
+        frame = frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"))
+    sink = open(output, "wb") if output else sys.stdout.buffer
+    try:
+        if fmt == "csv":
+            frame.write_csv(sink)
+        else:
+            frame.write_ndjson(sink)
+        sink.flush()
+    finally:
+        if output:
+            sink.close()
+
+
+def _plain_table(app: AppContext, table: str, since, until, hosts):
+    """Any other table or view, from SQLite alone, filtered on ts_ms/host when it has them."""
+    import polars as pl
+
+    conn = app.open_db(readonly=True)
+    try:
+        known = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
+        if table not in known:
+            raise GpmError(f"{table}: no such table or view in {app.config().db_path} "
+                           f"(known: {', '.join(sorted(known))})")
+        columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+        clauses, params = [], []
+        if since is not None or until is not None:
+            if "ts_ms" not in columns:
+                raise click.UsageError(f"{table} has no ts_ms column: --since/--until do not apply")
+            if since is not None:
+                clauses.append("ts_ms >= ?")
+                params.append(since)
+            if until is not None:
+                clauses.append("ts_ms < ?")
+                params.append(until)
+        if hosts:
+            if "host" not in columns:
+                raise click.UsageError(f"{table} has no host column: --host does not apply")
+            clauses.append(f"host IN ({', '.join('?' * len(hosts))})")
+            params += list(hosts)
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        cursor = conn.execute(f'SELECT * FROM "{table}"{where}', params)
+        names = [d[0] for d in cursor.description]
+        return pl.DataFrame(cursor.fetchall(), schema=names, orient="row", infer_schema_length=None)
+    finally:
+        conn.close()
