@@ -4,7 +4,7 @@
 
 _gpm_subcommands() {
     case "$1" in
-        "") echo "config daemon install ollama-watch report sample serve-metrics" ;;
+        "") echo "archive classify config daemon export install ollama-watch ps report sample serve-metrics" ;;
         "config") echo "check init show" ;;
         "install") echo "cron systemd" ;;
     esac
@@ -13,15 +13,19 @@ _gpm_subcommands() {
 _gpm_options() {
     case "$1" in
         "") echo "--version --db --config -v --verbose -q --quiet --help" ;;
+        "archive") echo "--older-than --archive-dir --dry-run --wait --help" ;;
+        "classify") echo "-i --input --steam-path --explain --help" ;;
         "config") echo "--help" ;;
         "config check") echo "--help" ;;
         "config init") echo "--force --path --stdout --help" ;;
         "config show") echo "--json --help" ;;
         "daemon") echo "-i --interval --log-level --log-format --help" ;;
+        "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host --help" ;;
         "install") echo "--help" ;;
         "install cron") echo "--help" ;;
         "install systemd") echo "--user --timers --dir --write --help" ;;
         "ollama-watch") echo "-f --follow -i --interval --api-url --proxy --json --help" ;;
+        "ps") echo "--json --explain --help" ;;
         "report") echo "--week --since --until --host --gpu --format --section --weeks --archive-dir --busy-threshold -o --output --no-cache --help" ;;
         "sample") echo "-n --count -i --interval -f --follow --json --no-store --textfile --help" ;;
         "serve-metrics") echo "--listen --per-process --no-per-process --cache-secs --ollama --no-ollama --otlp --no-otlp --otlp-endpoint --otlp-protocol --export-interval --no-prometheus --help" ;;
@@ -31,10 +35,14 @@ _gpm_options() {
 _gpm_takes_value() {
     case "$1" in
         "") echo "--db --config" ;;
+        "archive") echo "--older-than --archive-dir --wait" ;;
+        "classify") echo "-i --input --steam-path" ;;
         "config init") echo "--path" ;;
         "daemon") echo "-i --interval --log-level --log-format" ;;
+        "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host" ;;
         "install systemd") echo "--dir" ;;
         "ollama-watch") echo "-i --interval --api-url --proxy" ;;
+        "ps") echo "--explain" ;;
         "report") echo "--week --since --until --host --gpu --format --section --weeks --archive-dir --busy-threshold -o --output" ;;
         "sample") echo "-n --count -i --interval --textfile" ;;
         "serve-metrics") echo "--listen --cache-secs --otlp-endpoint --otlp-protocol --export-interval" ;;
@@ -46,9 +54,18 @@ _gpm_values() {
     case "$1|$2" in
         "|--db") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "|--config") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "archive|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
+        "classify|-i") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "classify|--input") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "classify|--steam-path") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "config init|--path") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "daemon|--log-level") COMPREPLY=($(compgen -W "debug info warning error" -- "$cur")) ;;
         "daemon|--log-format") COMPREPLY=($(compgen -W "text json" -- "$cur")) ;;
+        "export|--format") COMPREPLY=($(compgen -W "csv parquet jsonl" -- "$cur")) ;;
+        "export|-f") COMPREPLY=($(compgen -W "csv parquet jsonl" -- "$cur")) ;;
+        "export|--output") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "export|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "export|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "install systemd|--dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "report|--gpu") COMPREPLY=($(compgen -W "$(_gpm_gpus)" -- "$cur")) ;;
         "report|--format") COMPREPLY=($(compgen -W "text markdown json csv" -- "$cur")) ;;

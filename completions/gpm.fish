@@ -4,7 +4,7 @@
 function __gpm_subcommands
     switch "$argv[1]"
         case ''
-            printf '%s\n' config daemon install ollama-watch report sample serve-metrics
+            printf '%s\n' archive classify config daemon export install ollama-watch ps report sample serve-metrics
         case 'config'
             printf '%s\n' check init show
         case 'install'
@@ -24,7 +24,7 @@ function __gpm_path
         switch $t
             case '-*=*'
             case '-*'
-                contains -- $t --api-url --archive-dir --busy-threshold --cache-secs --config --count --db --dir --export-interval --format --gpu --host --interval --listen --log-format --log-level --otlp-endpoint --otlp-protocol --output --path --proxy --section --since --textfile --until --week --weeks -i -n -o; and set skip 1
+                contains -- $t --api-url --archive-dir --busy-threshold --cache-secs --config --count --db --dir --explain --export-interval --format --gpu --host --input --interval --listen --log-format --log-level --older-than --otlp-endpoint --otlp-protocol --output --path --proxy --section --since --steam-path --table --textfile --until --wait --week --weeks -f -i -n -o -t; and set skip 1
             case '*'
                 if contains -- $t (__gpm_subcommands "$path")
                     set path (string join ' ' -- $path $t)
@@ -53,10 +53,14 @@ function __gpm_models
 end
 
 complete -c gpm -f
+complete -c gpm -n '__gpm_at ""' -a archive -d 'Move old rows into Parquet and shrink the database.'
+complete -c gpm -n '__gpm_at ""' -a classify -d 'Classify processes described as JSON Lines (test rules).'
 complete -c gpm -n '__gpm_at ""' -a config -d 'Show, check or create the configuration.'
 complete -c gpm -n '__gpm_at ""' -a daemon -d 'Run sampling and every enabled job in one process.'
+complete -c gpm -n '__gpm_at ""' -a export -d 'Export a table\'s history (SQLite + Parquet) as CSV, Parquet or JSONL.'
 complete -c gpm -n '__gpm_at ""' -a install -d 'Print or install systemd units or crontab lines.'
 complete -c gpm -n '__gpm_at ""' -a ollama-watch -d 'Record Ollama\'s loaded models and, via a proxy, its requests.'
+complete -c gpm -n '__gpm_at ""' -a ps -d 'Show the processes on each GPU with category, label and reason.'
 complete -c gpm -n '__gpm_at ""' -a report -d 'Report what the GPUs did over a week or a range.'
 complete -c gpm -n '__gpm_at ""' -a sample -d 'Sample every GPU and store it (cron-friendly).'
 complete -c gpm -n '__gpm_at ""' -a serve-metrics -d 'Serve Prometheus /metrics (and push OTLP).'
@@ -66,6 +70,15 @@ complete -c gpm -n '__gpm_at ""' -l config -r -F -d 'Config file (default: $XDG_
 complete -c gpm -n '__gpm_at ""' -s v -l verbose -d 'More detail on stderr (-vv for debug).'
 complete -c gpm -n '__gpm_at ""' -s q -l quiet -d 'Print nothing but errors.'
 complete -c gpm -n '__gpm_at ""' -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "archive"' -l older-than -x -d 'Move whole UTC days older than DAYS days (default: [storage] retention_days, 7).'
+complete -c gpm -n '__gpm_at "archive"' -l archive-dir -r -F -d 'Parquet archive folder (default: [storage] archive_dir, $XDG_DATA_HOME/gpm/archive).'
+complete -c gpm -n '__gpm_at "archive"' -l dry-run -d 'Say what would move (rows and days per table); change nothing.'
+complete -c gpm -n '__gpm_at "archive"' -l wait -x -d 'Seconds to wait for another running `gpm archive` before giving up (exit 75).'
+complete -c gpm -n '__gpm_at "archive"' -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "classify"' -s i -l input -r -F -d 'JSON Lines file to read, or - for stdin.'
+complete -c gpm -n '__gpm_at "classify"' -l steam-path -r -F -d 'A Steam install or library folder to read game names from (repeatable; added to [classify] steam_paths and the usual places).'
+complete -c gpm -n '__gpm_at "classify"' -l explain -d 'Also add \'rule\' (what decided) and \'signals\' (everything seen) to each object.'
+complete -c gpm -n '__gpm_at "classify"' -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "config"' -a check -d 'Validate the configuration file and GPM_* variables; exit 0 or 2.'
 complete -c gpm -n '__gpm_at "config"' -a init -d 'Write a commented example configuration (never overwrites without --force).'
 complete -c gpm -n '__gpm_at "config"' -a show -d 'Print the effective configuration and where each value came from.'
@@ -81,6 +94,14 @@ complete -c gpm -n '__gpm_at "daemon"' -s i -l interval -x -d 'Seconds between G
 complete -c gpm -n '__gpm_at "daemon"' -l log-level -x -a 'debug info warning error' -d 'Least severe events logged (default: [daemon] log_level, info).'
 complete -c gpm -n '__gpm_at "daemon"' -l log-format -x -a 'text json' -d 'Log lines as text or JSON objects (default: [daemon] log_format, text).'
 complete -c gpm -n '__gpm_at "daemon"' -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "export"' -l table -s t -x -d 'gpu_metrics or another time-series table (both stores); any other table or view of the database (SQLite only), e.g. gpus.'
+complete -c gpm -n '__gpm_at "export"' -l since -x -d 'Only rows at or after TIME: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM] (UTC when no offset), or ago as 7d, 12h, 30m.'
+complete -c gpm -n '__gpm_at "export"' -l until -x -d 'Only rows before TIME (same forms as --since).'
+complete -c gpm -n '__gpm_at "export"' -l format -s f -x -a 'csv parquet jsonl' -d 'Output format (default: from --output\'s extension, else csv).'
+complete -c gpm -n '__gpm_at "export"' -l output -s o -r -F -d 'File to write (default: stdout; parquet needs a file).'
+complete -c gpm -n '__gpm_at "export"' -l archive-dir -r -F -d 'Parquet archive to read, possibly with several hosts\' archives (default: [storage] archive_dir).'
+complete -c gpm -n '__gpm_at "export"' -l host -x -d 'Only these hosts (repeatable).'
+complete -c gpm -n '__gpm_at "export"' -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "install"' -a cron -d 'Print crontab lines: sample every minute, archive daily, report weekly.'
 complete -c gpm -n '__gpm_at "install"' -a systemd -d 'Print or write systemd units for gpm.'
 complete -c gpm -n '__gpm_at "install"' -l help -d 'Show this message and exit.'
@@ -96,6 +117,9 @@ complete -c gpm -n '__gpm_at "ollama-watch"' -l api-url -x -d 'The Ollama server
 complete -c gpm -n '__gpm_at "ollama-watch"' -l proxy -x -d 'Also serve the recording proxy on HOST:PORT (default: [ollama] proxy_listen, 127.0.0.1:11435) until Ctrl-C or SIGTERM; point OLLAMA_HOST at it.'
 complete -c gpm -n '__gpm_at "ollama-watch"' -l json -d 'Print JSON Lines: each finished proxied request (the llm_requests columns); without --proxy, each loaded model per poll (the llm_sessions columns).'
 complete -c gpm -n '__gpm_at "ollama-watch"' -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "ps"' -l json -d 'Print JSON Lines: one object per process per GPU (command line redacted).'
+complete -c gpm -n '__gpm_at "ps"' -l explain -x -d 'Print every signal seen for PID and which rule decided its category.'
+complete -c gpm -n '__gpm_at "ps"' -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "report"' -l week -x -d 'One ISO week, e.g. 2026-W47 (Monday to Monday, local time).'
 complete -c gpm -n '__gpm_at "report"' -l since -x -d 'Start: a date (2026-11-16), a datetime (2026-11-16T08:00, local unless it ends in Z or an offset) or a time ago (7d, 24h, 90m). Default: 7 days before --until.'
 complete -c gpm -n '__gpm_at "report"' -l until -x -d 'End (same forms as --since). Default: now.'

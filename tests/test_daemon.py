@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import gpm_env
-from tests.fakes.nvml import Scenario
+from tests.fakes.nvml import FakeProcess, Scenario
 
 
 class DaemonProcess:
@@ -118,7 +118,11 @@ class NotifyListener:
 
 
 def test_samples_notifies_systemd_and_exits_0_within_2_s_of_sigterm(fake_nvml, tmp_path, daemons):
-    fake_nvml.set(Scenario.many(2))
+    scenario = Scenario.many(2)
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    comm = Path(f"/proc/{worker.pid}/comm").read_text().strip()
+    scenario.gpus[1].processes = [FakeProcess(pid=worker.pid, used_memory=1 << 30)]
+    fake_nvml.set(scenario)
     listener = NotifyListener()
     try:
         env = fast_env(fake_nvml, NOTIFY_SOCKET=listener.name, WATCHDOG_USEC=400_000)
@@ -130,6 +134,8 @@ def test_samples_notifies_systemd_and_exits_0_within_2_s_of_sigterm(fake_nvml, t
         messages = listener.drain()
     finally:
         listener.close()
+        worker.kill()
+        worker.wait()
     assert rc == 0, d.log
     assert elapsed < 2.0
     ready = next(m for m in messages if "READY=1" in m)
@@ -138,6 +144,11 @@ def test_samples_notifies_systemd_and_exits_0_within_2_s_of_sigterm(fake_nvml, t
     assert "STOPPING=1" in messages[-1]
     rows = d.metric_rows()
     assert rows >= 2 * 6 and rows % 2 == 0  # about 8 samples of both GPUs, each whole
+    conn = sqlite3.connect(d.db)
+    events = conn.execute("SELECT pid, name, category FROM process_events").fetchall()
+    conn.close()
+    assert [(pid, name) for pid, name, _ in events] == [(worker.pid, comm)]  # classified, stored once
+    assert events[0][2]
     log = d.log
     assert "stopping (SIGTERM)" in log and "stopped sample after" in log and "(0 failed)" in log
     assert "Traceback" not in log
@@ -265,39 +276,70 @@ def _ms(iso: str) -> int:
     return round(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp() * 1000)
 
 
+def _seed_old_rows(db: Path, env: dict, count: int) -> set[int]:
+    """``count`` samples of GPU 0 from ten days ago (retention: 7), for `gpm archive` to move."""
+    from tests.conftest import run_gpm
+
+    run_gpm("--db", db, "sample", env=env, check=True)
+    start = time.time_ns() // 1_000_000 - 10 * 86_400_000
+    conn = sqlite3.connect(db)
+    with conn:
+        gpu_id = conn.execute("SELECT id FROM gpus WHERE gpu_index = 0").fetchone()[0]
+        conn.executemany(
+            "INSERT INTO gpu_metrics (ts_ms, gpu_id, source, utilization_gpu_percent) VALUES (?, ?, 0, 50)",
+            [(start + 1000 * i, gpu_id) for i in range(count)])
+    conn.close()
+    return {start + 1000 * i for i in range(count)}
+
+
 @pytest.mark.slow
-def test_daemon_and_one_shot_commands_share_the_database_for_30_s_without_losing_a_row(
+def test_daemon_and_one_shot_sample_and_archive_share_the_database_for_30_s_without_losing_a_row(
         fake_nvml, tmp_path, daemons):
-    """The daemon writes every 0.1 s while cron-style `gpm sample` runs write too."""
+    """The daemon writes every 0.1 s (and archives) while cron-style runs write and archive too."""
+    import polars as pl
+
     from tests.conftest import run_gpm
 
     fake_nvml.set(Scenario.many(2))
-    env = fast_env(fake_nvml, GPM_SERVICE_POLL_INTERVAL_SECS="0.1")
-    d = daemons(tmp_path, env, "--log-level", "debug")
+    archive_dir = tmp_path / "archive"
+    env = fast_env(fake_nvml, GPM_SERVICE_POLL_INTERVAL_SECS="0.1", GPM_STORAGE_ARCHIVE_DIR=archive_dir,
+                   GPM_STORAGE_ARCHIVE_INTERVAL_SECS=60)
+    db = tmp_path / "gpm.db"
+    old = _seed_old_rows(db, env, 3000)
+    first = set(sample_times(db)) - old  # the seeding sample
+    d = daemons(tmp_path, env, "--log-level", "debug", db=db)
     d.wait_for("stored 2 GPUs")
-    one_shot: set[tuple[int, int]] = set()
-    runs = 0
+    one_shot: set[tuple[int, int]] = {(ts, gpu) for ts in first for gpu in (0, 1)}
+    runs = archives = 0
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        result = run_gpm("--db", d.db, "sample", "--json", env=env)
-        assert result.returncode == 0, result.stderr
-        assert result.stderr == ""
-        for line in result.stdout.splitlines():
-            obj = json.loads(line)
-            one_shot.add((_ms(obj["ts"]), obj["gpu_index"]))
+        if runs % 5 == 4:
+            result = run_gpm("--db", db, "archive", env=env)
+            assert result.returncode in (0, 75), result.stderr  # 75: the daemon's archive run holds the lock
+            archives += result.returncode == 0
+        else:
+            result = run_gpm("--db", db, "sample", "--json", env=env)
+            assert result.returncode == 0, result.stderr
+            assert result.stderr == ""
+            for line in result.stdout.splitlines():
+                obj = json.loads(line)
+                one_shot.add((_ms(obj["ts"]), obj["gpu_index"]))
         runs += 1
     rc, _ = d.stop()
     assert rc == 0
     log = d.log
-    assert " ERROR " not in log and "locked" not in log, log
+    assert " ERROR " not in log and " WARNING " not in log and "locked" not in log, log
+    assert "`gpm archive` exited " in log  # the daemon's own archive job ran too (or found the lock held)
     daemon_rows = {(int(ts), gpu) for ts in re.findall(r"stored 2 GPUs at ts_ms=(\d+)", log) for gpu in (0, 1)}
-    conn = sqlite3.connect(d.db)
+    conn = sqlite3.connect(db)
     stored = set(conn.execute(
         "SELECT m.ts_ms, g.gpu_index FROM gpu_metrics m JOIN gpus g ON g.id = m.gpu_id").fetchall())
     conn.close()
-    assert runs >= 10 and len(daemon_rows) >= 2 * 100
+    assert runs >= 10 and archives >= 1 and len(daemon_rows) >= 2 * 100
     # a one-shot sample in the same millisecond as the daemon's is the same reading
     assert stored == daemon_rows | one_shot
+    archived = pl.read_parquet(str(archive_dir / "gpu_metrics" / "**" / "*.parquet"), hive_partitioning=False)
+    assert sorted(archived["ts"].dt.epoch("ms").to_list()) == sorted(old)  # every old row moved once, none lost or doubled
 
 
 def test_watches_ollama_and_records_requests_through_the_proxy(fake_nvml, tmp_path, daemons):
@@ -347,8 +389,13 @@ def test_serves_prometheus_and_pushes_otlp_from_its_own_samples(fake_nvml, tmp_p
         d = daemons(tmp_path, env)
         d.wait_for("serving metrics on")
         d.wait_for("stored 2 GPUs|ready: sampling 2 GPUs")
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
-            text = resp.read().decode()
+        deadline = time.monotonic() + 10
+        while True:  # the first scrape may come before the first sample reaches the exporters
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+                text = resp.read().decode()
+            if "gpm_gpu_utilization_ratio{" in text or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
         assert receiver.got.wait(10)
         rc, elapsed = d.stop()
     assert rc == 0 and elapsed < 2.0, d.log

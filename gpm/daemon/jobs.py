@@ -22,6 +22,8 @@ from __future__ import annotations
 import importlib
 import logging
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -30,10 +32,13 @@ from typing import Callable
 from gpm.config import Config
 from gpm.daemon.logs import job_logger
 from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
-from gpm.errors import GpmError, NoBackendError
+from gpm.errors import EXIT_FAILURE, EXIT_LOCKED, GpmError, NoBackendError
 
 
 METRICS_STATE = "metrics_state"  # JobContext.shared key: the exporters' gpm.telemetry MetricsState
+
+
+ARCHIVE_FIRST_DELAY_SECS = 10.0  # let sampling settle, then archive what a restart left behind
 
 
 @dataclass
@@ -224,6 +229,38 @@ def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
     return held_service("ollama-proxy", open_)
 
 
+def archive_job(ctx: JobContext) -> PeriodicJob:
+    """``gpm archive`` every [storage] archive_interval_secs, as a child process.
+
+    A child, not a call: archiving imports Polars (~40 MB that would stay in the
+    daemon for good) and the child gives it all back when it exits. It is the
+    very command cron runs, under the same per-database lock (``--wait 0``: when
+    a cron run holds it, this round is skipped). A killed run is safe: the
+    archive finishes its work on the next one.
+    """
+    cfg = ctx.cfg
+    log = job_logger("archive")
+    argv = [sys.executable, "-m", "gpm", "--db", str(cfg.db_path)]
+    if cfg.config_file_found and cfg.config_path is not None:
+        argv += ["--config", str(cfg.config_path)]
+    argv += ["archive", "--wait", "0"]
+
+    def run() -> None:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        log.debug("`gpm archive` exited %d", proc.returncode)  # silent on success, like under cron
+        lines = [line.removeprefix("gpm: ") for line in proc.stderr.splitlines()]
+        if proc.returncode == EXIT_LOCKED:
+            log.info("skipped this round: %s", "; ".join(lines) or "another `gpm archive` holds the lock")
+            return
+        for line in lines:
+            log.warning("%s", line)
+        if proc.returncode not in (0, EXIT_FAILURE):  # 1: problems, reported above; the rest was archived
+            raise GpmError(f"`gpm archive` exited {proc.returncode}")
+
+    return PeriodicJob("archive", run, cfg["storage.archive_interval_secs"],
+                       first_delay_secs=ARCHIVE_FIRST_DELAY_SECS)
+
+
 def _metrics_state(ctx: JobContext):
     """The one state both exporters read and the sampling job feeds.
 
@@ -299,6 +336,9 @@ JOB_KINDS: list[JobKind] = [
     JobKind("sample", "gpm.daemon.jobs:sampling_job",
             interval_key="service.poll_interval_secs",
             restart_keys=("gpu.", "classify.", "storage.db_path", "service.hostname")),
+    JobKind("archive", "gpm.daemon.jobs:archive_job", enabled_by="storage.enable_parquet_archival",
+            interval_key="storage.archive_interval_secs",
+            restart_keys=("storage.db_path",)),
     JobKind("ollama-watch", "gpm.daemon.jobs:ollama_watch_job", enabled_by="ollama.enabled",
             interval_key="ollama.poll_interval_secs",
             restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),

@@ -142,7 +142,7 @@ def _examples(cmd: Command, examples: dict[str, list[tuple[str, str]]]) -> list[
         if comment:
             out += [".TP", f".B {escape(line)}", escape(comment)]
         else:
-            out += [".PP", f".B {escape(line)}"]
+            out += [".PP", f".B {escape(line)}"] if out else [f".B {escape(line)}"]
     return out
 
 
