@@ -22,10 +22,20 @@ Enricher = Callable[[list[GpuSample], "Sampler"], None]
 Saver = Callable[[sqlite3.Connection, str, list[GpuSample], dict[int, int]], None]
 
 
-def default_enrichers() -> list[Enricher]:
-    from gpm.classify.live import enrich_samples
+def classify_processes(samples: list[GpuSample], sampler: "Sampler") -> None:
+    """Classify the processes of a sample (gpm.classify), imported on first need.
 
-    return [enrich_samples]
+    An idle GPU server has no processes most of the time; it should not pay
+    for loading the classifier's rules on every cron run.
+    """
+    if any(s.processes for s in samples):
+        from gpm.classify.live import enrich_samples
+
+        enrich_samples(samples, sampler)
+
+
+def default_enrichers() -> list[Enricher]:
+    return [classify_processes]
 
 
 def default_savers() -> list[Saver]:

@@ -6,7 +6,6 @@ import json
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from gpm.telemetry.llm import LlmRequest
 from tests.conftest import FIXTURES, REPO, gpm_env, run_gpm
-from tests.fakes.nvml import FakeProcess, Scenario
+from tests.fakes.nvml import FakeProcess, Scenario, make_gpu
 from tests.fakes.otlp_receiver import Receiver, attrs
+from tests.fakes.telemetry_data import requests, save_requests
+from tests.test_classify_live import PYTHON, built, children, named, vanished_pid  # noqa: F401 - fixtures
 from tests.test_telemetry_prometheus import names, promtool_check, samples, value
 
 FAKE_SMI = REPO / "tests" / "fakes" / "nvidia-smi"
@@ -117,6 +119,42 @@ def test_serves_fake_nvml_and_stops_on_sigterm(fake_nvml, tmp_path):
     assert "Traceback" not in err
 
 
+def test_real_processes_of_every_category_classified_live_pass_promtool(fake_nvml, built, children, tmp_path):
+    """The sampler's classifier runs on real /proc entries; odd names must not break the exposition."""
+    tmp = built["tmp"]
+    game = tmp_path / "Cyberpunk2077.exe"
+    shutil.copy(built["game"], game)
+    started = {
+        "gaming": children.start([game], ready=False),
+        "ml_training": children.start([PYTHON, built["wait"], built["torch"], "--epochs", "3"]),
+        "llm_inference": children.start([named(tmp, "llama-server"), built["wait"], "-m",
+                                         "/models/Qwen2.5-7B-Instruct-Q4_K_M.gguf", "--port", "8080"]),
+        "desktop": children.start([named(tmp, "gnome-shell"), built["wait"]]),
+        "general_compute": children.start([named(tmp, 'ren "d\\er\u00e9'), built["wait"]]),
+    }
+    scenario = Scenario(gpus=[make_gpu(0), make_gpu(1)])
+    scenario.gpus[0].processes = [FakeProcess(pid=pid, used_memory=(k + 1) * 256 * 2**20, sm_util=20)
+                                  for k, pid in enumerate(started.values())]
+    scenario.gpus[1].processes = [FakeProcess(pid=started["ml_training"], used_memory=2**30, sm_util=90),
+                                  FakeProcess(pid=vanished_pid(), used_memory=2**20)]
+    fake_nvml.set(scenario)
+    with serving("--per-process", env=fake_nvml.env()) as (_proc, url):
+        text = scrape(url)
+    assert promtool_check(text) == ""
+    gpu0 = {"gpu": "0", "uuid": scenario.gpus[0].uuid}
+    gpu1 = {"gpu": "1", "uuid": scenario.gpus[1].uuid}
+    for k, category in enumerate(started):
+        assert value(text, "gpm_category_processes", category=category, **gpu0) == 1
+        assert value(text, "gpm_category_gpu_memory_bytes", category=category, **gpu0) == (k + 1) * 256 * 2**20
+    assert value(text, "gpm_category_processes", category="ml_training", **gpu1) == 1
+    assert value(text, "gpm_category_processes", category="general_compute", **gpu1) == 1  # exited
+    per_process = {int(dict(lbl)["pid"]): dict(lbl) for n, lbl in samples(text)
+                   if n == "gpm_process_gpu_memory_bytes" and dict(lbl)["gpu"] == "0"}
+    assert {pid: per_process[pid]["category"] for pid in started.values()} == {
+        pid: category for category, pid in started.items()}
+    assert per_process[started["general_compute"]]["name"] == 'ren "d\\er\u00e9'
+
+
 def test_scrapes_within_cache_secs_share_one_read(fake_nvml):
     before = fake_nvml.set(Scenario.many(1))
     with serving("--cache-secs", "30", env=fake_nvml.env()) as (_proc, url):
@@ -175,34 +213,14 @@ def test_nvidia_smi_fallback_when_nvml_is_missing(tmp_path):
     assert promtool_check(text) == ""
 
 
-def _llm_requests_db(path: Path) -> None:
-    """An ``llm_requests`` table with the columns issue 4 names, as the proxy writes it."""
-    conn = sqlite3.connect(path)
-    conn.execute("""CREATE TABLE llm_requests (id INTEGER PRIMARY KEY, ts_ms INTEGER, endpoint TEXT,
-        model TEXT, stream INTEGER, status INTEGER, error TEXT, done_reason TEXT, prompt_tokens INTEGER,
-        completion_tokens INTEGER, ttft_seconds REAL, tpot_seconds REAL, tokens_per_second REAL,
-        duration_seconds REAL)""")
-    conn.executemany(
-        "INSERT INTO llm_requests (ts_ms, endpoint, model, stream, status, error, prompt_tokens,"
-        " completion_tokens, ttft_seconds, duration_seconds) VALUES (?,?,?,?,?,?,?,?,?,?)",
-        [(1_760_000_000_000, "/api/chat", "llama3.2", 1, 200, None, 26, 18, 0.3, 2.0),
-         (1_760_000_001_000, "/api/generate", "llama3.2", 1, 200, None, 10, 35, 0.05, 0.9),
-         (1_760_000_002_000, "/api/chat", "qwen2.5:7b", 1, 502, "upstream down", None, None, None, 0.003)])
-    conn.commit()
-    conn.close()
-
-
 def test_llm_requests_from_the_proxy_table_count_once(fake_nvml, tmp_path):
     db = tmp_path / "gpm.db"
-    _llm_requests_db(db)
+    save_requests(db, requests()[:2] + requests()[3:4])  # llama3.2 twice, one failed qwen2.5:7b
     with serving("--cache-secs", "0", env=fake_nvml.env({"GPM_DB": db})) as (_proc, url):
         first = scrape(url)
         second = scrape(url)
-        conn = sqlite3.connect(db)
-        conn.execute("INSERT INTO llm_requests (model, endpoint, status, prompt_tokens, completion_tokens,"
-                     " ttft_seconds, duration_seconds) VALUES ('llama3.2', '/api/chat', 200, 5, 3, 0.2, 0.5)")
-        conn.commit()
-        conn.close()
+        save_requests(db, [LlmRequest(model="llama3.2", endpoint="/api/chat", status=200, prompt_tokens=5,
+                                      completion_tokens=3, ttft_seconds=0.2, duration_seconds=0.5)])
         third = scrape(url)
     for text in (first, second):
         assert value(text, "gpm_llm_requests_total", model="llama3.2", status="200") == 2
@@ -211,6 +229,19 @@ def test_llm_requests_from_the_proxy_table_count_once(fake_nvml, tmp_path):
     assert value(third, "gpm_llm_requests_total", model="llama3.2", status="200") == 3
     assert value(third, "gpm_llm_time_to_first_token_seconds_count", model="llama3.2") == 3
     assert promtool_check(third) == ""
+
+
+def test_a_database_created_after_start_is_picked_up(fake_nvml, tmp_path):
+    db = tmp_path / "data" / "gpm.db"
+    with serving("--cache-secs", "0", env=fake_nvml.env({"GPM_DB": db})) as (_proc, url):
+        before = scrape(url)
+        save_requests(db, requests())  # the proxy's first run creates the database
+        after = scrape(url)
+    assert not any(n.startswith("gpm_llm_") for n in names(before))
+    assert "gpm_gpu_memory_used_bytes" in names(before)
+    assert value(after, "gpm_llm_requests_total", model="llama3.2", status="200") == 2
+    assert value(after, "gpm_llm_prompt_tokens_total", model="qwen2.5:7b") == 1500
+    assert promtool_check(after) == ""
 
 
 def test_port_in_use_is_one_line_and_exit_1(fake_nvml):

@@ -9,6 +9,7 @@ import threading
 import click
 
 from gpm.cli.context import AppContext, pass_app
+from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
 
 
@@ -52,9 +53,11 @@ def _request_line(row: dict) -> str:
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON Lines: each finished proxied request (the llm_requests columns); "
                    "without --proxy, each loaded model per poll (the llm_sessions columns).")
+@otlp_options("With --proxy, export one OpenTelemetry span per recorded request over OTLP")
 @pass_app
 def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url: str | None,
-                 proxy_listen: str | None, as_json: bool) -> None:
+                 proxy_listen: str | None, as_json: bool, otlp: bool | None, otlp_endpoint: str | None,
+                 otlp_protocol: str | None) -> None:
     """Record Ollama's loaded models and, with --proxy, every request's tokens and timing.
 
     Polls GET /api/version and GET /api/ps: a model appearing opens an
@@ -70,6 +73,12 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
     Prompts and responses are stored only with [ollama] store_prompts = true.
     Ctrl-C or SIGTERM records requests in flight as interrupted and exits 0.
 
+    With --proxy and --otlp (or [telemetry] enable_opentelemetry), each of
+    those requests is also a GenAI span ("chat llama3.2": model, token
+    counts, time to first token, error status) sent to --otlp-endpoint. A
+    request carrying a W3C traceparent header gets its span in the caller's
+    trace, and Ollama receives a traceparent naming gpm's span as parent.
+
     \b
     Exit codes: 0 ok (also when Ollama is down: that is recorded);
     1 the proxy cannot listen, or another error; 2 usage or config error.
@@ -79,10 +88,13 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
     from gpm.llm.sessions import SessionTracker, open_sessions
     from gpm.schedule import Stopper, ticks
 
+    if otlp and proxy_listen is None:
+        raise GpmError("--otlp needs --proxy: spans are made of proxied requests", exit_code=2)
     cfg = app.config({
         "ollama.poll_interval_secs": (interval, "--interval"),
         "ollama.api_url": (api_url, "--api-url"),
         "ollama.proxy_listen": (proxy_listen or None, "--proxy"),
+        **otlp_overrides(otlp, otlp_endpoint, otlp_protocol),
     })
     api = cfg["ollama.api_url"]
     client = OllamaClient(api, cfg["ollama.timeout_secs"])
@@ -96,12 +108,13 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
 
     conn = app.open_db()
     tracker = SessionTracker(conn, api, cfg.hostname)
-    proxy = None
-    proxy_conn = None
+    proxy = proxy_conn = tracer = None
     try:
         if proxy_listen is not None:
+            if cfg["telemetry.enable_opentelemetry"]:
+                tracer = _start_tracer(app, cfg)
             proxy, proxy_conn = _start_proxy(app, cfg, parse_listen(cfg["ollama.proxy_listen"]), as_json,
-                                             tty, emit)
+                                             tty, emit, tracer)
         with Stopper() as stopper:
             count = None if (follow or proxy is not None) else 1
             for _ in ticks(cfg["ollama.poll_interval_secs"], count, stopper):
@@ -120,13 +133,29 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
                     emit(_models_table(sessions) if sessions else "no model loaded")
     finally:
         if proxy is not None:
-            proxy.stop()
+            proxy.stop()  # ends the spans of requests still in flight, as interrupted
+        if tracer is not None:
+            tracer.stop()  # exports what is left
+            c = tracer.counter
+            if c.failures:
+                app.warn(f"OTLP: {c.successes} span exports succeeded, {c.failures} failed, "
+                         f"{c.skipped} skipped during back-off")
         if proxy_conn is not None:
             proxy_conn.close()
         conn.close()
 
 
-def _start_proxy(app: AppContext, cfg, listen: tuple[str, int], as_json: bool, tty: bool, emit):
+def _start_tracer(app: AppContext, cfg):
+    from gpm.telemetry.tracing import ProxyTracer
+
+    tracer = ProxyTracer(cfg.hostname, endpoint=cfg["telemetry.otlp_endpoint"],
+                         protocol=cfg["telemetry.otlp_protocol"]).start()
+    if not app.quiet:
+        click.echo(f"gpm: exporting a span per proxied request to {cfg['telemetry.otlp_endpoint']}", err=True)
+    return tracer
+
+
+def _start_proxy(app: AppContext, cfg, listen: tuple[str, int], as_json: bool, tty: bool, emit, tracer):
     from gpm.llm.proxy import RecordingProxy
     from gpm.llm.record import RequestLog
 
@@ -138,10 +167,15 @@ def _start_proxy(app: AppContext, cfg, listen: tuple[str, int], as_json: bool, t
         elif tty:
             emit(_request_line(row))
 
+    hooks = None
+    if tracer is not None:
+        from gpm.telemetry.proxy_hooks import ProxyHooks
+
+        hooks = ProxyHooks(tracer=tracer, upstream_url=cfg["ollama.api_url"])
     proxy_conn = app.open_db()
     try:
         proxy = RecordingProxy(listen, cfg["ollama.api_url"], sink=RequestLog(proxy_conn, saved),
-                               host=cfg.hostname, store_prompts=cfg["ollama.store_prompts"])
+                               host=cfg.hostname, store_prompts=cfg["ollama.store_prompts"], hooks=hooks)
     except OSError as err:
         proxy_conn.close()
         raise GpmError(f"cannot listen on {listen[0]}:{listen[1]} for the Ollama proxy: "

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-import sqlite3
 
 import click
 
 from gpm.cli.context import AppContext, pass_app
+from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
 
 log = logging.getLogger("gpm.telemetry")
@@ -16,14 +16,6 @@ log = logging.getLogger("gpm.telemetry")
 def _note(app: AppContext, message: str) -> None:
     if not app.quiet:
         click.echo(f"gpm: {message}", err=True)
-
-
-def _llm_reader(db_path):
-    """Connect read-only to the database for new llm_requests rows, if it exists."""
-    def connect() -> sqlite3.Connection:
-        return sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1.0)
-
-    return connect
 
 
 @click.command("serve-metrics")
@@ -39,13 +31,7 @@ def _llm_reader(db_path):
 @click.option("--ollama/--no-ollama", "poll_ollama", default=None,
               help="Export the models Ollama has loaded (GET /api/ps at [ollama] api_url); "
                    "default: [ollama] enabled.")
-@click.option("--otlp/--no-otlp", default=None,
-              help="Also push metrics over OTLP every export interval; "
-                   "default: [telemetry] enable_opentelemetry.")
-@click.option("--otlp-endpoint", metavar="URL",
-              help="OTLP receiver (default: [telemetry] otlp_endpoint, http://localhost:4317).")
-@click.option("--otlp-protocol", type=click.Choice(["grpc", "http/protobuf"]),
-              help="OTLP transport (default: [telemetry] otlp_protocol, grpc).")
+@otlp_options("Also push metrics over OTLP every export interval")
 @click.option("--export-interval", type=click.FloatRange(min=1, max=86400), metavar="SECS",
               help="Seconds between OTLP exports (default: [telemetry] export_interval_secs, 10).")
 @click.option("--no-prometheus", is_flag=True,
@@ -83,9 +69,7 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
         "telemetry.per_process": (per_process, "--per-process"),
         "telemetry.scrape_cache_secs": (cache_secs, "--cache-secs"),
         "ollama.enabled": (poll_ollama, "--ollama"),
-        "telemetry.enable_opentelemetry": (otlp, "--otlp"),
-        "telemetry.otlp_endpoint": (otlp_endpoint, "--otlp-endpoint"),
-        "telemetry.otlp_protocol": (otlp_protocol, "--otlp-protocol"),
+        **otlp_overrides(otlp, otlp_endpoint, otlp_protocol),
         "telemetry.export_interval_secs": (export_interval, "--export-interval"),
     })
     use_otlp = cfg["telemetry.enable_opentelemetry"]
@@ -95,9 +79,7 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
 
     sampler = Sampler(cfg)
     state = MetricsState(cfg.hostname)
-    poll_llm = None
-    if cfg.db_path.exists():
-        poll_llm = DbRequestFeed(_llm_reader(cfg.db_path), state.llm).poll
+    poll_llm = DbRequestFeed(cfg.db_path, state.llm).poll  # the database may appear later
     ollama = None
     if cfg["ollama.enabled"]:
         url, timeout = cfg["ollama.api_url"], cfg["ollama.timeout_secs"]

@@ -20,6 +20,12 @@ Recording: requests to the generation and embedding endpoints
 once finished, to ``sink(row)`` — in the same thread, after the client got
 the last byte. ``stop()`` cancels what is still in flight and records it as
 interrupted before returning.
+
+Telemetry: with ``hooks`` (a ``gpm.telemetry.proxy_hooks.ProxyHooks``), each
+recorded request is begun when it arrives, its W3C trace-context headers
+are replaced by the hooks' (with OTLP on: gpm's span, child of the caller's,
+becomes Ollama's parent) and it is finished with its row once the sink has
+it. The proxy itself never imports OpenTelemetry.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ PIECE_BYTES = 64 * 1024
 CONNECT_TIMEOUT_SECS = 10.0
 MAX_RECORDED_REQUEST_BYTES = 64 * 1024 * 1024
 INTERRUPTED = "interrupted: gpm proxy stopped"
+_TRACE_HEADERS = frozenset({"traceparent", "tracestate"})  # W3C trace context: the hooks' replace them
 CLIENT_GONE = "client disconnected"
 
 
@@ -72,6 +79,7 @@ class Exchange:
         self.client_sock = client_sock
         self.cancel_reason: str | None = None
         self.recorder: ExchangeRecorder | None = None
+        self.hook = None  # the hooks' handle of a recorded request
         self.recorded = False
         self.complete = False  # Ollama's answer has been read whole: nothing left to cancel
         self._upstream_sock: socket.socket | None = None
@@ -238,15 +246,19 @@ class RecordingProxy:
 
     ``sink(row)`` receives each finished request row (``REQUEST_COLUMNS``
     without ``id``); it is called from the proxy's threads, one at a time.
+    ``hooks`` (optional) is told about each recorded request: ``begin(headers,
+    start_ns=)`` on arrival, whose handle gives ``forward_headers()`` for
+    Ollama and gets ``finish(row)`` after the sink.
     """
 
     def __init__(self, listen: tuple[str, int], api_url: str, *, sink: Sink | None = None, host: str = "",
-                 store_prompts: bool = False) -> None:
+                 store_prompts: bool = False, hooks=None) -> None:
         self.upstream = Upstream.parse(api_url)
         self.api_url = api_url
         self.sink = sink
         self.host = host or socket.gethostname()
         self.store_prompts = store_prompts
+        self.hooks = hooks
         self._connections: set = set()
         self._inflight: set[Exchange] = set()
         self._inflight_cv = threading.Condition()
@@ -330,22 +342,26 @@ class RecordingProxy:
                 return
             exchange.recorded = True
             row = exchange.recorder.finish(now, time.time_ns() // 1_000_000, error)
-            if self.sink is None:
-                return
-            try:
-                self.sink(row)
-            except Exception:  # noqa: BLE001 - recording must never break proxying
-                log.exception("could not record %s %s", row.get("endpoint"), row.get("model"))
+            if self.sink is not None:
+                try:
+                    self.sink(row)
+                except Exception:  # noqa: BLE001 - recording must never break proxying
+                    log.exception("could not record %s %s", row.get("endpoint"), row.get("model"))
+            if exchange.hook is not None:
+                try:
+                    exchange.hook.finish(row)
+                except Exception:  # noqa: BLE001 - nor must telemetry
+                    log.exception("telemetry failed for %s %s", row.get("endpoint"), row.get("model"))
 
     def _handle(self, h: _Handler) -> None:
         t0 = time.perf_counter()
-        ts_ms = time.time_ns() // 1_000_000
+        ts_ns = time.time_ns()
         exchange = Exchange(h.connection)
         with self._inflight_cv:
             self._inflight.add(exchange)
         error: str | None = None
         try:
-            error = self._exchange(h, exchange, t0, ts_ms)
+            error = self._exchange(h, exchange, t0, ts_ns)
         except _ClientGone:
             error = CLIENT_GONE
             h.close_connection = True
@@ -359,7 +375,7 @@ class RecordingProxy:
                 self._inflight.discard(exchange)
                 self._inflight_cv.notify_all()
 
-    def _exchange(self, h: _Handler, exchange: Exchange, t0: float, ts_ms: int) -> str | None:
+    def _exchange(self, h: _Handler, exchange: Exchange, t0: float, ts_ns: int) -> str | None:
         method = h.command
         endpoint = urlsplit(h.path).path
         recorded = is_recorded(method, endpoint)
@@ -375,8 +391,13 @@ class RecordingProxy:
                 recorded = False
             else:
                 body = b"".join(body_iter)
-                exchange.recorder = ExchangeRecorder(endpoint, body, t0=t0, ts_ms=ts_ms, host=self.host,
-                                                     store_prompts=self.store_prompts)
+                exchange.recorder = ExchangeRecorder(endpoint, body, t0=t0, ts_ms=ts_ns // 1_000_000,
+                                                     host=self.host, store_prompts=self.store_prompts)
+                if self.hooks is not None:
+                    exchange.hook = self.hooks.begin(h.headers, start_ns=ts_ns)
+                    trace = exchange.hook.forward_headers()
+                    headers = [(k, v) for k, v in headers if k.lower() not in _TRACE_HEADERS]
+                    headers += trace.items()
         if self._stopping:
             return self._refuse(h, exchange, 503, "gpm proxy is stopping")
 

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import bisect
 import json
+import os
 import sqlite3
 import threading
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 # Advisory ExplicitBucketBoundaries of the GenAI semantic conventions
@@ -227,35 +229,54 @@ class LlmAggregator:
 class DbRequestFeed:
     """Feeds an aggregator from new ``llm_requests`` rows (standalone mode).
 
-    Reads rows after the last ``rowid`` it saw, so each request counts once
-    however often it is polled. A database without the table (the proxy has
-    never run) is simply empty.
+    Reads rows after the last ``id`` it saw, so each request counts once
+    however often it is polled. The database is opened read-only at each
+    poll, so one created after gpm started (the proxy's first run) is picked
+    up; until then, as while it has no ``llm_requests`` table, there is
+    nothing to read. Ids going backwards mean the database was replaced or
+    emptied: its rows are then new requests and are counted from the start.
     """
 
-    def __init__(self, connect: Callable[[], sqlite3.Connection], aggregator: LlmAggregator):
-        self._connect = connect
+    # What ``LlmRequest.from_row`` reads; never the (large, private) prompt and response.
+    COLUMNS = ("id", "ts_ms", "endpoint", "model", "stream", "status", "error", "done_reason",
+               "prompt_tokens", "completion_tokens", "ttft_seconds", "tpot_seconds", "duration_seconds")
+    BATCH_ROWS = 10_000  # a year of history is read in pieces, not into one list
+
+    def __init__(self, db_path: str | os.PathLike, aggregator: LlmAggregator, *,
+                 timeout_secs: float = 1.0) -> None:
+        self.db_path = Path(db_path)
         self.aggregator = aggregator
-        self._last_rowid = 0
+        self.timeout_secs = timeout_secs
+        self._last_id = 0
+        self._select = (f"SELECT {', '.join(self.COLUMNS)} FROM llm_requests "
+                        f"WHERE id > ? ORDER BY id LIMIT {self.BATCH_ROWS}")
 
     def poll(self) -> int:
-        conn = self._connect()
+        """Count the rows added since the last poll; returns how many."""
+        if not self.db_path.exists():
+            return 0
+        conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=self.timeout_secs)
+        n = 0
         try:
             conn.row_factory = sqlite3.Row
             try:
-                rows = conn.execute(
-                    "SELECT rowid AS _rowid, * FROM llm_requests WHERE rowid > ? ORDER BY rowid",
-                    (self._last_rowid,),
-                ).fetchall()
+                top = conn.execute("SELECT max(id) FROM llm_requests").fetchone()[0] or 0
             except sqlite3.OperationalError as err:
                 if "no such table" in str(err):
                     return 0
                 raise
+            if top < self._last_id:
+                self._last_id = 0
+            while True:
+                rows = conn.execute(self._select, (self._last_id,)).fetchall()
+                for row in rows:
+                    self._last_id = row["id"]
+                    self.aggregator.observe(LlmRequest.from_row(dict(row)))
+                n += len(rows)
+                if len(rows) < self.BATCH_ROWS:
+                    return n
         finally:
             conn.close()
-        for row in rows:
-            self._last_rowid = row["_rowid"]
-            self.aggregator.observe(LlmRequest.from_row(dict(row)))
-        return len(rows)
 
 
 def parse_ps(payload: Mapping[str, Any]) -> list[LoadedModel]:

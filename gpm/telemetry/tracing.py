@@ -41,16 +41,10 @@ from gpm.telemetry.otlp import (
     error_type,
     make_resource,
 )
+from gpm.telemetry.proxy_hooks import trace_headers
 
 log = logging.getLogger("gpm.telemetry")
 _PROPAGATOR = TraceContextTextMapPropagator()
-TRACE_HEADERS = ("traceparent", "tracestate")
-
-
-def trace_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """The W3C trace-context headers of a request (case-insensitive)."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    return {k: lower[k] for k in TRACE_HEADERS if k in lower}
 
 
 class CountingSpanExporter(SpanExporter):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from gpm.gpu.model import GpuProcess, GpuSample
+from gpm.llm.record import REQUEST_COLUMNS, save_request
+from gpm.store.db import open_db, write
 from gpm.telemetry.llm import LlmRequest
 
 CATEGORIES = ["gaming", "llm_inference", "ml_training", "desktop", "general_compute", None]
@@ -48,3 +50,27 @@ def requests() -> list[LlmRequest]:
         LlmRequest(model="nomic-embed-text", endpoint="/api/embed", status=200, duration_seconds=0.04,
                    prompt_tokens=12),
     ]
+
+
+def request_row(req: LlmRequest, *, host: str = "box") -> dict:
+    """The ``llm_requests`` row the proxy would have saved for ``req`` (for ``save_request``)."""
+    start = req.start_ms if req.start_ms is not None else 1_760_000_002_000
+    row = dict.fromkeys(REQUEST_COLUMNS[1:])
+    row.update(
+        ts_ms=start, end_ms=start + round((req.duration_seconds or 0) * 1000), host=host,
+        endpoint=req.endpoint, model=req.model, stream=bool(req.stream), status=req.status, error=req.error,
+        done_reason=req.done_reason, prompt_tokens=req.prompt_tokens, completion_tokens=req.completion_tokens,
+        ttft_seconds=req.ttft_seconds, tpot_seconds=req.tpot_seconds, duration_seconds=req.duration_seconds,
+    )
+    return row
+
+
+def save_requests(db_path, reqs: list[LlmRequest]) -> None:
+    """Store requests in a real gpm database (created and migrated if need be), as the proxy does."""
+    conn = open_db(db_path)
+    try:
+        with write(conn):
+            for req in reqs:
+                save_request(conn, request_row(req))
+    finally:
+        conn.close()
