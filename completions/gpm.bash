@@ -24,7 +24,7 @@ _gpm_options() {
         "install") echo "--help" ;;
         "install cron") echo "--help" ;;
         "install systemd") echo "--user --timers --dir --write --help" ;;
-        "ollama-watch") echo "-f --follow -i --interval --api-url --proxy --json --help" ;;
+        "ollama-watch") echo "-f --follow -i --interval --api-url --proxy --json --otlp --no-otlp --otlp-endpoint --otlp-protocol --help" ;;
         "ps") echo "--json --explain --help" ;;
         "report") echo "--week --since --until --host --gpu --format --section --weeks --archive-dir --busy-threshold -o --output --no-cache --help" ;;
         "sample") echo "-n --count -i --interval -f --follow --json --no-store --textfile --help" ;;
@@ -41,7 +41,7 @@ _gpm_takes_value() {
         "daemon") echo "-i --interval --log-level --log-format" ;;
         "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host" ;;
         "install systemd") echo "--dir" ;;
-        "ollama-watch") echo "-i --interval --api-url --proxy" ;;
+        "ollama-watch") echo "-i --interval --api-url --proxy --otlp-endpoint --otlp-protocol" ;;
         "ps") echo "--explain" ;;
         "report") echo "--week --since --until --host --gpu --format --section --weeks --archive-dir --busy-threshold -o --output" ;;
         "sample") echo "-n --count -i --interval --textfile" ;;
@@ -67,6 +67,7 @@ _gpm_values() {
         "export|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "export|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "install systemd|--dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
+        "ollama-watch|--otlp-protocol") COMPREPLY=($(compgen -W "grpc http/protobuf" -- "$cur")) ;;
         "report|--gpu") COMPREPLY=($(compgen -W "$(_gpm_gpus)" -- "$cur")) ;;
         "report|--format") COMPREPLY=($(compgen -W "text markdown json csv" -- "$cur")) ;;
         "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling days trend workload games llm processes" -- "$cur")) ;;

@@ -346,12 +346,15 @@ def test_watches_ollama_and_records_requests_through_the_proxy(fake_nvml, tmp_pa
     import urllib.request
 
     from tests.fakes.ollama_server import FakeOllama, free_port
+    from tests.fakes.otlp_receiver import Receiver
 
     port = free_port()
-    with FakeOllama() as ollama:
+    with FakeOllama() as ollama, Receiver() as receiver:
         env = fast_env(fake_nvml, GPM_OLLAMA_ENABLED="true", GPM_OLLAMA_ENABLE_PROXY="true",
                        GPM_OLLAMA_API_URL=ollama.url, GPM_OLLAMA_POLL_INTERVAL_SECS="0.5",
-                       GPM_OLLAMA_PROXY_LISTEN=f"127.0.0.1:{port}")
+                       GPM_OLLAMA_PROXY_LISTEN=f"127.0.0.1:{port}",
+                       GPM_TELEMETRY_ENABLE_OPENTELEMETRY="true", GPM_TELEMETRY_OTLP_ENDPOINT=receiver.endpoint,
+                       GPM_TELEMETRY_EXPORT_INTERVAL_SECS="1")
         d = daemons(tmp_path, env)
         d.wait_for("recording proxy on")
         body = json.dumps({"model": "llama3.2", "prompt": "Why is the sky blue?"}).encode()
@@ -360,7 +363,9 @@ def test_watches_ollama_and_records_requests_through_the_proxy(fake_nvml, tmp_pa
             resp.read()
         time.sleep(1.0)
         rc, elapsed = d.stop()
+        spans = receiver.spans()
     assert rc == 0 and elapsed < 2.0, d.log
+    assert [s.name for s in spans] == ["text_completion llama3.2"]  # the request's span (gen_ai naming)
     conn = sqlite3.connect(d.db)
     try:
         assert conn.execute("SELECT COUNT(*) FROM llm_sessions").fetchone()[0] >= 1
@@ -369,7 +374,7 @@ def test_watches_ollama_and_records_requests_through_the_proxy(fake_nvml, tmp_pa
     finally:
         conn.close()
     assert " ERROR " not in d.log, d.log
-    for job in ("sample", "ollama-watch", "ollama-proxy"):
+    for job in ("sample", "ollama-watch", "ollama-proxy", "otlp"):
         assert f"started {job}" in d.log
 
 

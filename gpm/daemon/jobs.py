@@ -211,17 +211,30 @@ def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
         from gpm.llm.record import RequestLog
         from gpm.store.db import open_db
 
+        hooks = tracer = None
+        if cfg["telemetry.enable_opentelemetry"]:  # a span per proxied request
+            from gpm.telemetry.proxy_hooks import ProxyHooks
+            from gpm.telemetry.tracing import ProxyTracer
+
+            tracer = ProxyTracer(cfg.hostname, endpoint=cfg["telemetry.otlp_endpoint"],
+                                 protocol=cfg["telemetry.otlp_protocol"]).start()
+            hooks = ProxyHooks(tracer=tracer, upstream_url=cfg["ollama.api_url"])
         conn = open_db(cfg.db_path)
         try:
             proxy = RecordingProxy(listen, cfg["ollama.api_url"], sink=RequestLog(conn), host=cfg.hostname,
-                                   store_prompts=cfg["ollama.store_prompts"]).start()
+                                   store_prompts=cfg["ollama.store_prompts"], hooks=hooks).start()
         except OSError as err:
             conn.close()
+            if tracer is not None:
+                tracer.stop()
             raise GpmError(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
-        log.info("recording proxy on %s -> %s", proxy.url, cfg["ollama.api_url"])
+        log.info("recording proxy on %s -> %s%s", proxy.url, cfg["ollama.api_url"],
+                 " (spans to " + cfg["telemetry.otlp_endpoint"] + ")" if tracer else "")
 
         def stop() -> None:
-            proxy.stop(timeout=1.0)  # in-flight requests are recorded as interrupted
+            proxy.stop(timeout=1.0)  # in-flight requests are recorded (and their spans ended) as interrupted
+            if tracer is not None:
+                tracer.stop()  # exports what is left
             conn.close()
 
         return stop
@@ -273,10 +286,8 @@ def _metrics_state(ctx: JobContext):
         from gpm.telemetry.state import MetricsState
 
         cfg = ctx.cfg
-        db_path = cfg.db_path
         state = MetricsState(cfg.hostname)
-        feed = DbRequestFeed(
-            lambda: sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=1.0), state.llm)
+        feed = DbRequestFeed(cfg.db_path, state.llm)
         last = [float("-inf")]
         lock = threading.Lock()
 
@@ -344,7 +355,8 @@ JOB_KINDS: list[JobKind] = [
             restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),
     JobKind("ollama-proxy", "gpm.daemon.jobs:ollama_proxy_job", enabled_by="ollama.enable_proxy",
             restart_keys=("ollama.api_url", "ollama.proxy_listen", "ollama.store_prompts", "storage.db_path",
-                          "service.hostname")),
+                          "service.hostname", "telemetry.enable_opentelemetry", "telemetry.otlp_endpoint",
+                          "telemetry.otlp_protocol")),
     JobKind("prometheus", "gpm.daemon.jobs:prometheus_job", enabled_by="telemetry.enable_prometheus",
             restart_keys=("telemetry.metrics_listen", "telemetry.per_process", "storage.db_path",
                           "service.hostname")),
