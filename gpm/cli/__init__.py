@@ -20,6 +20,8 @@ from gpm.errors import EXIT_CODES, EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
 COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
+    "daemon": ("gpm.cli.daemon:daemon", "Run sampling and every enabled job in one process."),
+    "install": ("gpm.cli.install:install", "Print or install systemd units or crontab lines."),
     "report": ("gpm.cli.report:report", "Report what the GPUs did over a week or a range."),
     "archive": ("gpm.cli.archive:archive", "Move old rows into Parquet and shrink the database."),
     "export": ("gpm.cli.export:export", "Export a table's history (SQLite + Parquet) as CSV, Parquet or JSONL."),

@@ -1,0 +1,8 @@
+"""``gpm daemon``: one long-lived process that schedules gpm's jobs.
+
+- ``scheduler``: a thread and a drift-free schedule per job, back-off on failure.
+- ``jobs``: the job registry (``JOB_KINDS``) and the adapters over the library
+  functions the one-shot subcommands call.
+- ``core``: start, SIGHUP reload, SIGTERM stop, systemd readiness and watchdog.
+- ``notify``, ``logs``: sd_notify without libsystemd; journald-friendly lines.
+"""

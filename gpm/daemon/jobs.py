@@ -1,0 +1,366 @@
+"""What the daemon runs: small adapters over the functions the subcommands call.
+
+``JOB_KINDS`` is the registration point. Each ``JobKind`` names a factory
+(``"module:function"``, imported only when the job is enabled, so a disabled
+feature costs nothing) called with a ``JobContext``, and returning a
+``PeriodicJob`` or ``ServiceJob`` (see ``gpm.daemon.scheduler``). Adding a
+feature to the daemon is one line here plus its factory::
+
+    JobKind("archive", "gpm.daemon.jobs:archive_job",
+            enabled_by="storage.enable_parquet_archival",
+            interval_key="storage.archive_interval_secs",
+            restart_keys=("storage.",))
+
+``enabled_by`` is the boolean config key that switches the job on (None:
+always on). On SIGHUP a change of ``interval_key`` is applied in place; a
+change of any ``restart_keys`` (exact keys, or ``"section."`` prefixes)
+rebuilds the job; flipping ``enabled_by`` starts or stops it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from gpm.config import Config
+from gpm.daemon.logs import job_logger
+from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
+from gpm.errors import EXIT_FAILURE, EXIT_LOCKED, GpmError, NoBackendError
+
+
+METRICS_STATE = "metrics_state"  # JobContext.shared key: the exporters' gpm.telemetry MetricsState
+
+
+ARCHIVE_FIRST_DELAY_SECS = 10.0  # let sampling settle, then archive what a restart left behind
+
+
+@dataclass
+class JobContext:
+    """What a job factory gets: the configuration and a way to report state.
+
+    ``set_status(job, text)`` feeds systemd's STATUS= line; ``mark_ready()``
+    tells the daemon sampling works (systemd READY=1); ``shared`` is one dict
+    for the daemon's whole life.
+    """
+
+    cfg: Config
+    set_status: Callable[[str, str], None] = lambda job, text: None
+    mark_ready: Callable[[], None] = lambda: None
+    # Objects jobs share, owned by the daemon (e.g. METRICS_STATE: the
+    # sampling job publishes into what the exporters serve).
+    shared: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    name: str
+    factory: str  # "module:function" taking a JobContext, returning a Job
+    enabled_by: str | None = None
+    interval_key: str | None = None
+    restart_keys: tuple[str, ...] = ()
+
+    def enabled(self, cfg: Config) -> bool:
+        return True if self.enabled_by is None else bool(cfg[self.enabled_by])
+
+    def build(self, ctx: JobContext) -> Job:
+        module_name, attr = self.factory.split(":")
+        return getattr(importlib.import_module(module_name), attr)(ctx)
+
+    def changed_keys(self, old: Config, new: Config) -> list[str]:
+        """The restart keys whose value differs between two configurations."""
+        return [
+            dotted for dotted in new.values
+            if any(dotted == k or (k.endswith(".") and dotted.startswith(k)) for k in self.restart_keys)
+            and old.values.get(dotted) != new.values[dotted]
+        ]
+
+
+@dataclass
+class SamplingJob:
+    """``gpm sample`` in a loop: one ``Sampler`` (NVML kept open) for the job's life.
+
+    With no GPU backend (driver not loaded yet at boot, or no GPU at all) it
+    logs the reason once and tries again every ``[gpu] nvml_retry_secs``
+    while the other jobs go on.
+    """
+
+    ctx: JobContext
+    log: logging.Logger = field(default_factory=lambda: job_logger("sample"))
+    sampler: object = None
+    no_gpu_reason: str | None = None
+    reported: dict[int, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from gpm.sampling import Sampler
+        from gpm.store.db import open_db
+
+        self.sampler = Sampler(self.ctx.cfg, conn=open_db(self.ctx.cfg.db_path))
+
+    def run(self) -> float | None:
+        cfg = self.ctx.cfg
+        sampler = self.sampler
+        if sampler.reader is None:
+            try:
+                sampler.open()
+            except NoBackendError as err:
+                retry = cfg["gpu.nvml_retry_secs"]
+                state = self.ctx.shared.get(METRICS_STATE)
+                if state is not None:
+                    state.forget_gpus()
+                    state.publish_collector("nvml", False, 0.0, str(err))
+                if str(err) != self.no_gpu_reason:
+                    self.log.warning("%s; retrying every %g s", err, retry)
+                    self.no_gpu_reason = str(err)
+                    self.ctx.set_status("sample", f"waiting for a GPU ({err})")
+                self.ctx.mark_ready()
+                return retry
+            if self.no_gpu_reason is not None:
+                self.log.info("GPU backend available now")
+            self.no_gpu_reason = None
+        t0 = time.perf_counter()
+        try:
+            samples = sampler.sample()
+        except sqlite3.Error:
+            raise
+        except Exception:
+            sampler.close()  # reopen the backend on the next try
+            raise
+        state = self.ctx.shared.get(METRICS_STATE)
+        if state is not None:
+            state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=time.perf_counter() - t0)
+        if samples:
+            self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
+                           samples[0].ts_ms)
+        self._report(samples, sampler.reader.source)
+        self.ctx.mark_ready()
+        return None
+
+    def _report(self, samples, source: str) -> None:
+        for s in samples:
+            if self.reported.get(s.index, "ok") != s.status:
+                if s.ok:
+                    self.log.info("GPU %d (%s) reads again", s.index, s.uuid or s.name or "?")
+                else:
+                    self.log.warning("GPU %d (%s) failed: %s", s.index, s.uuid or s.name or "?", s.status)
+            self.reported[s.index] = s.status
+        failed = sum(1 for s in samples if not s.ok)
+        interval = self.ctx.cfg["service.poll_interval_secs"]
+        text = f"sampling {len(samples)} GPU{'s' if len(samples) != 1 else ''} via {source} every {interval:g} s"
+        self.ctx.set_status("sample", text + (f", {failed} failing" if failed else ""))
+
+    def close(self) -> None:
+        self.sampler.close()
+        if self.sampler.conn is not None:
+            self.sampler.conn.close()
+
+
+def sampling_job(ctx: JobContext) -> PeriodicJob:
+    job = SamplingJob(ctx)
+    return PeriodicJob("sample", job.run, ctx.cfg["service.poll_interval_secs"], close=job.close)
+
+
+def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
+    """``gpm ollama-watch --follow``: poll /api/ps, record model sessions."""
+    from gpm.llm.sessions import OllamaWatcher
+    from gpm.store.db import open_db
+
+    cfg = ctx.cfg
+    conn = open_db(cfg.db_path)
+    watcher = OllamaWatcher(conn, cfg["ollama.api_url"], cfg.hostname,
+                            interval_secs=cfg["ollama.poll_interval_secs"], timeout_secs=cfg["ollama.timeout_secs"])
+
+    def run() -> None:
+        t0 = time.perf_counter()
+        result = watcher.poll()
+        state = ctx.shared.get(METRICS_STATE)
+        if state is not None:  # the exporters show what Ollama has loaded
+            from gpm.telemetry.llm import LoadedModel
+
+            took = time.perf_counter() - t0
+            if result.up:
+                state.publish_loaded_models(
+                    [LoadedModel(m.model, m.size_bytes, m.size_vram_bytes, m.context_length) for m in result.models],
+                    duration_seconds=took)
+            else:
+                state.publish_loaded_models(None, duration_seconds=took, error=result.error)
+
+    return PeriodicJob("ollama-watch", run, cfg["ollama.poll_interval_secs"], close=conn.close)
+
+
+def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
+    """``gpm ollama-watch --proxy``: the recording proxy.
+
+    Binding happens when the service opens, so an address in use is a failure
+    the scheduler retries with back-off, not a daemon that will not start.
+    """
+    from gpm.config import parse_listen
+
+    cfg = ctx.cfg
+    listen = parse_listen(cfg["ollama.proxy_listen"])
+    log = job_logger("ollama-proxy")
+
+    def open_() -> Callable[[], None]:
+        from gpm.llm.proxy import RecordingProxy
+        from gpm.llm.record import RequestLog
+        from gpm.store.db import open_db
+
+        hooks = tracer = None
+        if cfg["telemetry.enable_opentelemetry"]:  # a span per proxied request
+            from gpm.telemetry.proxy_hooks import ProxyHooks
+            from gpm.telemetry.tracing import ProxyTracer
+
+            tracer = ProxyTracer(cfg.hostname, endpoint=cfg["telemetry.otlp_endpoint"],
+                                 protocol=cfg["telemetry.otlp_protocol"]).start()
+            hooks = ProxyHooks(tracer=tracer, upstream_url=cfg["ollama.api_url"])
+        conn = open_db(cfg.db_path)
+        try:
+            proxy = RecordingProxy(listen, cfg["ollama.api_url"], sink=RequestLog(conn), host=cfg.hostname,
+                                   store_prompts=cfg["ollama.store_prompts"], hooks=hooks).start()
+        except OSError as err:
+            conn.close()
+            if tracer is not None:
+                tracer.stop()
+            raise GpmError(f"cannot listen on {listen[0]}:{listen[1]}: {err.strerror or err}") from None
+        log.info("recording proxy on %s -> %s%s", proxy.url, cfg["ollama.api_url"],
+                 " (spans to " + cfg["telemetry.otlp_endpoint"] + ")" if tracer else "")
+
+        def stop() -> None:
+            proxy.stop(timeout=1.0)  # in-flight requests are recorded (and their spans ended) as interrupted
+            if tracer is not None:
+                tracer.stop()  # exports what is left
+            conn.close()
+
+        return stop
+
+    return held_service("ollama-proxy", open_)
+
+
+def archive_job(ctx: JobContext) -> PeriodicJob:
+    """``gpm archive`` every [storage] archive_interval_secs, as a child process.
+
+    A child, not a call: archiving imports Polars (~40 MB that would stay in the
+    daemon for good) and the child gives it all back when it exits. It is the
+    very command cron runs, under the same per-database lock (``--wait 0``: when
+    a cron run holds it, this round is skipped). A killed run is safe: the
+    archive finishes its work on the next one.
+    """
+    cfg = ctx.cfg
+    log = job_logger("archive")
+    argv = [sys.executable, "-m", "gpm", "--db", str(cfg.db_path)]
+    if cfg.config_file_found and cfg.config_path is not None:
+        argv += ["--config", str(cfg.config_path)]
+    argv += ["archive", "--wait", "0"]
+
+    def run() -> None:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        log.debug("`gpm archive` exited %d", proc.returncode)  # silent on success, like under cron
+        lines = [line.removeprefix("gpm: ") for line in proc.stderr.splitlines()]
+        if proc.returncode == EXIT_LOCKED:
+            log.info("skipped this round: %s", "; ".join(lines) or "another `gpm archive` holds the lock")
+            return
+        for line in lines:
+            log.warning("%s", line)
+        if proc.returncode not in (0, EXIT_FAILURE):  # 1: problems, reported above; the rest was archived
+            raise GpmError(f"`gpm archive` exited {proc.returncode}")
+
+    return PeriodicJob("archive", run, cfg["storage.archive_interval_secs"],
+                       first_delay_secs=ARCHIVE_FIRST_DELAY_SECS)
+
+
+def _metrics_state(ctx: JobContext):
+    """The one state both exporters read and the sampling job feeds.
+
+    Between scrapes nothing polls: new proxied requests are read from the
+    database when an exporter asks, at most every [telemetry] scrape_cache_secs.
+    """
+    state = ctx.shared.get(METRICS_STATE)
+    if state is None:
+        from gpm.telemetry.llm import DbRequestFeed
+        from gpm.telemetry.state import MetricsState
+
+        cfg = ctx.cfg
+        state = MetricsState(cfg.hostname)
+        feed = DbRequestFeed(cfg.db_path, state.llm)
+        last = [float("-inf")]
+        lock = threading.Lock()
+
+        def refresh(_state) -> None:
+            with lock:
+                now = time.monotonic()
+                if now - last[0] < cfg["telemetry.scrape_cache_secs"]:
+                    return
+                last[0] = now
+                try:
+                    feed.poll()
+                except sqlite3.Error as err:
+                    job_logger("telemetry").warning("cannot read LLM requests: %s", err)
+
+        state.refresher = refresh
+        ctx.shared[METRICS_STATE] = state
+    return state
+
+
+def prometheus_job(ctx: JobContext) -> ServiceJob:
+    """``gpm serve-metrics``'s endpoint, serving what the daemon sampled."""
+    from gpm.config import parse_listen
+
+    cfg = ctx.cfg
+    state = _metrics_state(ctx)
+    host, port = parse_listen(cfg["telemetry.metrics_listen"])
+
+    def open_() -> Callable[[], None]:
+        from gpm.telemetry.server import MetricsServer
+
+        server = MetricsServer(state, host, port, per_process=cfg["telemetry.per_process"]).start()
+        job_logger("prometheus").info("serving metrics on %s", server.url)
+        return server.stop
+
+    return held_service("prometheus", open_)
+
+
+def otlp_job(ctx: JobContext) -> ServiceJob:
+    """``gpm serve-metrics --otlp``: push the same state over OTLP."""
+    cfg = ctx.cfg
+    state = _metrics_state(ctx)
+
+    def open_() -> Callable[[], None]:
+        from gpm.telemetry.otlp import OtlpMetrics
+
+        exporter = OtlpMetrics(state, endpoint=cfg["telemetry.otlp_endpoint"],
+                               protocol=cfg["telemetry.otlp_protocol"],
+                               interval_secs=cfg["telemetry.export_interval_secs"]).start()
+        job_logger("otlp").info("pushing OTLP metrics to %s every %g s", cfg["telemetry.otlp_endpoint"],
+                                cfg["telemetry.export_interval_secs"])
+        return exporter.stop
+
+    return held_service("otlp", open_)
+
+
+JOB_KINDS: list[JobKind] = [
+    JobKind("sample", "gpm.daemon.jobs:sampling_job",
+            interval_key="service.poll_interval_secs",
+            restart_keys=("gpu.", "classify.", "storage.db_path", "service.hostname")),
+    JobKind("archive", "gpm.daemon.jobs:archive_job", enabled_by="storage.enable_parquet_archival",
+            interval_key="storage.archive_interval_secs",
+            restart_keys=("storage.db_path",)),
+    JobKind("ollama-watch", "gpm.daemon.jobs:ollama_watch_job", enabled_by="ollama.enabled",
+            interval_key="ollama.poll_interval_secs",
+            restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),
+    JobKind("ollama-proxy", "gpm.daemon.jobs:ollama_proxy_job", enabled_by="ollama.enable_proxy",
+            restart_keys=("ollama.api_url", "ollama.proxy_listen", "ollama.store_prompts", "storage.db_path",
+                          "service.hostname", "telemetry.enable_opentelemetry", "telemetry.otlp_endpoint",
+                          "telemetry.otlp_protocol")),
+    JobKind("prometheus", "gpm.daemon.jobs:prometheus_job", enabled_by="telemetry.enable_prometheus",
+            restart_keys=("telemetry.metrics_listen", "telemetry.per_process", "storage.db_path",
+                          "service.hostname")),
+    JobKind("otlp", "gpm.daemon.jobs:otlp_job", enabled_by="telemetry.enable_opentelemetry",
+            restart_keys=("telemetry.otlp_endpoint", "telemetry.otlp_protocol", "telemetry.export_interval_secs",
+                          "service.hostname")),
+]

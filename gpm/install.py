@@ -1,0 +1,288 @@
+"""systemd units and crontab lines that run gpm, for ``gpm install``.
+
+The units name the absolute path of the running gpm (or of its Python with
+``-m gpm`` when gpm runs from a checkout), so what was tested on the command
+line is exactly what systemd or cron starts. Two ways to run gpm:
+
+- ``gpm.service``: the daemon (``Type=notify``, watchdog, reload on SIGHUP);
+- timers (``--timers``): ``gpm sample`` every minute, ``gpm archive`` daily,
+  ``gpm report`` weekly, for machines that prefer one-shot runs; the archive
+  and report timers also suit a daemon that has archiving switched off.
+
+System units keep their data in /var/lib/gpm (``StateDirectory=``) and read
+/etc/gpm/config.toml; user units use the user's usual XDG folders.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from gpm import paths
+from gpm.config import Config
+
+SAMPLE_COUNT = 6  # gpm-sample runs every minute: 6 samples 10 s apart fill it
+SAMPLE_INTERVAL_SECS = 10
+WATCHDOG_SECS = 60  # > the database busy timeout (30 s) a sample may wait out
+REPORT_NAME = "report-weekly.txt"
+SYSTEM_DATA_DIR = Path("/var/lib/gpm")
+SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
+
+
+def gpm_command() -> list[str]:
+    """How to start this very gpm: its console script, or ``python -m gpm``."""
+    argv0 = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if argv0 is not None and argv0.name == "gpm" and argv0.is_file():
+        return [str(argv0.resolve())]
+    script = Path(sys.executable).parent / "gpm"
+    if script.is_file() and os.access(script, os.X_OK):
+        return [str(script)]
+    return [str(Path(sys.executable).absolute()), "-m", "gpm"]
+
+
+def _package_root() -> str:
+    return str(Path(__file__).resolve().parent.parent)
+
+
+@dataclass
+class Setup:
+    """Where the generated units and lines point: command, options, data folders."""
+
+    command: list[str]
+    global_args: list[str]  # --config/--db given to `gpm install`, carried over
+    user: bool
+    data_dirs: list[Path]  # must stay writable under ProtectSystem=strict
+    report_path: Path
+
+    @classmethod
+    def from_config(cls, cfg: Config, *, user: bool, config_path: str | None = None,
+                    db_path: str | None = None) -> "Setup":
+        global_args: list[str] = []
+        if config_path:
+            global_args += ["--config", str(Path(config_path).expanduser().absolute())]
+        if db_path:
+            global_args += ["--db", str(Path(db_path).expanduser().absolute())]
+        if user:
+            dirs = [cfg.db_path.parent, cfg.archive_dir, paths.state_home()]
+            report = cfg.db_path.parent / REPORT_NAME
+        else:
+            db = Path(db_path).expanduser().absolute() if db_path else SYSTEM_DATA_DIR / "gpm.db"
+            dirs = [SYSTEM_DATA_DIR, db.parent]
+            report = db.parent / REPORT_NAME
+        unique: list[Path] = []
+        for d in dirs:
+            d = d.absolute()
+            if d not in unique:
+                unique.append(d)
+        return cls(gpm_command(), global_args, user, unique, report)
+
+    def argv(self, *args: str) -> list[str]:
+        return [*self.command, *self.global_args, *args]
+
+
+def _systemd_word(word: str) -> str:
+    """Quote one ExecStart= argument (specifiers escaped, spaces quoted)."""
+    word = word.replace("%", "%%")
+    if any(c in word for c in " \t\"'\\;$"):
+        return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return word
+
+
+def _exec(setup: Setup, *args: str) -> str:
+    return " ".join(_systemd_word(w) for w in setup.argv(*args))
+
+
+def _hardening(setup: Setup) -> list[str]:
+    lines = [
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+    ]
+    if not setup.user:
+        # the gpm executable may live in a home folder: readable, not writable
+        lines.append("ProtectHome=read-only")
+    lines += [f"ReadWritePaths=-{_systemd_word(str(d))}" for d in setup.data_dirs]
+    lines += [
+        "PrivateTmp=yes",
+        "ProtectKernelTunables=yes",
+        "ProtectKernelModules=yes",
+        "ProtectKernelLogs=yes",
+        "ProtectControlGroups=yes",
+        "ProtectClock=yes",
+        "ProtectHostname=yes",
+        "RestrictSUIDSGID=yes",
+        "RestrictRealtime=yes",
+        "RestrictNamespaces=yes",
+        "LockPersonality=yes",
+        "SystemCallArchitectures=native",
+        "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+        "UMask=0077",
+        "StateDirectory=gpm",
+        "StateDirectoryMode=0700",
+    ]
+    # /dev/nvidia* must stay visible: no PrivateDevices= or DevicePolicy=.
+    return lines
+
+
+def _environment(setup: Setup) -> list[str]:
+    lines = []
+    if setup.command[1:2] == ["-m"]:
+        lines.append(f"Environment={_systemd_word('PYTHONPATH=' + _package_root())}")
+    if not setup.user:
+        lines.append("Environment=XDG_CONFIG_HOME=/etc XDG_DATA_HOME=/var/lib XDG_STATE_HOME=/var/lib")
+    return lines
+
+
+def _header(name: str) -> list[str]:
+    return [
+        f"# Generated by `gpm install systemd`; change it with `systemctl edit {name}`",
+        "# (a drop-in survives regeneration).",
+    ]
+
+
+def _oneshot(setup: Setup, name: str, description: str, doc: str, *args: str) -> str:
+    lines = _header(name) + [
+        "[Unit]",
+        f"Description={description}",
+        f"Documentation=man:{doc}(1)",
+        "",
+        "[Service]",
+        "Type=oneshot",
+        f"ExecStart={_exec(setup, *args)}",
+        *_environment(setup),
+        "Nice=10",
+        "IOSchedulingClass=idle",
+        *_hardening(setup),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _timer(name: str, description: str, calendar: str, *, persistent: bool, spread: str | None,
+           accuracy: str) -> str:
+    lines = _header(name) + [
+        "[Unit]",
+        f"Description={description}",
+        "",
+        "[Timer]",
+        f"OnCalendar={calendar}",
+        f"AccuracySec={accuracy}",
+    ]
+    if persistent:
+        lines.append("Persistent=yes")
+    if spread:
+        lines.append(f"RandomizedDelaySec={spread}")
+    lines += ["", "[Install]", "WantedBy=timers.target"]
+    return "\n".join(lines) + "\n"
+
+
+def _available(command: str) -> bool:
+    """Only schedule subcommands this gpm has (archive and report are optional)."""
+    from gpm.cli import COMMANDS
+
+    return command in COMMANDS
+
+
+def systemd_units(setup: Setup, *, timers: bool) -> dict[str, str]:
+    """File name -> content, the daemon's unit first."""
+    wanted_by = "default.target" if setup.user else "multi-user.target"
+    daemon = _header("gpm.service") + [
+        "[Unit]",
+        "Description=gpm GPU and local-LLM monitor",
+        "Documentation=man:gpm-daemon(1)",
+        "After=network.target",
+        "",
+        "[Service]",
+        "Type=notify",
+        "NotifyAccess=main",
+        f"ExecStart={_exec(setup, 'daemon')}",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        *_environment(setup),
+        "Restart=on-failure",
+        "RestartSec=5s",
+        # exit 2: the configuration is wrong; restarting will not fix it
+        "RestartPreventExitStatus=2",
+        f"WatchdogSec={WATCHDOG_SECS}s",
+        "TimeoutStopSec=10s",
+        *_hardening(setup),
+        "",
+        "[Install]",
+        f"WantedBy={wanted_by}",
+    ]
+    units = {"gpm.service": "\n".join(daemon) + "\n"}
+    if timers:
+        units["gpm-sample.service"] = _oneshot(
+            setup, "gpm-sample.service", "gpm: sample every GPU", "gpm-sample",
+            "sample", "--count", str(SAMPLE_COUNT), "--interval", str(SAMPLE_INTERVAL_SECS))
+        units["gpm-sample.timer"] = _timer(
+            "gpm-sample.timer", "gpm: sample every GPU every minute", "*-*-* *:*:00",
+            persistent=False, spread=None, accuracy="1s")
+    if timers and _available("archive"):
+        units["gpm-archive.service"] = _oneshot(
+            setup, "gpm-archive.service", "gpm: archive old rows to Parquet", "gpm-archive", "archive")
+        units["gpm-archive.timer"] = _timer(
+            "gpm-archive.timer", "gpm: archive old rows daily", "daily",
+            persistent=True, spread="30min", accuracy="1min")
+    if timers and _available("report"):
+        units["gpm-report.service"] = _oneshot(
+            setup, "gpm-report.service", "gpm: write the weekly report", "gpm-report",
+            "report", "--output", str(setup.report_path))
+        units["gpm-report.timer"] = _timer(
+            "gpm-report.timer", "gpm: weekly report", "weekly",
+            persistent=True, spread="30min", accuracy="1min")
+    return units
+
+
+def render_units(units: dict[str, str]) -> str:
+    """Every unit introduced by a ``# NAME`` line, for printing."""
+    return "\n".join(f"# {name}\n{text}" for name, text in units.items())
+
+
+def unit_dir(user: bool) -> Path:
+    if user:
+        return paths.config_home().parent / "systemd" / "user"
+    return SYSTEM_UNIT_DIR
+
+
+def write_units(units: dict[str, str], directory: Path) -> list[tuple[Path, bool]]:
+    """Write each unit atomically; [(path, changed)]."""
+    directory.mkdir(parents=True, exist_ok=True)
+    results = []
+    for name, text in units.items():
+        path = directory / name
+        if path.is_file() and path.read_text(encoding="utf-8") == text:
+            results.append((path, False))
+            continue
+        tmp = path.with_name(f".{name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+        results.append((path, True))
+    return results
+
+
+def cron_lines(setup: Setup) -> str:
+    """Crontab lines equivalent to the timers (and the daemon, commented)."""
+
+    env = f"PYTHONPATH={shlex.quote(_package_root())} " if setup.command[1:2] == ["-m"] else ""
+
+    def cmd(*args: str) -> str:
+        # cron hands the line to /bin/sh; an unescaped % starts stdin there.
+        return env + " ".join(shlex.quote(w) for w in setup.argv(*args)).replace("%", "\\%")
+
+    lines = [
+        "# gpm: generated by `gpm install cron`; add with `crontab -e`, or",
+        "# (crontab -l; gpm install cron) | crontab -",
+        f"# sample every GPU each minute: {SAMPLE_COUNT} samples {SAMPLE_INTERVAL_SECS} s apart",
+        f"* * * * * {cmd('sample', '--count', str(SAMPLE_COUNT), '--interval', str(SAMPLE_INTERVAL_SECS))}",
+    ]
+    if _available("archive"):
+        lines += ["# archive rows older than [storage] retention_days to Parquet, daily",
+                  f"17 3 * * * {cmd('archive')}"]
+    if _available("report"):
+        lines += ["# write the weekly report, Mondays",
+                  f"23 6 * * 1 {cmd('report', '--output', str(setup.report_path))}"]
+    lines += ["# or, instead of the sample line, run the daemon from boot:",
+              f"# @reboot {cmd('daemon')}"]
+    return "\n".join(lines) + "\n"

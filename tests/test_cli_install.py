@@ -1,0 +1,124 @@
+"""`gpm install systemd|cron`: units systemd accepts, crontab lines that really run."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import gpm_env, run_gpm
+
+needs_systemd = pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze not installed")
+
+
+def split_units(text: str) -> dict[str, str]:
+    """Printed units -> {name: text}, split at the `# NAME` lines."""
+    parts = re.split(r"^# (gpm[\w-]*\.(?:service|timer))\n", text, flags=re.M)
+    assert parts[0] == ""
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def exec_start(unit: str) -> list[str]:
+    line = next(line for line in unit.splitlines() if line.startswith("ExecStart="))
+    return shlex.split(line[len("ExecStart="):].replace("%%", "%"))
+
+
+def test_prints_every_unit_under_a_comment_naming_its_file():
+    result = run_gpm("install", "systemd", "--timers", check=True)
+    units = split_units(result.stdout)
+    assert {"gpm.service", "gpm-sample.service", "gpm-sample.timer"} <= set(units)
+    daemon = units["gpm.service"]
+    for line in ("Type=notify", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
+                 "ExecReload=/bin/kill -HUP $MAINPID", "StateDirectory=gpm", "ProtectHome=read-only"):
+        assert line in daemon.splitlines()
+    assert re.search(r"^WatchdogSec=\d+s$", daemon, re.M)
+    argv = exec_start(daemon)
+    assert os.path.isabs(argv[0]) and os.access(argv[0], os.X_OK)
+    assert argv[-1] == "daemon"
+    assert exec_start(units["gpm-sample.service"])[-5:] == ["sample", "--count", "6", "--interval", "10"]
+    assert "OnCalendar=*-*-* *:*:00" in units["gpm-sample.timer"]
+
+
+def test_user_units_keep_the_data_folders_writable(isolated_home):
+    units = split_units(run_gpm("install", "systemd", "--user", check=True).stdout)
+    daemon = units["gpm.service"]
+    assert "WantedBy=default.target" in daemon and "ProtectHome" not in daemon
+    assert f"ReadWritePaths=-{isolated_home}/.local/share/gpm" in daemon.splitlines()
+
+
+def verify(directory: Path, *units: Path, user: bool) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    if user:
+        runtime = directory / "runtime"
+        runtime.mkdir(mode=0o700, exist_ok=True)
+        env["XDG_RUNTIME_DIR"] = str(runtime)
+    # man pages are not installed where tests run: --man=no
+    return subprocess.run(["systemd-analyze", "verify", "--man=no", *(["--user"] if user else []),
+                           *map(str, units)], capture_output=True, text=True, env=env, cwd=directory)
+
+
+@needs_systemd
+@pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
+def test_systemd_analyze_accepts_every_unit(tmp_path, user):
+    out = tmp_path / "units"
+    # a database path with a space and a percent sign needs quoting and %% in ExecStart
+    db = tmp_path / "my data" / "50%.db"
+    result = run_gpm("--db", db, "install", "systemd", "--timers", "--dir", out,
+                     *(["--user"] if user else []), check=True)
+    written = sorted(out.iterdir())
+    assert [f"wrote {p}" for p in written] == sorted(result.stdout.splitlines())
+    checked = verify(tmp_path, *written, user=user)
+    assert checked.stderr == "" and checked.returncode == 0, checked.stderr
+    daemon = (out / "gpm.service").read_text()
+    assert exec_start(daemon)[-3:] == ["--db", str(db), "daemon"]
+
+
+def test_write_installs_user_units_and_says_what_to_run_next(isolated_home):
+    result = run_gpm("install", "systemd", "--user", "--timers", "--write", check=True)
+    folder = isolated_home / ".config" / "systemd" / "user"
+    assert (folder / "gpm.service").is_file() and (folder / "gpm-sample.timer").is_file()
+    assert "next: systemctl --user daemon-reload && systemctl --user enable --now gpm.service " \
+           "gpm-sample.timer" in result.stdout
+    assert (isolated_home / ".local/share/gpm").is_dir()
+    again = run_gpm("install", "systemd", "--user", "--timers", "--write", check=True)
+    assert f"unchanged {folder / 'gpm.service'}" in again.stdout
+
+
+def test_dir_and_write_together_is_a_usage_error(tmp_path):
+    result = run_gpm("install", "systemd", "--dir", tmp_path, "--write")
+    assert result.returncode == 2
+    assert "--dir and --write" in result.stderr
+
+
+def test_a_system_folder_it_cannot_write_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    result = run_gpm("install", "systemd", "--dir", blocker / "units")
+    assert result.returncode == 1
+    assert result.stderr.startswith("gpm: ") and "cannot write unit" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_the_crontab_sample_line_runs_as_cron_would(fake_nvml, tmp_path):
+    db = tmp_path / "cron 100%.db"
+    text = run_gpm("--db", db, "install", "cron", check=True).stdout
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    sample = next(line for line in lines if " sample " in line)
+    fields = sample.split(None, 5)
+    assert fields[:5] == ["*"] * 5
+    # cron turns \% back into % and hands the rest to /bin/sh
+    command = fields[5].replace("\\%", "%").replace("--count 6 --interval 10", "--count 2 --interval 0.1")
+    env = gpm_env(fake_nvml.env())
+    env.pop("PYTHONPATH")  # cron has no PYTHONPATH: the line must carry what it needs
+    result = subprocess.run(["/bin/sh", "-c", command], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == ""  # cron mails any output
+    conn = sqlite3.connect(db)
+    assert conn.execute("SELECT COUNT(*) FROM gpu_metrics").fetchone()[0] == 2
+    assert re.search(r"^# @reboot .* daemon$", text, re.M)
