@@ -110,7 +110,8 @@ def test_history_and_export_from_fake_nvml_samples(tmp_path, fake_nvml, gpm):
     csv_after = gpm("--db", db, "export", "-t", "gpu_metrics", "--archive-dir", arch, env=env, check=True).stdout
     assert csv_after == csv_before
     assert before.height == 3 * 7 and before.get_column("gpu_uuid").n_unique() == 3
-    assert before.null_count().select("gpu_name", "power_milliwatts", "energy_millijoules").sum_horizontal()[0] == 0
+    nulls = before.null_count().select("gpu_name", "memory_total_bytes", "power_milliwatts", "energy_millijoules")
+    assert nulls.sum_horizontal()[0] == 0
 
 
 def test_export_formats_ranges_and_files(tmp_path, gpm):

@@ -213,7 +213,8 @@ def write_archive(rows_db: Path, archive: Path, host: str) -> None:
 
     conn = sqlite3.connect(rows_db)
     cur = conn.execute(
-        "SELECT g.uuid AS gpu_uuid, g.gpu_index, g.name AS gpu_name, m.* FROM gpu_metrics m "
+        "SELECT g.uuid AS gpu_uuid, g.gpu_index, g.name AS gpu_name, g.memory_total_bytes, m.* "
+        "FROM gpu_metrics m "
         "JOIN gpus g ON g.id = m.gpu_id ORDER BY g.uuid, m.ts_ms")
     names = [d[0] for d in cur.description]
     frame = pl.DataFrame(cur.fetchall(), schema=names, orient="row", infer_schema_length=None).drop("gpu_id")
