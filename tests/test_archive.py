@@ -360,3 +360,12 @@ def test_lock_is_released_when_the_holder_dies(tmp_path):
     finally:
         child.kill()
         child.wait(timeout=10)
+
+
+def test_parquet_order_is_the_plain_sort_order():
+    from gpm.store.archive import sort_frame
+
+    frame = pl.DataFrame({"host": ["b", "a", "b", "a", None], "gpu_uuid": ["GPU-2", "GPU-10", None, "GPU-1", "x"],
+                          "ts_ms": [3, 2, 1, 5, 4]})
+    keys = ["host", "gpu_uuid", "ts_ms"]
+    assert sort_frame(frame, keys).equals(frame.sort(keys))
