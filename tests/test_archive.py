@@ -110,7 +110,8 @@ def test_history_and_export_from_fake_nvml_samples(tmp_path, fake_nvml, gpm):
     csv_after = gpm("--db", db, "export", "-t", "gpu_metrics", "--archive-dir", arch, env=env, check=True).stdout
     assert csv_after == csv_before
     assert before.height == 3 * 7 and before.get_column("gpu_uuid").n_unique() == 3
-    assert before.null_count().select("gpu_name", "power_milliwatts", "energy_millijoules").sum_horizontal()[0] == 0
+    nulls = before.null_count().select("gpu_name", "memory_total_bytes", "power_milliwatts", "energy_millijoules")
+    assert nulls.sum_horizontal()[0] == 0
 
 
 def test_export_formats_ranges_and_files(tmp_path, gpm):
@@ -359,3 +360,12 @@ def test_lock_is_released_when_the_holder_dies(tmp_path):
     finally:
         child.kill()
         child.wait(timeout=10)
+
+
+def test_parquet_order_is_the_plain_sort_order():
+    from gpm.store.archive import sort_frame
+
+    frame = pl.DataFrame({"host": ["b", "a", "b", "a", None], "gpu_uuid": ["GPU-2", "GPU-10", None, "GPU-1", "x"],
+                          "ts_ms": [3, 2, 1, 5, 4]})
+    keys = ["host", "gpu_uuid", "ts_ms"]
+    assert sort_frame(frame, keys).equals(frame.sort(keys))

@@ -134,3 +134,55 @@ def test_readme_query_runs_on_a_real_database(tmp_path, query):
     else:  # pragma: no cover
         rows = sqlite3.connect(path).execute(query).fetchall()
     assert rows, query
+
+
+def test_memory_total_moves_to_gpus_and_an_old_database_keeps_every_row(tmp_path):
+    """0002 drops gpu_metrics.memory_total_bytes (issue 5): rows, views and sizes survive it."""
+    import importlib
+
+    import sqlite_utils
+
+    from gpm.store import db as store_db
+
+    path = tmp_path / "old.db"
+    conn = store_db.connect(path)
+    old = sqlite_utils.Database(conn)
+    for module_name in store_db.SCHEMA_MODULES:  # a database made before 0002
+        module = importlib.import_module(module_name)
+        steps = module.MIGRATIONS[:1] if module_name == "gpm.store.schema_core" else module.MIGRATIONS
+        migrations = sqlite_utils.Migrations(module.SET_NAME)
+        for name, fn in steps:
+            migrations(name=name)(fn)
+        migrations.apply(old)
+    conn.execute("INSERT INTO gpus (id, host, uuid, gpu_index, memory_total_bytes, first_seen_ms, last_seen_ms) "
+                 "VALUES (1, 'box', 'GPU-a', 0, 1000, 0, 0), (2, 'box', 'GPU-b', 1, NULL, 0, 0)")
+    conn.executemany(
+        "INSERT INTO gpu_metrics (ts_ms, gpu_id, source, memory_used_bytes, memory_total_bytes, "
+        "power_limit_milliwatts) VALUES (?, ?, 0, ?, ?, 450000)",
+        [(ts, gpu, ts, 2000 + ts) for ts in range(1, 4) for gpu in (1, 2)])
+    conn.execute("INSERT INTO llm_requests (ts_ms, end_ms, host, endpoint, model, stream, duration_seconds) "
+                 "VALUES (1, 3, 'box', '/api/generate', 'm', 0, 0.002)")
+    conn.close()
+
+    conn = open_db(path)
+    columns = [r[1] for r in conn.execute("PRAGMA table_info(gpu_metrics)")]
+    assert "memory_total_bytes" not in columns and "power_limit_milliwatts" in columns
+    assert conn.execute("SELECT id, memory_total_bytes FROM gpus ORDER BY id").fetchall() == [(1, 1000), (2, 2003)]
+    assert conn.execute("SELECT gpu_uuid, ts_ms, memory_used_bytes, memory_total_bytes, power_limit_watts "
+                        "FROM gpu_samples ORDER BY ts_ms, gpu_uuid").fetchall() == [
+        (uuid, ts, ts, total, 450.0) for ts in range(1, 4) for uuid, total in (("GPU-a", 1000), ("GPU-b", 2003))]
+    assert conn.execute("SELECT COUNT(*) FROM llm_request_gpu_samples").fetchone()[0] == 6  # its view is back
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_a_new_memory_size_updates_the_gpu(tmp_path):
+    conn = open_db(tmp_path / "gpm.db")
+    from gpm.store.samples import GpuIds
+
+    ids = GpuIds()
+    save_samples(conn, "box", [make_sample(1000)], ids)
+    save_samples(conn, "box", [make_sample(2000, memory_total_bytes=None, status="gpu_is_lost")], ids)
+    assert conn.execute("SELECT memory_total_bytes FROM gpus").fetchone()[0] == 25757220864
+    save_samples(conn, "box", [make_sample(3000, memory_total_bytes=48 * 2**30)], ids)
+    assert conn.execute("SELECT memory_total_bytes FROM gpus").fetchone()[0] == 48 * 2**30
+    assert conn.execute("SELECT DISTINCT memory_total_bytes FROM gpu_samples").fetchall() == [(48 * 2**30,)]

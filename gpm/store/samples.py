@@ -1,4 +1,9 @@
-"""Save GPU samples: upsert the GPU's identity, append its metrics."""
+"""Save GPU samples: upsert the GPU's identity, append its metrics.
+
+A sample's ``memory_total_bytes`` goes to ``gpus`` (it is the GPU's, not
+the moment's); ``power_limit_watts`` goes to both, since users change power
+limits at run time and the report needs the limit of each moment.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +17,10 @@ from gpm.store.schema_core import SOURCE_CODES
 _METRIC_SQL = """
 INSERT OR IGNORE INTO gpu_metrics (
     ts_ms, gpu_id, source, status, utilization_gpu_percent, utilization_memory_percent,
-    memory_used_bytes, memory_total_bytes, temperature_celsius, power_milliwatts,
+    memory_used_bytes, temperature_celsius, power_milliwatts,
     power_limit_milliwatts, energy_millijoules, sm_clock_mhz, memory_clock_mhz,
     fan_percent, pstate, throttle_reasons
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 
@@ -76,7 +81,7 @@ def metric_row(gpu_id: int, s: GpuSample) -> tuple:
     return (
         s.ts_ms, gpu_id, SOURCE_CODES[s.source], None if s.ok else s.status,
         s.utilization_gpu_percent, s.utilization_memory_percent,
-        s.memory_used_bytes, s.memory_total_bytes, s.temperature_celsius,
+        s.memory_used_bytes, s.temperature_celsius,
         _milli(s.power_watts), _milli(s.power_limit_watts), _milli(s.energy_joules),
         s.sm_clock_mhz, s.memory_clock_mhz, s.fan_percent, s.pstate, s.throttle_reasons,
     )

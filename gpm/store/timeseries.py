@@ -13,6 +13,10 @@ Every table becomes the same shape of history frame:
   ``gpu_id`` (per-database ids mean nothing elsewhere, so ``gpu_id`` is
   replaced by ``host, gpu_uuid, gpu_index, gpu_name`` from ``gpus``), else the
   configured host name;
+* columns an entry takes from ``gpus`` (``gpu_columns``) where the table has
+  none of its own, placed as if they were the table's: ``gpu_metrics`` keeps
+  ``memory_total_bytes`` after ``memory_used_bytes`` although SQLite stores
+  it once per GPU;
 * the time column as a timestamp, named without ``_ms`` (``ts_ms`` -> ``ts``,
   ``first_seen_ms`` -> ``first_seen``), ``Datetime("ms", "UTC")``;
 * the time column itself (Unix ms, ``Int64``);
@@ -60,6 +64,10 @@ class TimeSeries:
     codes: Mapping[str, Mapping[int, str]] = field(default_factory=dict)
     # Parquet sort order after host (GPU first where there is one, then time).
     sort_keys: tuple[str, ...] = ()
+    # (column of gpus, history column it follows, polars type): per-row history
+    # columns that SQLite keeps once per GPU; Parquet keeps them per row (free
+    # after dictionary encoding) so files stand alone.
+    gpu_columns: tuple[tuple[str, str, str], ...] = ()
 
     @property
     def age(self) -> str:
@@ -81,6 +89,7 @@ TIME_SERIES: tuple[TimeSeries, ...] = (
         },
         codes={"source": SOURCE_NAMES},
         sort_keys=("gpu_uuid", "ts"),
+        gpu_columns=(("memory_total_bytes", "memory_used_bytes", "Int64"),),
     ),
     # issue 3: one row per process run; a run still being seen is not archived.
     TimeSeries("process_events", time_column="first_seen_ms", age_column="last_seen_ms",
@@ -107,6 +116,7 @@ class Column:
     dtype: str  # polars type name of the history column
     origin: str  # "table", "gpus", "own_host" or "time" (the timestamp derived from the time column)
     in_file: bool = True
+    source: str = ""  # the gpus column of a "gpus" column
 
 
 @dataclass(frozen=True)
@@ -169,11 +179,11 @@ class Resolved:
         import polars as pl
 
         if self.joins_gpus:
-            wanted = [c.name for c in self.columns if c.origin == "gpus"]
+            wanted = [c for c in self.columns if c.origin == "gpus"]
             gpus = pl.DataFrame(
-                conn.execute("SELECT id, host, uuid, gpu_index, name FROM gpus").fetchall(), orient="row",
-                schema={"gpu_id": pl.Int64, **{n: _dtype(t) for n, _col, t in GPU_IDENTITY}},
-            ).select("gpu_id", *wanted)
+                conn.execute(f"SELECT id, {', '.join(c.source for c in wanted)} FROM gpus").fetchall(),
+                orient="row", schema={"gpu_id": pl.Int64, **{c.name: _dtype(c.dtype) for c in wanted}},
+            )
             frame = frame.join(gpus, on="gpu_id", how="left")
         if self.host_sql == "?":
             frame = frame.with_columns(host=pl.lit(own_host, dtype=pl.String))
@@ -242,7 +252,7 @@ def resolve(conn: sqlite3.Connection, spec: TimeSeries) -> Resolved:
         columns.append(Column("host", "String", "own_host"))
     if joins_gpus:
         identity = GPU_IDENTITY if host_sql == "g.host" else GPU_IDENTITY[1:]
-        columns += [Column(n, dtype, "gpus") for n, _col, dtype in identity]
+        columns += [Column(n, dtype, "gpus", source=col) for n, col, dtype in identity]
     raw = tuple((row[1], _declared_dtype(row[2] or "")) for row in info)
     columns.append(Column(spec.ts_name, "Datetime", "time"))
     columns.append(Column(spec.time_column, "Int64", "table", in_file=False))
@@ -254,6 +264,9 @@ def resolve(conn: sqlite3.Connection, spec: TimeSeries) -> Resolved:
         elif dtype == "Int64" and name in spec.small_ints:
             dtype = spec.small_ints[name]
         columns.append(Column(name, dtype, "table"))
+        if joins_gpus:
+            columns += [Column(col, t, "gpus", source=col) for col, after, t in spec.gpu_columns
+                        if after == name and col not in names]
     pk = tuple(row[1] for row in sorted(info, key=lambda r: r[5]) if row[5] > 0)
     return Resolved(spec, tuple(columns), raw, host_sql, pk)
 

@@ -91,7 +91,7 @@ def make_week_db(path: Path, start_ms: int) -> None:
                 "VALUES (?, ?, ?, ?, ?, ?, ?)",
                 ("bench", f"GPU-bench-{g}", g, "NVIDIA GeForce RTX 4090", 25_757_220_864, start_ms, start_ms),
             ).lastrowid
-            frame = trace(start_ms, 7 * 86400, 1, g)
+            frame = trace(start_ms, 7 * 86400, 1, g).drop("memory_total_bytes")  # in gpus
             cols = frame.columns
             conn.executemany(
                 f"INSERT INTO gpu_metrics (gpu_id, {', '.join(cols)}) VALUES (?, {', '.join('?' * len(cols))})",

@@ -134,8 +134,10 @@ def write_trace(conn: sqlite3.Connection, frame: pl.DataFrame, host: str = "benc
         )
         ids[g] = conn.execute("SELECT id FROM gpus WHERE host = ? AND uuid = ?", (host, uuid)).fetchone()[0]
     conn.execute("COMMIT")
+    stored = {row[1] for row in conn.execute("PRAGMA table_info(gpu_metrics)")}
+    # memory_total_bytes lives in gpus since schema_core 0002.
     metrics = frame.with_columns(pl.col("gpu_index").replace_strict(ids).alias("gpu_id")).select(
-        "ts_ms", "gpu_id", *[c for c in frame.columns if c not in ("ts_ms", "gpu_index")]
+        "ts_ms", "gpu_id", *[c for c in frame.columns if c not in ("ts_ms", "gpu_index") and c in stored]
     )
     placeholders = ", ".join("?" * metrics.width)
     sql = f"INSERT INTO gpu_metrics ({', '.join(metrics.columns)}) VALUES ({placeholders})"
