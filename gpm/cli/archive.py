@@ -53,11 +53,11 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
                 _dry_run(app, store_archive.plan(conn, cutoff=cutoff, own_host=cfg.hostname), cutoff)
                 return
             from gpm.gpu.model import now_ms
-            from gpm.report.partials import refresh_hours
+            from gpm.store.reductions import refresh
 
             # Reduce the hours about to move while they are still in SQLite:
-            # `gpm report` then reads them from report_hours, not from Parquet.
-            refresh_hours(conn, str(cfg.db_path), cfg["report.busy_threshold_percent"], now_ms=now_ms())
+            # `gpm report` then reads them from report_minutes, not from Parquet.
+            refresh(conn, cfg["report.busy_threshold_percent"], now_ms=now_ms())
             bar = None
             if not app.quiet and sys.stderr.isatty():
                 total = sum(p.rows for p in store_archive.plan(conn, cutoff=cutoff, own_host=cfg.hostname))

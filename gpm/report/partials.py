@@ -22,24 +22,20 @@ Utilization is an integer percentage, so its exact distribution is a
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from gpm.gpu.model import THROTTLE_REASONS
+from gpm.store.reductions import (BUCKET_MS, CLOSED_AFTER_MS, HOUR_MS, MINUTE_COLUMNS, THROTTLING,
+                                  THROTTLING_MASK, drop_hour, fingerprint, reduce_span, store_hours)
 
 if TYPE_CHECKING:
     import polars as pl
 
-BUCKET_MS = 60_000
 MIN_GAP_SECS = 60.0
-
-# Reasons that mean "the GPU was held back"; idle, application clocks,
-# display clocks and sync boost are not throttling.
-THROTTLING = ("sw_power_cap", "hw_slowdown", "sw_thermal_slowdown",
-              "hw_thermal_slowdown", "hw_power_brake_slowdown")
-THROTTLING_MASK = sum(THROTTLE_REASONS[name] for name in THROTTLING)
 
 KEY = ["host", "gpu_uuid", "minute"]
 GPU_COLUMNS = ["host", "gpu_uuid", "gpu_index", "gpu_name"]
@@ -69,51 +65,10 @@ class Selection:
         return False
 
 
-def _throttle_sql() -> str:
-    parts = [f"sum((throttle_reasons & {THROTTLING_MASK}) != 0) AS thr_any_n"]
-    parts += [f"sum((throttle_reasons & {THROTTLE_REASONS[name]}) != 0) AS thr_{name}_n"
-              for name in THROTTLING]
-    return ",\n        ".join(parts)
-
-
-_BUCKETS_SQL = f"""
-WITH b AS (
-    SELECT gpu_id, ts_ms / {BUCKET_MS} AS minute, count(*) AS n,
-        min(ts_ms) AS first_ts_ms, max(ts_ms) AS last_ts_ms,
-        count(utilization_gpu_percent) AS util_n, sum(utilization_gpu_percent) AS util_sum,
-        sum(utilization_gpu_percent > :busy) AS busy_n,
-        count(temperature_celsius) AS temp_n, sum(temperature_celsius) AS temp_sum,
-        max(temperature_celsius) AS temp_max,
-        max(memory_used_bytes) AS mem_max,
-        (SELECT memory_total_bytes FROM gpus WHERE gpus.id = gpu_id) AS mem_total,
-        count(power_milliwatts) AS power_n, sum(power_milliwatts) AS power_sum_mw,
-        count(energy_millijoules) AS energy_n,
-        min(energy_millijoules) AS energy_min_mj, max(energy_millijoules) AS energy_max_mj,
-        count(throttle_reasons) AS thr_n,
-        {_throttle_sql()}
-    FROM gpu_metrics
-    WHERE ts_ms >= :since AND ts_ms < :until
-    GROUP BY gpu_id, minute
-)
-SELECT b.*, f.power_milliwatts AS power_first_mw, f.energy_millijoules AS energy_first_mj,
-       l.energy_millijoules AS energy_last_mj
-FROM b
-JOIN gpu_metrics f ON f.ts_ms = b.first_ts_ms AND f.gpu_id = b.gpu_id
-JOIN gpu_metrics l ON l.ts_ms = b.last_ts_ms AND l.gpu_id = b.gpu_id
-"""
-
-_HISTOGRAM_SQL = """
-SELECT gpu_id, utilization_gpu_percent AS util, count(*) AS n
-FROM gpu_metrics
-WHERE ts_ms >= :since AND ts_ms < :until AND utilization_gpu_percent IS NOT NULL
-GROUP BY gpu_id, util
-"""
-
-
 def sqlite_gpus(conn: sqlite3.Connection, sel: Selection) -> dict[int, tuple]:
-    """gpus.id -> (host, uuid, index, name) for the GPUs the selection keeps."""
+    """gpus.id -> (host, uuid, index, name, memory total) for the GPUs the selection keeps."""
     try:
-        rows = conn.execute("SELECT id, host, uuid, gpu_index, name FROM gpus").fetchall()
+        rows = conn.execute("SELECT id, host, uuid, gpu_index, name, memory_total_bytes FROM gpus").fetchall()
     except sqlite3.OperationalError:
         return {}
     return {
@@ -122,80 +77,56 @@ def sqlite_gpus(conn: sqlite3.Connection, sel: Selection) -> dict[int, tuple]:
     }
 
 
-def _positive_steps(values: Iterable[int | None]) -> int:
-    total, prev = 0, None
-    for v in values:
-        if v is None:
-            continue
-        if prev is not None and v > prev:
-            total += v - prev
-        prev = v
-    return total
+_ROW_SCHEMA = ("minute", "gpu_id", *MINUTE_COLUMNS)
 
 
-HOUR_MS = 3_600_000
-# An hour is cached only once it has been over this long: the sampler may
-# still be writing the current one.
-CLOSED_AFTER_MS = 5 * 60_000
-
-
-def _reduce_span(conn: sqlite3.Connection, since_ms: int, until_ms: int,
-                 busy_threshold: float) -> tuple[list[str], list[tuple], list[tuple]]:
-    """Raw rows of [since, until) -> (column names, partial rows, histogram rows), all GPUs."""
-    p = {"busy": busy_threshold, "since": since_ms, "until": until_ms}
-    cur = conn.execute(_BUCKETS_SQL, p)
-    names = [d[0] for d in cur.description]
-    rows = cur.fetchall()
-    # A minute whose counter is not monotonic (a reset, a missing reading)
-    # gets its positive steps summed from its rows.
-    ix = {name: i for i, name in enumerate(names)}
-    out = []
-    for r in rows:
-        if r[ix["energy_max_mj"]] is None:
-            within = None
-        elif r[ix["energy_first_mj"]] == r[ix["energy_min_mj"]] and r[ix["energy_last_mj"]] == r[ix["energy_max_mj"]]:
-            within = r[ix["energy_max_mj"]] - r[ix["energy_min_mj"]]
-        else:
-            values = conn.execute(
-                "SELECT energy_millijoules FROM gpu_metrics WHERE gpu_id = ? AND ts_ms >= ? "
-                "AND ts_ms <= ? ORDER BY ts_ms",
-                (r[ix["gpu_id"]], r[ix["first_ts_ms"]], r[ix["last_ts_ms"]]),
-            ).fetchall()
-            within = _positive_steps(v[0] for v in values)
-        out.append((*r, within))
-    hist = conn.execute(_HISTOGRAM_SQL, p).fetchall()
-    return names + ["energy_within_mj"], out, hist
-
-
-def _frames(names: list[str], rows: list[tuple], hist: list[tuple]) -> tuple["pl.DataFrame", "pl.DataFrame"]:
+def _frames(rows: list[tuple], hist: list[tuple]) -> tuple["pl.DataFrame", "pl.DataFrame"]:
     import polars as pl
 
-    schema = {n: pl.Int64 for n in names}
-    frame = pl.DataFrame(rows, schema=schema, orient="row").drop("energy_min_mj", "energy_max_mj")
+    frame = pl.DataFrame(rows, schema={n: pl.Int64 for n in _ROW_SCHEMA}, orient="row")
     hframe = pl.DataFrame(hist, schema={"gpu_id": pl.Int64, "util": pl.Int64, "n": pl.Int64}, orient="row")
     return frame, hframe
 
 
-def _to_blob(frame: "pl.DataFrame") -> bytes:
-    import io
+def _read_minutes(db_path: str, since_minute: int, until_minute: int, threads: int) -> "pl.DataFrame":
+    """``report_minutes`` rows of [since, until) as a frame.
 
-    buf = io.BytesIO()
-    frame.write_ipc_stream(buf, compression="uncompressed")
-    return buf.getvalue()
-
-
-def _from_blob(blob: bytes) -> "pl.DataFrame":
-    import io
-
+    Each column crosses from SQLite as one comma-separated text (NULL as an
+    empty field) that Polars splits and parses: a week of 8 GPUs is 80,640
+    rows, which as Python tuples take twice as long. All the aggregates of
+    one query see the rows in the same order. The range is split among
+    ``threads`` connections (sqlite3 lets go of the GIL while SQLite works).
+    """
     import polars as pl
 
-    return pl.read_ipc_stream(io.BytesIO(blob))
+    from gpm.store.db import connect
+
+    select = ", ".join(f"group_concat(coalesce({c}, ''), ',')" for c in _ROW_SCHEMA)
+    step = max(1, -(-(until_minute - since_minute) // max(1, threads)))
+    bounds = [(lo, min(lo + step, until_minute)) for lo in range(since_minute, until_minute, step)]
+
+    def run(span: tuple[int, int]) -> tuple:
+        c = connect(db_path, readonly=True)
+        try:
+            return c.execute(f"SELECT count(*), {select} FROM report_minutes WHERE minute >= ? AND minute < ?",
+                             span).fetchone()
+        finally:
+            c.close()
+
+    with ThreadPoolExecutor(max_workers=max(1, len(bounds))) as pool:
+        results = [r for r in pool.map(run, bounds) if r[0]]
+    if not results:
+        return pl.DataFrame(schema={n: pl.Int64 for n in _ROW_SCHEMA})
+    return pl.DataFrame({
+        name: pl.Series([r[i + 1] for r in results]).str.split(",").explode().cast(pl.Int64, strict=False)
+        for i, name in enumerate(_ROW_SCHEMA)
+    })
 
 
 def _archived_intact(conn: sqlite3.Connection, hour: int, entry: tuple) -> bool:
-    """Whether a cached hour whose rows left SQLite is still whole: `gpm archive`
-    moved exactly what the cache saw (every part file of that UTC day was
-    recorded after the hour was cached, and they span its first and last sample)."""
+    """Whether a reduced hour whose rows left SQLite is still whole: `gpm archive`
+    moved exactly what the reduction saw (every part file of that UTC day was
+    recorded after the hour was reduced, and they span its first and last sample)."""
     from datetime import datetime, timezone
 
     day = datetime.fromtimestamp(hour / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
@@ -205,26 +136,7 @@ def _archived_intact(conn: sqlite3.Connection, hour: int, entry: tuple) -> bool:
             "WHERE table_name = 'gpu_metrics' AND day = ?", (day,)).fetchone()
     except sqlite3.OperationalError:  # no archive table in this database
         return False
-    return bool(n) and created >= entry[5] and lo <= entry[0] and hi >= entry[1]
-
-
-def refresh_hours(conn: sqlite3.Connection, db_path: str, busy_threshold: float, *, now_ms: int) -> int:
-    """Reduce the closed hours of ``gpu_metrics`` not cached yet (after the
-    last cached one) into ``report_hours``; return how many hours were looked at.
-
-    Cheap when the cache is current (two indexed queries), so `gpm archive`
-    calls it before it moves rows: the report then reads archived hours from
-    the cache instead of Parquet.
-    """
-    last = conn.execute("SELECT max(hour_ms) FROM report_hours").fetchone()[0]
-    start = 0 if last is None else last + HOUR_MS
-    first = conn.execute("SELECT min(ts_ms) FROM gpu_metrics WHERE ts_ms >= ?", (start,)).fetchone()[0]
-    until = (now_ms - CLOSED_AFTER_MS) // HOUR_MS * HOUR_MS
-    if first is None or first // HOUR_MS * HOUR_MS >= until:
-        return 0
-    since = first // HOUR_MS * HOUR_MS
-    sqlite_partials(conn, db_path, Selection(since, until), busy_threshold, now_ms=now_ms)
-    return (until - since) // HOUR_MS
+    return bool(n) and created >= entry[3] and lo <= entry[0] and hi >= entry[1]
 
 
 def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy_threshold: float,
@@ -232,14 +144,15 @@ def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy
                     archived_hours: list[int] | None = None) -> tuple["pl.DataFrame", "pl.DataFrame"]:
     """(partials, histogram) of the SQLite rows in the selection.
 
-    Whole closed hours come from ``report_hours`` when their fingerprint
-    (first and last sample, busy threshold) still matches, and are stored
-    there once computed (``use_cache=False`` neither reads nor writes it).
-    A cached hour whose rows `gpm archive` has since moved is still used
-    while the archive holds exactly those rows (``_archived_intact``); such
-    hours are appended to ``archived_hours`` so that the caller does not read
-    them from Parquet again. The rest is reduced by ``threads`` parallel
-    read-only connections (sqlite3 releases the GIL while a query runs).
+    Whole closed hours come from the reduction tables (``report_minutes``,
+    ``report_hist``) when their fingerprint (first and last sample, busy
+    threshold) still matches; an hour not reduced yet, or changed since, is
+    reduced here and stored (``use_cache=False`` neither reads nor writes
+    them). A reduced hour whose rows `gpm archive` has since moved is still
+    used while the archive holds exactly those rows (``_archived_intact``);
+    such hours are appended to ``archived_hours`` so that the caller does not
+    read them from Parquet again. Raw rows are reduced by ``threads``
+    parallel read-only connections (sqlite3 releases the GIL while a query runs).
     """
     import polars as pl
 
@@ -265,44 +178,22 @@ def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy
 
     cached: dict[int, tuple] = {}
     if hours:
-        cached = {
-            r[0]: r[1:] for r in conn.execute(
-                "SELECT hour_ms, first_ts_ms, last_ts_ms, busy_threshold_percent, partials, histogram, "
-                "computed_ms "
-                "FROM report_hours WHERE hour_ms >= ? AND hour_ms < ?", (hours[0], hours[-1] + HOUR_MS),
-            )
-        }
-    parts, hists, stale, todo = [], [], [], []
+        cached = {r[0]: r[1:] for r in conn.execute(
+            "SELECT hour_ms, first_ts_ms, last_ts_ms, busy_threshold_percent, computed_ms "
+            "FROM report_hours WHERE hour_ms >= ? AND hour_ms < ?", (hours[0], hours[-1] + HOUR_MS))}
+    valid, stale, todo = [], [], []
     for hour in hours:
-        # Two queries: SQLite answers a lone min() or max() from the index.
-        fp = tuple(conn.execute(
-            f"SELECT {agg}(ts_ms) FROM gpu_metrics WHERE ts_ms >= ? AND ts_ms < ?", (hour, hour + HOUR_MS),
-        ).fetchone()[0] for agg in ("min", "max"))
+        fp = fingerprint(conn, hour)
         entry = cached.get(hour)
         if fp[0] is None:
-            frames = None
             if entry and entry[2] == busy_threshold and _archived_intact(conn, hour, entry):
-                try:
-                    frames = _from_blob(entry[3]), _from_blob(entry[4])
-                except Exception:  # noqa: BLE001 - another polars version: read the archive instead
-                    frames = None
-            if frames is None:
-                if entry:
-                    stale.append(hour)
-                continue
-            parts.append(frames[0])
-            hists.append(frames[1])
-            if archived_hours is not None:
-                archived_hours.append(hour)
-            continue
-        if entry and (entry[0], entry[1], entry[2]) == (fp[0], fp[1], busy_threshold):
-            try:
-                frames = _from_blob(entry[3]), _from_blob(entry[4])
-            except Exception:  # noqa: BLE001 - written by another polars version: recompute
-                todo.append((hour, fp))
-                continue
-            parts.append(frames[0])
-            hists.append(frames[1])
+                valid.append(hour)
+                if archived_hours is not None:
+                    archived_hours.append(hour)
+            elif entry:
+                stale.append(hour)
+        elif entry and entry[:3] == (*fp, busy_threshold):
+            valid.append(hour)
         else:
             todo.append((hour, fp))
     spans += [(hour, hour + HOUR_MS) for hour, _ in todo]
@@ -310,43 +201,46 @@ def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy
     def run(span: tuple[int, int]):
         c = connect(db_path, readonly=True)
         try:
-            return _reduce_span(c, span[0], span[1], busy_threshold)
+            return reduce_span(c, span[0], span[1], busy_threshold)
         finally:
             c.close()
 
+    parts, hists = [], []
+    if valid:
+        lo, hi = valid[0], valid[-1] + HOUR_MS
+        frame = _read_minutes(db_path, lo // BUCKET_MS, hi // BUCKET_MS, threads)
+        if len(valid) != (hi - lo) // HOUR_MS:  # a hole of hours reduced again below
+            frame = frame.filter((pl.col("minute") * BUCKET_MS // HOUR_MS * HOUR_MS).is_in(valid))
+        parts.append(frame)
+        hists.append(pl.DataFrame(conn.execute(
+            "SELECT gpu_id, util, sum(n) FROM report_hist WHERE hour_ms IN (SELECT value FROM json_each(?)) "
+            "GROUP BY gpu_id, util", (json.dumps(valid),)).fetchall(),
+            schema={"gpu_id": pl.Int64, "util": pl.Int64, "n": pl.Int64}, orient="row"))
     if spans:
         with ThreadPoolExecutor(max_workers=max(1, min(threads, len(spans)))) as pool:
             results = list(pool.map(run, spans))
-    else:
-        results = []
-    fresh = {}
-    for span, (names, rows, hist) in zip(spans, results):
-        frame, hframe = _frames(names, rows, hist)
-        parts.append(frame)
-        hists.append(hframe)
-        fresh[span[0]] = (frame, hframe)
-    if todo or stale:
-        with write(conn):
-            conn.executemany("DELETE FROM report_hours WHERE hour_ms = ?", [(h,) for h in stale])
-            conn.executemany(
-                "INSERT OR REPLACE INTO report_hours (hour_ms, first_ts_ms, last_ts_ms, "
-                "busy_threshold_percent, partials, histogram, computed_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [(hour, fp[0], fp[1], busy_threshold, _to_blob(fresh[hour][0]), _to_blob(fresh[hour][1]), now_ms)
-                 for hour, fp in todo],
-            )
+        for rows, hist in results:
+            frame, hframe = _frames(rows, hist)
+            parts.append(frame)
+            hists.append(hframe)
+        if todo or stale:
+            fresh = dict(zip((s[0] for s in spans), results))
+            with write(conn):
+                for hour in stale:
+                    drop_hour(conn, hour)
+                store_hours(conn, busy_threshold, now_ms, [(hour, fp, *fresh[hour]) for hour, fp in todo])
     parts = [p for p in parts if not p.is_empty()]
     if not parts:
         return empty_partials(), empty_histogram()
     ident = pl.DataFrame(
         [(gid, *info) for gid, info in gpus.items()],
         schema={"gpu_id": pl.Int64, "host": pl.String, "gpu_uuid": pl.String,
-                "gpu_index": pl.Int64, "gpu_name": pl.String},
+                "gpu_index": pl.Int64, "gpu_name": pl.String, "mem_total": pl.Int64},
         orient="row",
     )
     frame = pl.concat(parts, how="vertical_relaxed").join(ident, on="gpu_id")
     hist = pl.concat(hists, how="vertical_relaxed").join(ident.select("gpu_id", "host", "gpu_uuid"), on="gpu_id")
     return normalize(frame), hist.group_by("host", "gpu_uuid", "util").agg(pl.col("n").sum())
-
 
 def lazy_partials(lf: "pl.LazyFrame", sel: Selection,
                   busy_threshold: float) -> tuple["pl.DataFrame", "pl.DataFrame"]:
