@@ -33,10 +33,11 @@ from gpm.llm.client import LoadedModel
 from gpm.llm.record import save_request
 from gpm.llm.sessions import SessionTracker
 from gpm.sampling import Sampler
-from gpm.report.period import resolve_period, week_bounds
+from gpm.report.period import resolve_period, utc_iso, week_bounds
 from gpm.report.render import sparkline
 from gpm.store.db import open_db, write
 from gpm.store.samples import save_samples
+from tests.conftest import REPO, run_gpm
 
 GOLDEN = Path(__file__).parent / "golden" / "report_2025-W47.txt"
 WEEK = "2025-W47"
@@ -529,3 +530,58 @@ def test_help_documents_every_option(gpm):
     for option in ("--week", "--since", "--until", "--host", "--gpu", "--format", "--section", "--weeks",
                    "--archive-dir", "--busy-threshold", "--output", "--no-cache", "75"):
         assert option in out
+
+
+# ---- reductions kept current by `gpm sample` ----------------------------------------
+
+_CLOCK = '''\
+import os, time
+_offset_ns = int(os.environ["GPM_TEST_CLOCK_OFFSET_MS"]) * 1_000_000
+_time_ns, _time = time.time_ns, time.time
+time.time_ns = lambda: _time_ns() + _offset_ns
+time.time = lambda: _time() + _offset_ns / 1e9
+'''
+
+
+def test_gpm_sample_keeps_the_reductions_and_the_report_equals_no_cache(fake_nvml, tmp_path):
+    """A database written only by `gpm sample` (cron-like runs over four
+    hours, with gaps and changing load): each run reduces the hours that
+    closed since the last, so the report finds them reduced and must say
+    exactly what it says reading every raw row (--no-cache)."""
+    from tests.fakes.nvml import Scenario, make_gpu
+
+    clock = tmp_path / "clock"
+    clock.mkdir()
+    (clock / "sitecustomize.py").write_text(_CLOCK)
+    db = tmp_path / "gpm.db"
+    start = MON + 2 * HOUR
+    offsets = [start + k * 7 * 60_000 + (k % 3) * 11_000 for k in range(36)]  # 07:00 ... 06:05 later
+    offsets = [t for t in offsets if not (3 * HOUR <= t - start < 3 * HOUR + 25 * 60_000)]  # a gap
+
+    def env_at(ts_ms: int) -> dict:
+        return {**fake_nvml.env(), "GPM_TEST_CLOCK_OFFSET_MS": str(ts_ms - time.time_ns() // 1_000_000),
+                "PYTHONPATH": os.pathsep.join([str(REPO), str(clock)]), **UTC}
+
+    for k, ts in enumerate(offsets):
+        fake_nvml.set(Scenario(gpus=[make_gpu(i, util_gpu=(13 * k + 40 * i) % 101, power_mw=40_000 + 5_000 * k)
+                                     for i in range(2)]))
+        run_gpm("--db", db, "sample", "-n", "3", "-i", "0.1", env=env_at(ts), check=True)
+    conn = sqlite3.connect(db)
+    reduced = conn.execute("SELECT hour_ms, computed_ms FROM report_hours ORDER BY 1").fetchall()
+    last = offsets[-1]
+    closed = [h for h in range(start, last, HOUR) if h + HOUR + 5 * 60_000 <= last]
+    assert [h for h, _ in reduced] == closed and len(closed) >= 3
+    assert conn.execute("SELECT count(*) FROM report_minutes").fetchone()[0] > 0
+
+    args = ["--db", db, "report", "--since", utc_iso(start), "--until", utc_iso(last + HOUR), "--format", "json"]
+    env = env_at(last + 2 * HOUR)
+    kept = json.loads(run_gpm(*args, env=env, check=True).stdout)
+    raw = json.loads(run_gpm(*args, "--no-cache", env=env, check=True).stdout)
+    for report in (kept, raw):
+        report["report"].pop("generated_ms")
+    assert kept == raw
+    assert kept["gpus"] and kept["gpus"][0]["samples"] == 3 * len(offsets)
+    assert kept["coverage"][0]["gaps"], "the runs are minutes apart: every interval between them is a gap"
+    # The report used the hours `gpm sample` reduced: none was reduced again.
+    assert conn.execute("SELECT hour_ms, computed_ms FROM report_hours WHERE hour_ms IN "
+                        "(SELECT value FROM json_each(?)) ORDER BY 1", (json.dumps(closed),)).fetchall() == reduced

@@ -166,6 +166,30 @@ def sampling_job(ctx: JobContext) -> PeriodicJob:
     return PeriodicJob("sample", job.run, ctx.cfg["service.poll_interval_secs"], close=job.close)
 
 
+REDUCE_INTERVAL_SECS = 60.0
+REDUCE_HOURS_PER_RUN = 24  # a backlog (a database from before the reductions) is taken a day per minute
+
+
+def reduce_job(ctx: JobContext) -> PeriodicJob:
+    """Keep `gpm report`'s per-minute reductions current (``gpm.store.reductions``):
+    each minute, reduce the hours that closed since the last run, in this
+    job's own thread so the sampling tick never waits for it."""
+    from gpm.gpu.model import now_ms
+    from gpm.store.db import open_db
+    from gpm.store.reductions import refresh
+
+    cfg = ctx.cfg
+    conn = open_db(cfg.db_path)
+    log = job_logger("reduce")
+
+    def run() -> None:
+        done = refresh(conn, cfg["report.busy_threshold_percent"], now_ms=now_ms(), max_hours=REDUCE_HOURS_PER_RUN)
+        if done:
+            log.debug("reduced %d closed hour%s for `gpm report`", done, "s" if done != 1 else "")
+
+    return PeriodicJob("reduce", run, REDUCE_INTERVAL_SECS, close=conn.close, first_delay_secs=ARCHIVE_FIRST_DELAY_SECS)
+
+
 def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
     """``gpm ollama-watch --follow``: poll /api/ps, record model sessions."""
     from gpm.llm.sessions import OllamaWatcher
@@ -350,6 +374,7 @@ JOB_KINDS: list[JobKind] = [
     JobKind("archive", "gpm.daemon.jobs:archive_job", enabled_by="storage.enable_parquet_archival",
             interval_key="storage.archive_interval_secs",
             restart_keys=("storage.db_path",)),
+    JobKind("reduce", "gpm.daemon.jobs:reduce_job", restart_keys=("storage.db_path", "report.busy_threshold_percent")),
     JobKind("ollama-watch", "gpm.daemon.jobs:ollama_watch_job", enabled_by="ollama.enabled",
             interval_key="ollama.poll_interval_secs",
             restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),
