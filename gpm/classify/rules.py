@@ -40,6 +40,21 @@ BUSY_PERCENT = 60  # the original design's "the GPU is busy" threshold for games
 LONG_LIVED_SECS = 600
 HIGH_MEMORY_BYTES = 2 * 1024**3
 
+
+def sample_key(used_memory_bytes: int | None, gpu_utilization_percent: float | None,
+               age_seconds: float | None) -> tuple[bool | None, bool | None, bool | None]:
+    """Which side of each threshold above a process's per-sample facts are on.
+
+    Everything else ``classify`` reads is fixed for a running process or
+    changes rarely; for equal other facts, equal keys give the same category,
+    label and rule (the figures a reason quotes are those of the sample that
+    decided). Live classification re-runs the rules only when this changes.
+    """
+    return (None if gpu_utilization_percent is None else gpu_utilization_percent > BUSY_PERCENT,
+            None if used_memory_bytes is None else used_memory_bytes >= HIGH_MEMORY_BYTES,
+            None if age_seconds is None else age_seconds >= LONG_LIVED_SECS)
+
+
 # ---------------------------------------------------------------- user rules
 
 RULE_MATCH_FIELDS = ("exe", "name", "cmdline", "appid", "library")
