@@ -24,16 +24,23 @@ class LazyPattern:
     ``needles``: literal strings of which any match contains one (lower case
     when the pattern ignores case); ASCII text holding none of them is
     answered without the pattern. Other text always goes to the pattern
-    (ignoring case, it matches letters such as "ſ" for "s").
+    (ignoring case, it matches letters such as "ſ" for "s"). A pattern asked
+    often (a long-lived process) is compiled anyway: then it is quicker.
     """
+
+    COMPILE_AFTER = 64  # questions answered by the needles
 
     def __init__(self, pattern: str, flags: int = 0, needles: tuple[str, ...] = ()):
         self.pattern, self.flags, self.needles = pattern, flags, needles
         self._re: re.Pattern | None = None
+        self._asked = 0
 
     def compiled(self) -> re.Pattern:
         if self._re is None:
             self._re = re.compile(self.pattern, self.flags)
+            # From now on the pattern's own methods answer, without the needles.
+            self.match, self.search, self.sub, self.split = (
+                self._re.match, self._re.search, self._re.sub, self._re.split)
         return self._re
 
     def cannot_match(self, text: str) -> bool:
@@ -41,16 +48,30 @@ class LazyPattern:
             return False
         if self.flags & re.IGNORECASE:
             text = text.lower()
-        return not any(n in text for n in self.needles)
+        for needle in self.needles:
+            if needle in text:
+                return False
+        return True
+
+    def _for(self, text: str) -> re.Pattern | None:
+        """The compiled pattern, or None when the needles say ``text`` cannot match."""
+        self._asked += 1
+        if self._asked <= self.COMPILE_AFTER and self.cannot_match(text):
+            return None
+        return self.compiled()
 
     def match(self, text: str, *pos: int) -> re.Match | None:
-        return None if self.cannot_match(text) else self.compiled().match(text, *pos)
+        r = self._for(text)
+        return r and r.match(text, *pos)
 
     def search(self, text: str, *pos: int) -> re.Match | None:
-        return None if self.cannot_match(text) else self.compiled().search(text, *pos)
+        r = self._for(text)
+        return r and r.search(text, *pos)
 
     def sub(self, repl, text: str) -> str:
-        return text if self.cannot_match(text) else self.compiled().sub(repl, text)
+        r = self._for(text)
+        return text if r is None else r.sub(repl, text)
 
     def split(self, text: str) -> list[str]:
-        return [text] if self.cannot_match(text) else self.compiled().split(text)
+        r = self._for(text)
+        return [text] if r is None else r.split(text)

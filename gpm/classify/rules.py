@@ -189,6 +189,8 @@ _WORD_SPLIT = LazyPattern(r"[^a-z0-9]+")
 def is_python(name: str) -> bool:
     """``python``, ``python3.12``, ``pythonw``, ``pypy3`` (``.exe`` too), in any case."""
     n = name.lower()
+    if not n.startswith(("python", "pypy")):
+        return False
     n = n[:-1] if n.endswith("\n") else n  # as a regex's "$" would
     n = n[:-4] if n.endswith(".exe") else n
     if n == "pythonw":
@@ -196,15 +198,14 @@ def is_python(name: str) -> bool:
     return any(n.startswith(stem) and not n[len(stem):].strip("0123456789.") for stem in ("python", "pypy"))
 
 
-def _named_option(arg: str, names: frozenset[str], dashes: tuple[str, ...]) -> bool:
-    """Is ``arg`` ``--name`` or ``--name=...`` for one of ``names`` (dashes tried in order)?"""
-    for d in dashes:
-        if arg.startswith(d):
-            name, sep, _ = arg[len(d):].partition("=")
-            if not sep and name.endswith("\n"):
-                name = name[:-1]
-            return name in names
-    return False
+def _named_option(arg: str, names: frozenset[str], one_dash: bool) -> bool:
+    """Is ``arg`` ``--name`` or ``--name=...`` (or ``-name`` with ``one_dash``) for one of ``names``?"""
+    name, sep, _ = arg.partition("=")
+    if not sep and name[-1:] == "\n":  # as a regex's "$" would
+        name = name[:-1]
+    if name[:2] == "--":
+        return name[2:] in names
+    return one_dash and name[:1] == "-" and name[1:] in names
 
 
 def option(argv: list[str], *names: str) -> str | None:
@@ -687,7 +688,7 @@ def _training(v: _View) -> tuple[list[str], list[str]]:
         subcommands.discard("launch")
     if subcommands:
         strong.append(f"subcommand {', '.join(sorted(subcommands))!r}")
-    opts = [a.split("=")[0] for a in argv if _named_option(a, TRAIN_OPTIONS, ("--", "-"))]
+    opts = [a.split("=")[0] for a in argv if a[:1] == "-" and _named_option(a, TRAIN_OPTIONS, True)]
     if opts:
         strong.append(f"training options {', '.join(opts)}")
     for key in ("TORCHELASTIC_RUN_ID", "LOCAL_RANK"):
@@ -719,7 +720,7 @@ def _serving(v: _View) -> tuple[list[str], list[str]]:
     servers = _words(*argv[:3]) & {"uvicorn", "gunicorn", "hypercorn", "gradio", "streamlit", "fastapi", "flask"}
     if servers:
         strong.append(f"runs under {', '.join(sorted(servers))}")
-    opts = [a.split("=")[0] for a in argv if _named_option(a, SERVE_OPTIONS, ("--",))]
+    opts = [a.split("=")[0] for a in argv if a[:2] == "--" and _named_option(a, SERVE_OPTIONS, False)]
     if opts:
         strong.append(f"listens ({', '.join(opts)})")
     rest = (_words(*argv[1:]) - own) & SERVE_WORDS
