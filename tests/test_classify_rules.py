@@ -143,7 +143,8 @@ NAMES = ["python", "python3", "python3.12", "Python3.12.EXE", "python.exe", "pyt
          "PyPy3.10", "python3.", "python\n", "python3.exe.exe", "python3x", "pythonw3", "ipython", "pypy-c",
          "py", "", "python3\n\n", "jupyter-python"]
 ARGS = ["--epochs", "-epochs", "--epochs=3", "---epochs", "--epochs3", "--lr", "-lr=1e-4", "--lr\n", "--lr\n=1",
-        "--num-train-epochs", "--nproc_per_node=8", "--port", "--port=8080", "-port", "--server-name", "--server_port=1",
+        "--num-train-epochs", "--nproc_per_node=8", "--port", "--port=8080", "-port", "--server-name",
+        "--server_port=1",
         "--host\n", "--hostname", "--", "-", "", "epochs", "--listen=0.0.0.0"]
 LIBS = ["libtorch_cuda.so", "libtorch.so.2", "libtorch_python.so", "libc10.so", "libc10_cuda.so", "libc10x.so",
         "_jax.cpython-312.so", "jaxlib", "ggml-cuda.so", "libllama.so", "libcudnn.so.9", "libnvinfer.so.10",
