@@ -8,10 +8,13 @@ variables, a renamed parent, a game binary copied under a Steam library.
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import shutil
 import sqlite3
+import struct
 import subprocess
 import sys
 from contextlib import ExitStack
@@ -19,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+from gpm.classify.live import Classifier
+from gpm.config import load_config
+from gpm.gpu.model import GpuProcess, GpuSample
 from tests.conftest import run_gpm
 from tests.fakes.nvml import FakeProcess, Scenario, make_gpu
 from tests.steamtree import STEAM_FIXTURES
@@ -81,6 +87,7 @@ class Children:
         proc = subprocess.Popen([str(a) for a in argv], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 env=dict(os.environ, **(env or {})), text=True)
         self.stack.callback(self._stop, proc)
+        self.last = proc
         self.last_line = proc.stdout.readline().strip() if ready else ""
         return proc.pid
 
@@ -254,3 +261,153 @@ def test_every_option_has_help(name):
     for param in command.params:
         if param.param_type_name == "option":
             assert param.help, f"gpm {name} {param.opts[0]} has no help"
+
+
+# ---------------------------------------------------------------- a long-lived Classifier (the daemon's)
+
+LATE_TORCH_SCRIPT = """
+import ctypes, sys
+print("ready", flush=True)
+ctypes.CDLL(sys.stdin.readline().strip())
+print("loaded", flush=True)
+sys.stdin.read()
+"""
+
+
+def gpu_sample(ts_ms: int, *pids: int, util: int = 30) -> GpuSample:
+    return GpuSample(ts_ms=ts_ms, index=0, source="nvml", utilization_gpu_percent=util,
+                     processes=[GpuProcess(pid=pid, used_memory_bytes=500 * MiB) for pid in pids])
+
+
+def decisions(clf: Classifier, ts_ms: int, *pids: int) -> dict[int, tuple[str, str]]:
+    s = gpu_sample(ts_ms, *pids)
+    clf.enrich([s])
+    return {p.pid: (p.category, p.reason) for p in s.processes}
+
+
+def test_a_long_lived_classifier_notices_torch_loaded_after_it_first_saw_the_process(built, children, tmp_path):
+    script = tmp_path / "late.py"
+    script.write_text(LATE_TORCH_SCRIPT)
+    pid = children.start([PYTHON, script, "--port", "8080"])
+    clf = Classifier(load_config(), refresh_secs=0)
+    category, reason = decisions(clf, 1_000, pid)[pid]
+    assert category == "general_compute" and "no ML" in reason
+    assert decisions(clf, 2_000, pid)[pid][0] == "general_compute"
+
+    children.last.stdin.write(f"{built['torch']}\n")
+    children.last.stdin.flush()
+    assert children.last.stdout.readline().strip() == "loaded"
+    category, reason = decisions(clf, 3_000, pid)[pid]
+    assert category == "llm_inference"
+    assert "libtorch_cuda.so" in reason and "--port" in reason
+
+
+# A /proc of our own making, to see what the classifier reads and to reuse pids.
+BTIME = 1_700_000_000
+
+
+def fake_proc(root: Path, pid: int, *, comm: str, cmdline: list[str], start_ticks: int = 1000,
+              vsize: int = 1 << 30, libraries: tuple[str, ...] = ("/usr/lib/x86_64-linux-gnu/libc.so.6",)) -> Path:
+    d = root / str(pid)
+    d.mkdir(parents=True, exist_ok=True)
+    (root / "stat").write_text(f"cpu 1 2 3\nbtime {BTIME}\n")
+    zeros = " ".join(["0"] * 17)
+    (d / "stat").write_text(f"{pid} ({comm}) S 1 {zeros} {start_ticks} {vsize} 0 0\n")
+    (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in cmdline) + b"\0")
+    (d / "environ").write_bytes(b"LANG=C\0")
+    (d / "maps").write_text("".join(f"7f00{i:04x}000-7f00{i:04x}fff r-xp 00000000 08:01 {i} {lib}\n"
+                                    for i, lib in enumerate(libraries)))
+    for link, target in (("exe", f"/usr/bin/{comm}"), ("cwd", "/srv")):
+        if (d / link).is_symlink():
+            (d / link).unlink()
+        (d / link).symlink_to(target)
+    return d
+
+
+class Opens:
+    """The files opened under some folders, seen with inotify (no hooks into gpm)."""
+
+    IN_OPEN = 0x20
+
+    def __init__(self, *folders: Path):
+        libc = ctypes.CDLL(None, use_errno=True)
+        self.fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        if self.fd < 0:
+            pytest.skip(f"inotify: {os.strerror(ctypes.get_errno())}")
+        self.watches = {libc.inotify_add_watch(self.fd, str(d).encode(), self.IN_OPEN): d.name for d in folders}
+
+    def take(self) -> list[str]:
+        """``["100/stat", ...]`` opened since the last call, sorted."""
+        out = []
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except OSError as err:
+                if err.errno == errno.EAGAIN:
+                    return sorted(out)
+                raise
+            i = 0
+            while i < len(data):
+                wd, _mask, _cookie, size = struct.unpack_from("iIII", data, i)
+                name = data[i + 16:i + 16 + size].rstrip(b"\0").decode()
+                out.append(f"{self.watches[wd]}/{name}")
+                i += 16 + size
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_unchanged_processes_cost_one_stat_read_per_sample(tmp_path):
+    root = tmp_path / "proc"
+    torch = "/opt/venv/lib/python3.12/site-packages/torch/lib/libtorch_cuda.so"
+    a = fake_proc(root, 100, comm="python3", cmdline=["python3", "serve.py", "--port", "8080"])
+    b = fake_proc(root, 200, comm="python3", cmdline=["python3", "job.py"])
+    opens = Opens(a, b)
+    try:
+        clf = Classifier(load_config(), proc=str(root), refresh_secs=30)
+        first = decisions(clf, 1_000, 100, 200)
+        assert first[100][0] == "general_compute"
+        assert {"100/stat", "100/cmdline", "100/environ", "100/maps", "200/maps"} <= set(opens.take())
+        for ts in range(2_000, 31_000, 1_000):
+            assert decisions(clf, ts, 100, 200) == first
+            assert opens.take() == ["100/stat", "200/stat"]
+
+        # torch appears in the maps, but the address space did not change size: not read again
+        fake_proc(root, 100, comm="python3", cmdline=["python3", "serve.py", "--port", "8080"],
+                  libraries=("/usr/lib/libc.so.6", torch))
+        opens.take()
+        assert decisions(clf, 31_000, 100, 200) == first
+        assert opens.take() == ["100/cmdline", "100/stat", "200/cmdline", "200/stat"]
+        fake_proc(root, 100, comm="python3", cmdline=["python3", "serve.py", "--port", "8080"],
+                  libraries=("/usr/lib/libc.so.6", torch), vsize=3 << 30)
+        opens.take()
+        assert decisions(clf, 32_000, 100, 200) == first  # within the refresh period
+        assert opens.take() == ["100/stat", "200/stat"]
+        after = decisions(clf, 61_000, 100, 200)
+        assert after[100][0] == "llm_inference" and "libtorch_cuda.so" in after[100][1]
+        assert after[200] == first[200]
+        assert opens.take() == ["100/cmdline", "100/maps", "100/stat", "200/cmdline", "200/stat"]
+    finally:
+        opens.close()
+
+
+def test_a_reused_pid_is_a_new_process_and_vanished_pids_are_forgotten(tmp_path):
+    root = tmp_path / "proc"
+    fake_proc(root, 100, comm="python3", cmdline=["python3", "train.py", "--epochs", "3"])
+    fake_proc(root, 200, comm="gnome-shell", cmdline=["/usr/bin/gnome-shell"])
+    fake_proc(root, 300, comm="mpv", cmdline=["mpv", "film.mkv"])
+    clf = Classifier(load_config(), proc=str(root))
+    first = decisions(clf, 1_000, 100, 200, 300)
+    assert {pid: c for pid, (c, _) in first.items()} == {
+        100: "ml_training", 200: "desktop", 300: "desktop"}
+
+    # pid 100 ends and a new process (same name, later start) gets its number
+    fake_proc(root, 100, comm="python3", cmdline=["python3", "job.py"], start_ticks=5000)
+    again = decisions(clf, 2_000, 100, 200)
+    assert again[100][0] == "general_compute" and again[200] == first[200]
+    assert set(clf.processes) == {100, 200}  # 300 left the GPU
+
+    shutil.rmtree(root / "200")
+    gone = decisions(clf, 3_000, 100, 200)
+    assert gone[200][0] == "general_compute" and "exited" in gone[200][1]
+    assert set(clf.processes) == {100}

@@ -126,6 +126,20 @@ class ProcReader:
         except OSError:
             return None
 
+    def _read_small(self, pid: int, what: str) -> bytes | None:
+        """One read(2) of a small file (``stat``): about half the cost of ``open()``,
+        which counts when the daemon looks at every GPU process every second."""
+        try:
+            fd = os.open(f"{self.proc}/{pid}/{what}", os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            return os.read(fd, 4096)
+        except OSError:
+            return None
+        finally:
+            os.close(fd)
+
     def _link(self, pid: int, what: str) -> str | None:
         try:
             target = os.readlink(f"{self.proc}/{pid}/{what}")
@@ -160,18 +174,28 @@ class ProcReader:
             self._users[uid] = name
         return name
 
-    def stat(self, pid: int) -> tuple[str, int, int] | None:
-        """(comm, ppid, start ticks since boot) from /proc/PID/stat."""
-        data = self._read(pid, "stat")
+    def stat(self, pid: int) -> tuple[str, int, int, int] | None:
+        """(comm, ppid, start ticks since boot, virtual memory bytes) from /proc/PID/stat.
+
+        The start time tells a reused pid from the process that had it; the
+        virtual size changes whenever the process maps a library.
+        """
+        data = self._read_small(pid, "stat")
         if not data:
             return None
         text = data.decode(errors="replace")
         open_, close = text.find("("), text.rfind(")")
         rest = text[close + 2:].split()
         try:
-            return text[open_ + 1:close], int(rest[1]), int(rest[19])
+            return text[open_ + 1:close], int(rest[1]), int(rest[19]), int(rest[20])
         except (IndexError, ValueError):
             return None
+
+    def start_ms(self, start_ticks: int) -> int:
+        return self.boot_ms() + start_ticks * 1000 // self._tick
+
+    def cwd(self, pid: int) -> str | None:
+        return self._link(pid, "cwd")
 
     def cmdline(self, pid: int) -> list[str] | None:
         data = self._read(pid, "cmdline")
@@ -213,14 +237,16 @@ class ProcReader:
             seen[path] = None
         return list(seen)
 
-    def facts(self, pid: int, *, now_ms: int | None = None, parents: bool = True) -> ProcessFacts:
+    def facts(self, pid: int, *, now_ms: int | None = None, parents: bool = True,
+              stat: tuple[str, int, int, int] | None = None) -> ProcessFacts:
+        """Everything about ``pid``; ``stat`` is its ``stat()`` when already read."""
         f = ProcessFacts(pid=pid)
-        st = self.stat(pid)
+        st = stat or self.stat(pid)
         if st is None:
             f.gone = True
             return f
-        f.name, ppid, start_ticks = st
-        f.start_time_ms = self.boot_ms() + start_ticks * 1000 // self._tick
+        f.name, ppid, start_ticks, _ = st
+        f.start_time_ms = self.start_ms(start_ticks)
         if now_ms is not None:
             f.age_seconds = max(0.0, (now_ms - f.start_time_ms) / 1000)
         try:
@@ -235,7 +261,7 @@ class ProcReader:
         f.exe = self._link(pid, "exe")
         if f.exe is None:
             f.unreadable.append("exe")
-        f.cwd = self._link(pid, "cwd")
+        f.cwd = self.cwd(pid)
         env = self.environ(pid)
         if env is None:
             f.unreadable.append("environ")
@@ -256,7 +282,7 @@ class ProcReader:
             st = self.stat(ppid)
             if st is None:
                 break
-            name, next_ppid, _ = st
+            name, next_ppid, _, _ = st
             chain.append(ParentFacts(pid=ppid, name=name, exe=self._link(ppid, "exe"),
                                      cmdline=self.cmdline(ppid) or []))
             ppid = next_ppid

@@ -11,17 +11,28 @@ under the homes of the users owning GPU processes, plus
 ``[classify] steam_paths``; each set of folders is parsed once per
 ``Classifier`` (the daemon keeps one) and re-parsed only when its files
 change, and only when a process shows a Steam sign at all.
+
+A long-lived ``Classifier`` (the daemon's) remembers each process by pid and
+start time, so a reused pid is a new process: an unchanged process costs one
+read of ``/proc/PID/stat`` per sample. Its command line and working folder
+are re-read every ``refresh_secs``, its libraries then too when its address
+space grew or shrank (a Python program importing torch); its parents when
+its parent pid changes; everything when its name changes (an ``exec``). The
+rules re-run only when one of those facts changed or a per-sample figure
+crossed a threshold they use (``rules.sample_key``). Processes no longer on
+any GPU are forgotten.
 """
 
 from __future__ import annotations
 
+import copy
 import pwd
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpm.classify.facts import ProcessFacts, ProcReader
 from gpm.classify.redact import redact_cmdline
-from gpm.classify.rules import Context, Decision, UserRule, classify
+from gpm.classify.rules import Context, Decision, UserRule, classify, sample_key
 from gpm.config import Config
 from gpm.gpu.model import GpuSample, ProcessDetails, now_ms
 
@@ -29,12 +40,35 @@ if TYPE_CHECKING:
     from gpm.classify.steam import SteamLibrary
 
 
+# Libraries get loaded after start (a Python program importing torch) and
+# setproctitle rewrites command lines: how often a known process's cmdline,
+# cwd and (when its virtual size changed) maps are read again.
+REFRESH_SECS = 30.0
+
+
+class Known:
+    """What a long-lived ``Classifier`` remembers about one running process."""
+
+    __slots__ = ("start_ticks", "comm", "ppid", "vsize", "refreshed_ms", "facts", "details", "decisions")
+
+    def __init__(self, stat: tuple[str, int, int, int], facts: ProcessFacts, details: ProcessDetails,
+                 now: int):
+        self.comm, self.ppid, self.start_ticks, self.vsize = stat
+        self.facts = facts  # without the per-sample figures (memory, utilization, age)
+        self.details = details
+        self.refreshed_ms = now
+        # sample_key(...) -> (facts as classified, decision)
+        self.decisions: dict[tuple, tuple[ProcessFacts, Decision]] = {}
+
+
 class Classifier:
-    def __init__(self, cfg: Config, proc: str = "/proc"):
+    def __init__(self, cfg: Config, proc: str = "/proc", refresh_secs: float = REFRESH_SECS):
         self.rules = UserRule.compile_all(cfg["classify.rules"] or [])
         self.store_cmdline = bool(cfg["classify.store_cmdline"])
         self.steam_paths = list(cfg["classify.steam_paths"] or [])
         self.reader = ProcReader(proc)
+        self.refresh_ms = refresh_secs * 1000
+        self.processes: dict[int, Known] = {}  # pid -> the processes of the last sample
         self._libraries: dict[tuple[str, ...], "SteamLibrary"] = {}
         self._homes: dict[str, str | None] = {}
         self._ollama_models = None
@@ -79,29 +113,83 @@ class Classifier:
         return ProcessDetails(user=facts.user, exe=facts.exe, cmdline=cmdline,
                               start_time_ms=facts.start_time_ms)
 
+    def known(self, pid: int, now: int) -> Known:
+        """What is known about ``pid`` now, re-reading only what may have changed.
+
+        A process that is gone (or hidden) is not remembered: its facts say so.
+        """
+        st = self.reader.stat(pid)
+        if st is None:
+            self.processes.pop(pid, None)
+            gone = ProcessFacts(pid=pid, gone=True)
+            return Known(("", 0, -1, 0), gone, self.details(gone), now)
+        k = self.processes.get(pid)
+        if k is None or k.start_ticks != st[2] or k.comm != st[0]:
+            f = self.reader.facts(pid, stat=st)
+            k = self.processes[pid] = Known(st, f, self.details(f), now)
+            return k
+        f = k.facts
+        changed = False
+        if st[1] != k.ppid:
+            k.ppid = st[1]
+            f.parents = self.reader.parent_chain(st[1])
+            changed = True
+        if abs(now - k.refreshed_ms) >= self.refresh_ms:  # abs: the wall clock may be set back
+            k.refreshed_ms = now
+            cmdline, cwd = self.reader.cmdline(pid), self.reader.cwd(pid)
+            if cmdline is not None and cmdline != f.cmdline:
+                f.cmdline = cmdline
+                k.details = self.details(f)
+                changed = True
+            if cwd is not None and cwd != f.cwd:
+                f.cwd, changed = cwd, True
+            if st[3] != k.vsize:
+                k.vsize = st[3]
+                libraries = self.reader.libraries(pid)
+                if libraries is not None and libraries != f.libraries:
+                    f.libraries, changed = libraries, True
+        if changed:
+            k.decisions.clear()
+        return k
+
     def enrich(self, samples: list[GpuSample]) -> dict[int, tuple[ProcessFacts, Decision]]:
-        """Classify every process of ``samples`` in place; return {pid: (facts, decision)}."""
-        seen: dict[int, ProcessFacts] = {}
+        """Classify every process of ``samples`` in place; return {pid: (facts, decision)}.
+
+        The facts are those the decision was made on (per-sample figures included).
+        """
+        seen: dict[int, Known] = {}
         for s in samples:
             for p in s.processes:
                 if p.pid not in seen:
-                    seen[p.pid] = self.facts(p.pid, s.ts_ms)
-        ctx = self.context({f.user for f in seen.values()})
+                    seen[p.pid] = self.known(p.pid, s.ts_ms)
+        for pid in [pid for pid in self.processes if pid not in seen]:
+            del self.processes[pid]
+        ctx = None
         out: dict[int, tuple[ProcessFacts, Decision]] = {}
         for s in samples:
             for p in s.processes:
-                base = seen[p.pid]
-                f = ProcessFacts(**{k: getattr(base, k) for k in base.__dataclass_fields__})
-                f.name = f.name or p.name
-                f.used_memory_bytes = p.used_memory_bytes
-                f.gpu_utilization_percent = (p.sm_utilization_percent if p.sm_utilization_percent is not None
-                                             else s.utilization_gpu_percent)
-                f.process_type = p.type
-                d = classify(f, ctx)
+                k = seen[p.pid]
+                base = k.facts
+                age = None if base.start_time_ms is None else max(0.0, (s.ts_ms - base.start_time_ms) / 1000)
+                util = p.sm_utilization_percent if p.sm_utilization_percent is not None \
+                    else s.utilization_gpu_percent
+                key = sample_key(p.used_memory_bytes, util, age)
+                hit = k.decisions.get(key)
+                if hit is None:
+                    f = copy.copy(base)
+                    f.name = f.name or p.name
+                    f.used_memory_bytes = p.used_memory_bytes
+                    f.gpu_utilization_percent = util
+                    f.age_seconds = age
+                    f.process_type = p.type
+                    if ctx is None:
+                        ctx = self.context({v.facts.user for v in seen.values()})
+                    hit = k.decisions[key] = (f, classify(f, ctx))
+                f, d = hit
                 p.name = p.name or f.name
                 p.category, p.label, p.reason = d.category, d.label, d.reason
-                p.details = self.details(f)
-                out[p.pid] = (f, d)
+                p.details = k.details
+                out[p.pid] = hit
         return out
 
 

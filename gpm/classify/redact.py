@@ -19,31 +19,37 @@ from __future__ import annotations
 
 import re
 
+from gpm.classify import LazyPattern
+
 MASK = "***"
 
 # Names whose value is a secret: matched against an option or variable name
 # with dashes turned into underscores. Anchored at a word end so that
 # "tokens", "tokenizer" and "author" do not match.
-_SECRET_NAME = re.compile(
+_SECRET_NAME = LazyPattern(
     r"(?:^|_)(?:token|access_token|auth_token|refresh_token|api_?key|apikey|access_key|secret_key|"
     r"private_key|session_key|license_key|secret|client_secret|password|passwd|passphrase|pwd|pass|"
     r"auth|authorization|credentials?|cookie|key)$",
     re.IGNORECASE,
+    needles=("token", "key", "secret", "pass", "pwd", "auth", "credential", "cookie"),
 )
 # name=value anywhere; name: value only with a space after the colon (headers,
 # YAML) or as JSON ("name": "value"), so "https://" and "host:port" are not pairs.
-_NAMED_VALUE = re.compile(
+_NAMED_VALUE = LazyPattern(
     r"""(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>\s*=\s*|:\s+|"\s*:\s*")(?P<quote>["']?)"""
-    r"""(?P<value>[^\s"'&?,;}]+)"""
+    r"""(?P<value>[^\s"'&?,;}]+)""",
+    needles=("=", ":"),
 )
 _SCHEMES = ("bearer", "basic", "token")
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@")
-_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Token)(?P<sp>\s+)(?P<cred>[A-Za-z0-9._~+/=-]{8,})",
-                          re.IGNORECASE)
-_TOKEN_SHAPES = re.compile(
+_URL_CREDENTIALS = LazyPattern(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@",
+                               needles=("://",))
+_AUTH_SCHEME = LazyPattern(r"\b(?P<scheme>Bearer|Basic|Token)(?P<sp>\s+)(?P<cred>[A-Za-z0-9._~+/=-]{8,})",
+                           re.IGNORECASE, needles=("bearer", "basic", "token"))
+_TOKEN_SHAPES = LazyPattern(
     r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|"
     r"github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{16,}|xox[abprs]-[A-Za-z0-9-]{10,}|"
-    r"AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)"
+    r"AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)",
+    needles=("sk-", "hf_", "gh", "glpat-", "xox", "AKIA", "AIza", "eyJ"),
 )
 
 

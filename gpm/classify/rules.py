@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from gpm.classify import CATEGORIES
+from gpm.classify import CATEGORIES, LazyPattern
 from gpm.classify.facts import ProcessFacts
 from gpm.errors import ConfigError
 
@@ -39,6 +39,20 @@ if TYPE_CHECKING:  # the Steam reader is imported only where a library is scanne
 BUSY_PERCENT = 60  # the original design's "the GPU is busy" threshold for games
 LONG_LIVED_SECS = 600
 HIGH_MEMORY_BYTES = 2 * 1024**3
+
+
+def sample_key(used_memory_bytes: int | None, gpu_utilization_percent: float | None,
+               age_seconds: float | None) -> tuple[bool | None, bool | None, bool | None]:
+    """Which side of each threshold above a process's per-sample facts are on.
+
+    Everything else ``classify`` reads is fixed for a running process or
+    changes rarely; for equal other facts, equal keys give the same category,
+    label and rule (the figures a reason quotes are those of the sample that
+    decided). Live classification re-runs the rules only when this changes.
+    """
+    return (None if gpu_utilization_percent is None else gpu_utilization_percent > BUSY_PERCENT,
+            None if used_memory_bytes is None else used_memory_bytes >= HIGH_MEMORY_BYTES,
+            None if age_seconds is None else age_seconds >= LONG_LIVED_SECS)
 
 # ---------------------------------------------------------------- user rules
 
@@ -169,8 +183,29 @@ def base(path: str | None) -> str:
     return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
-_PYTHON = re.compile(r"^(python[0-9.]*|pythonw|pypy[0-9.]*)(\.exe)?$", re.IGNORECASE)
-_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+_WORD_SPLIT = LazyPattern(r"[^a-z0-9]+")
+
+
+def is_python(name: str) -> bool:
+    """``python``, ``python3.12``, ``pythonw``, ``pypy3`` (``.exe`` too), in any case."""
+    n = name.lower()
+    if not n.startswith(("python", "pypy")):
+        return False
+    n = n[:-1] if n.endswith("\n") else n  # as a regex's "$" would
+    n = n[:-4] if n.endswith(".exe") else n
+    if n == "pythonw":
+        return True
+    return any(n.startswith(stem) and not n[len(stem):].strip("0123456789.") for stem in ("python", "pypy"))
+
+
+def _named_option(arg: str, names: frozenset[str], one_dash: bool) -> bool:
+    """Is ``arg`` ``--name`` or ``--name=...`` (or ``-name`` with ``one_dash``) for one of ``names``?"""
+    name, sep, _ = arg.partition("=")
+    if not sep and name[-1:] == "\n":  # as a regex's "$" would
+        name = name[:-1]
+    if name[:2] == "--":
+        return name[2:] in names
+    return one_dash and name[:1] == "-" and name[1:] in names
 
 
 def option(argv: list[str], *names: str) -> str | None:
@@ -241,21 +276,30 @@ def _words(*texts: str) -> set[str]:
     return out
 
 
+# Library file name prefixes -> framework; the first that matches wins.
 FRAMEWORK_LIBS = (
-    (re.compile(r"^lib(torch_cuda|torch_cpu|torch|c10_cuda|c10)\.so"), "PyTorch"),
-    (re.compile(r"^(libtensorflow_framework|libtensorflow_cc|_pywrap_tensorflow)"), "TensorFlow"),
-    (re.compile(r"^(xla_extension|libxla|jaxlib|_jax\.)"), "JAX"),
-    (re.compile(r"^(libggml|libllama|ggml)"), "ggml"),
-    (re.compile(r"^(libonnxruntime|onnxruntime_pybind11)"), "ONNX Runtime"),
-    (re.compile(r"^libnvinfer"), "TensorRT"),
-    (re.compile(r"^(libpaddle|libmxnet)"), "Paddle/MXNet"),
-    (re.compile(r"^libctranslate2"), "CTranslate2"),
-    (re.compile(r"^(exllamav2_ext|exllamav3)"), "exllama"),
-    (re.compile(r"^libcudnn"), "cuDNN"),
+    (("libtorch_cuda.so", "libtorch_cpu.so", "libtorch.so", "libc10_cuda.so", "libc10.so"), "PyTorch"),
+    (("libtensorflow_framework", "libtensorflow_cc", "_pywrap_tensorflow"), "TensorFlow"),
+    (("xla_extension", "libxla", "jaxlib", "_jax."), "JAX"),
+    (("libggml", "libllama", "ggml"), "ggml"),
+    (("libonnxruntime", "onnxruntime_pybind11"), "ONNX Runtime"),
+    (("libnvinfer",), "TensorRT"),
+    (("libpaddle", "libmxnet"), "Paddle/MXNet"),
+    (("libctranslate2",), "CTranslate2"),
+    (("exllamav2_ext", "exllamav3"), "exllama"),
+    (("libcudnn",), "cuDNN"),
 )
-# One pass per library instead of one regex per framework (maps can list hundreds).
-_FRAMEWORK_RE = re.compile("|".join(f"(?P<f{i}>{p.pattern[1:]})" for i, (p, _) in enumerate(FRAMEWORK_LIBS)))
-_FRAMEWORK_NAMES = {f"f{i}": name for i, (_, name) in enumerate(FRAMEWORK_LIBS)}
+# One test rejects most libraries at once (maps can list hundreds).
+_FRAMEWORK_PREFIXES = tuple(p for prefixes, _ in FRAMEWORK_LIBS for p in prefixes)
+
+
+def framework_of(library: str) -> str | None:
+    """The framework a library file name (``libtorch_cuda.so``) shows, if any."""
+    if not library.startswith(_FRAMEWORK_PREFIXES):
+        return None
+    return next(name for prefixes, name in FRAMEWORK_LIBS if library.startswith(prefixes))
+
+
 TRAINABLE = {"PyTorch", "TensorFlow", "JAX", "Paddle/MXNet"}
 CUDNN_ONLY = {"cuDNN"}
 
@@ -264,19 +308,21 @@ TRAIN_WORDS = {
     "sft", "dpo", "grpo", "rlhf", "torchrun", "deepspeed", "lightning", "axolotl", "unsloth",
     "autotrain", "torchtune", "llamafactory", "composer", "horovodrun", "colossalai",
 }
-TRAIN_OPTIONS = re.compile(
-    r"^--?(epochs|num_epochs|num-epochs|num_train_epochs|n_epochs|max_epochs|max-epochs|"
-    r"learning_rate|learning-rate|lr|do_train|train_file|train-file|train_data|train-data|"
-    r"gradient_accumulation_steps|gradient-accumulation-steps|nproc_per_node|nproc-per-node)(=|$)"
-)
-_FINE_TUNE = re.compile(r"fine[-_ ]?tun(e|ing)", re.IGNORECASE)
+# --name or -name, alone or as --name=value
+TRAIN_OPTIONS = frozenset({
+    "epochs", "num_epochs", "num-epochs", "num_train_epochs", "n_epochs", "max_epochs", "max-epochs",
+    "learning_rate", "learning-rate", "lr", "do_train", "train_file", "train-file", "train_data", "train-data",
+    "gradient_accumulation_steps", "gradient-accumulation-steps", "nproc_per_node", "nproc-per-node",
+})
+_FINE_TUNE = LazyPattern(r"fine[-_ ]?tun(e|ing)", re.IGNORECASE, needles=("fine",))
 SERVE_WORDS = {
     "serve", "server", "serving", "api", "app", "webui", "chat", "generate", "generation",
     "infer", "inference", "predict", "completion", "completions", "pipeline", "uvicorn",
     "gunicorn", "hypercorn", "gradio", "streamlit", "fastapi", "flask", "openai", "sample",
     "sampling", "demo", "bot",
 }
-SERVE_OPTIONS = re.compile(r"^--(port|host|listen|server[-_]port|server[-_]name)(=|$)")
+# --name alone or as --name=value
+SERVE_OPTIONS = frozenset({"port", "host", "listen", "server-port", "server_port", "server-name", "server_name"})
 
 DESKTOP = {
     "xorg": "Xorg", "x": "Xorg", "xwayland": "Xwayland", "gnome-shell": "GNOME Shell",
@@ -317,16 +363,22 @@ WINE_SYSTEM = {
     "winemenubuilder.exe", "wineboot.exe", "cmd.exe", "wine", "wine64", "wine-preloader",
     "wine64-preloader", "explorer.exe", "crashpad_handler.exe", "unitycrashhandler64.exe",
 }
-_EXE_SUFFIXES = re.compile(
+_EXE_SUFFIXES = LazyPattern(
     r"(-Win64-Shipping|-Win32-Shipping|-WinGDK-Shipping|-Linux-Shipping|-Shipping|[-_](dx1[12]|d3d1[12]|"
     r"vulkan|vk|x64|win64|BE|EAC))$",
     re.IGNORECASE,
 )
-_GAME_NAME = re.compile(r"(-Win64-Shipping|-Shipping|-dx12|-Vulkan)(\.exe)?$|\.exe$", re.IGNORECASE)
-_GAME_PATH = re.compile(
+_GAME_NAME = LazyPattern(r"(-Win64-Shipping|-Shipping|-dx12|-Vulkan)(\.exe)?$|\.exe$", re.IGNORECASE,
+                         needles=("-shipping", "-dx12", "-vulkan", ".exe"))
+_GAME_PATH = LazyPattern(
     r"(/games/|/lutris/|/heroic/|/\.itch/|/itch/apps/|/gog games/|/usr/games/|/\.local/share/games/)",
     re.IGNORECASE,
+    needles=("/games/", "/lutris/", "/heroic/", "/.itch/", "/itch/apps/", "/gog games/"),
 )
+_GAME_EXE = LazyPattern(r"\.(x86_64|x86|x64)$|game", re.IGNORECASE, needles=(".x86", ".x64", "game"))
+_UNREAL = LazyPattern(r"^lib(UE[45]|Unreal)", re.IGNORECASE, needles=("libue4", "libue5", "libunreal"))
+_GODOT = LazyPattern(r"^libgodot", re.IGNORECASE, needles=("libgodot",))
+_WINE = LazyPattern(r"wine|proton", re.IGNORECASE, needles=("wine", "proton"))
 GENERAL = {
     "ffmpeg": "video encode/decode (NVENC/NVDEC)", "blender": "3D rendering",
     "obs": "screen recording and streaming (NVENC)", "hashcat": "password cracking",
@@ -375,14 +427,14 @@ def _view(f: ProcessFacts) -> _View:
         if n and n not in names:
             names.append(n)
     lower = {n.lower() for n in names}
-    python = any(_PYTHON.match(n) for n in names)
+    python = any(is_python(n) for n in names)
     target = python_target(f.cmdline) if python else None
     frameworks: dict[str, str] = {}
     for lib in f.libraries or ():
         b = lib.rsplit("/", 1)[-1]
-        m = _FRAMEWORK_RE.match(b)
-        if m:
-            frameworks.setdefault(_FRAMEWORK_NAMES[m.lastgroup], b)
+        fw = framework_of(b)
+        if fw:
+            frameworks.setdefault(fw, b)
         if "/vllm/" in lib:
             frameworks.setdefault("vLLM", b)
     signals = [f"program names: {', '.join(names) or '(unknown)'}"]
@@ -412,13 +464,13 @@ def _view(f: ProcessFacts) -> _View:
 # ---------------------------------------------------------------- Steam
 
 # Steam's own tools live under steamapps/common too; they are not games.
-TOOL_DIRS = re.compile(
+TOOL_DIRS = LazyPattern(
     r"^(proton[ -].*|proton|steamlinuxruntime.*|steam linux runtime.*|steamworks shared|"
     r"steamvr|steam controller configs)$",
     re.IGNORECASE,
 )
 
-_COMMON = re.compile(r"(?:^|/)steamapps/common/([^/]+)", re.IGNORECASE)
+_COMMON = LazyPattern(r"(?:^|/)steamapps/common/([^/]+)", re.IGNORECASE, needles=("steamapps/common/",))
 
 
 def common_dir(path: str | None) -> str | None:
@@ -636,7 +688,7 @@ def _training(v: _View) -> tuple[list[str], list[str]]:
         subcommands.discard("launch")
     if subcommands:
         strong.append(f"subcommand {', '.join(sorted(subcommands))!r}")
-    opts = [a.split("=")[0] for a in argv if TRAIN_OPTIONS.match(a)]
+    opts = [a.split("=")[0] for a in argv if a[:1] == "-" and _named_option(a, TRAIN_OPTIONS, True)]
     if opts:
         strong.append(f"training options {', '.join(opts)}")
     for key in ("TORCHELASTIC_RUN_ID", "LOCAL_RANK"):
@@ -668,7 +720,7 @@ def _serving(v: _View) -> tuple[list[str], list[str]]:
     servers = _words(*argv[:3]) & {"uvicorn", "gunicorn", "hypercorn", "gradio", "streamlit", "fastapi", "flask"}
     if servers:
         strong.append(f"runs under {', '.join(sorted(servers))}")
-    opts = [a.split("=")[0] for a in argv if SERVE_OPTIONS.match(a)]
+    opts = [a.split("=")[0] for a in argv if a[:2] == "--" and _named_option(a, SERVE_OPTIONS, False)]
     if opts:
         strong.append(f"listens ({', '.join(opts)})")
     rest = (_words(*argv[1:]) - own) & SERVE_WORDS
@@ -684,7 +736,7 @@ def _weak_gaming(v: _View) -> tuple[str, str, str] | None:
     wine = [n for n in exe_names if "wine" in n.lower() or "preloader" in n.lower()]
     wine_env = [k for k in ("WINEPREFIX", "STEAM_COMPAT_DATA_PATH", "WINELOADER") if k in f.environ]
     wine_parent = [p.name or base(p.exe) for p in f.parents
-                   if re.search(r"wine|proton", " ".join([p.name or "", p.exe or ""] + p.cmdline[:2]), re.I)]
+                   if _WINE.search(" ".join([p.name or "", p.exe or ""] + p.cmdline[:2]))]
     under = " under Wine/Proton" if wine or wine_env or wine_parent else ""
     windows = next((n for n in exe_names if _GAME_NAME.search(n) and n.lower() not in WINE_SYSTEM), None)
     if windows and (windows.lower().endswith(".exe") or "shipping" in windows.lower()):
@@ -702,9 +754,9 @@ def _weak_gaming(v: _View) -> tuple[str, str, str] | None:
         b = base(lib)
         if b.startswith("UnityPlayer"):
             engine = f"Unity engine ({b})"
-        elif re.match(r"^lib(UE[45]|Unreal)", b, re.I):
+        elif _UNREAL.match(b):
             engine = f"Unreal Engine ({b})"
-        elif re.match(r"^libgodot", b, re.I):
+        elif _GODOT.match(b):
             engine = f"Godot engine ({b})"
         if engine:
             break
@@ -713,7 +765,7 @@ def _weak_gaming(v: _View) -> tuple[str, str, str] | None:
     if f.exe and _GAME_PATH.search(f.exe) and not v.python:
         return _exe_label(v), f"installed in a games folder ({f.exe})", "gaming:games_folder"
     util = f.gpu_utilization_percent
-    pattern = next((n for n in exe_names if re.search(r"\.(x86_64|x86|x64)$|game", n, re.I)), None)
+    pattern = next((n for n in exe_names if _GAME_EXE.search(n)), None)
     if util is not None and util > BUSY_PERCENT and pattern and not v.frameworks and not v.python:
         return (_exe_label(v), f"GPU at {util:g}% and a game-like exe name {pattern} (weak signal)",
                 "gaming:busy_heuristic")
