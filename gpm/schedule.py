@@ -8,6 +8,7 @@ only sets an event: the work in hand (a database write) finishes first.
 
 from __future__ import annotations
 
+import itertools
 import signal
 import threading
 import time
@@ -55,24 +56,23 @@ class Stopper:
 
 
 def ticks(interval: float, count: int | None, stopper: Stopper, clock=time.monotonic) -> Iterator[int]:
-    """Yield 0, 1, 2... on the grid start + k*interval until count or a stop.
+    """Yield 0, 1, 2... on the grid start + k*interval until count runs or a stop.
 
     A run that overran its slot skips the missed slots rather than bursting
-    to catch up: a sample is a reading of "now", not a debt.
+    to catch up (a sample is a reading of "now", not a debt), but ``count``
+    runs still happen: ``--count 6`` means six samples.
     """
     start = clock()
-    k = 0
-    while count is None or k < count:
-        if stopper.stopped:
+    slot = 0
+    for run in itertools.count():
+        if (count is not None and run >= count) or stopper.stopped:
             return
-        yield k
-        k += 1
-        if count is not None and k >= count:
+        yield run
+        if count is not None and run + 1 >= count:
             return
+        slot += 1
         now = clock()
-        due = start + k * interval
-        if now > due:
-            k = int((now - start) // interval) + 1
-            due = start + k * interval
-        if stopper.sleep(due - clock()):
+        if now > start + slot * interval:
+            slot = int((now - start) // interval) + 1
+        if stopper.sleep(start + slot * interval - clock()):
             return

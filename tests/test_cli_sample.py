@@ -287,3 +287,25 @@ def test_version_and_python_dash_m(gpm):
     from gpm import __version__
 
     assert gpm("--version", check=True).stdout.strip() == f"gpm {__version__}"
+
+
+def test_ticks_skip_missed_slots_but_keep_the_count():
+    from gpm.schedule import Stopper, ticks
+
+    now = [0.0]
+    stopper = Stopper()
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> bool:
+        slept.append(round(seconds, 3))
+        now[0] += max(seconds, 0)
+        return False
+
+    stopper.sleep = sleep  # a fake clock: no real waiting
+    runs = []
+    for run in ticks(1.0, 4, stopper, clock=lambda: now[0]):
+        runs.append((run, now[0]))
+        if run == 1:
+            now[0] += 2.5  # this run overran two slots
+    assert [r for r, _ in runs] == [0, 1, 2, 3]
+    assert [t for _, t in runs] == [0.0, 1.0, 4.0, 5.0]  # slots 2 and 3 skipped, no burst
