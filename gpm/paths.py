@@ -26,6 +26,10 @@ def state_home() -> Path:
     return _xdg("XDG_STATE_HOME", ".local/state") / "gpm"
 
 
+def cache_home() -> Path:
+    return _xdg("XDG_CACHE_HOME", ".cache") / "gpm"
+
+
 def default_config_path() -> Path:
     return config_home() / "config.toml"
 

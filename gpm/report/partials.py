@@ -349,9 +349,14 @@ def merge(parts: list["pl.DataFrame"], hists: list["pl.DataFrame"]) -> tuple["pl
     archive's border) is merged, its counter step across the stores included."""
     import polars as pl
 
+    parts = [p for p in parts if not p.is_empty()]
     frame = pl.concat(parts) if parts else empty_partials()
     hist = pl.concat(hists) if hists else empty_histogram()
-    if frame.select(pl.struct(KEY).is_duplicated().any()).item():
+    # Each part holds a minute once; only parts whose minutes overlap can
+    # share one (a check of every key of a year costs seconds).
+    spans = sorted((p["minute"].min(), p["minute"].max()) for p in parts)
+    overlap = any(b[0] <= a[1] for a, b in zip(spans, spans[1:]))
+    if overlap and frame.select(pl.struct(KEY).is_duplicated().any()).item():
         frame = frame.sort("first_ts_ms").group_by(KEY, maintain_order=True).agg(
             pl.col("gpu_index", "gpu_name").last(),
             pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max(),

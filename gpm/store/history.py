@@ -86,19 +86,29 @@ def scan(
         schema = _schema_from_files(spec, files)
     frames = [] if rows is None else [rows.lazy()]
     if files:
-        file_schema = {n: t for n, t in schema.items() if n != spec.time_column}
-        archived = (
-            pl.scan_parquet(files, schema=file_schema, hive_partitioning=False,
-                            missing_columns="insert", extra_columns="ignore")
-            .with_columns(pl.col(spec.ts_name).dt.epoch("ms").alias(spec.time_column))
-        )
-        archived = _time_filter(archived, spec, since_ms, until_ms)
+        archived = _time_filter(scan_files(table, files, schema), spec, since_ms, until_ms)
         if wanted is not None:
             archived = archived.filter(pl.col("host").is_in(sorted(wanted)))
-        frames.append(archived.select([pl.col(n).cast(t) for n, t in schema.items()]))
+        frames.append(archived)
     if not frames:
         return pl.LazyFrame(schema=schema)
     return pl.concat(frames, how="vertical")
+
+
+def scan_files(table: str, files: list[str], schema: "dict[str, pl.DataType] | None" = None) -> "pl.LazyFrame":
+    """The rows of the given part files of ``table``, in the history reader's columns."""
+    import polars as pl
+
+    spec = lookup(table)
+    if schema is None:
+        schema = _schema_from_files(spec, files)
+    file_schema = {n: t for n, t in schema.items() if n != spec.time_column}
+    return (
+        pl.scan_parquet(files, schema=file_schema, hive_partitioning=False,
+                        missing_columns="insert", extra_columns="ignore")
+        .with_columns(pl.col(spec.ts_name).dt.epoch("ms").alias(spec.time_column))
+        .select([pl.col(n).cast(t) for n, t in schema.items()])
+    )
 
 
 def _read_db(conn, res, since_ms, until_ms, wanted, own_host, with_rows=True):
