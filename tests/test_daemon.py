@@ -120,7 +120,6 @@ class NotifyListener:
 def test_samples_notifies_systemd_and_exits_0_within_2_s_of_sigterm(fake_nvml, tmp_path, daemons):
     scenario = Scenario.many(2)
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    comm = Path(f"/proc/{worker.pid}/comm").read_text().strip()
     scenario.gpus[1].processes = [FakeProcess(pid=worker.pid, used_memory=1 << 30)]
     fake_nvml.set(scenario)
     listener = NotifyListener()
@@ -132,6 +131,9 @@ def test_samples_notifies_systemd_and_exits_0_within_2_s_of_sigterm(fake_nvml, t
         time.sleep(1.5)
         rc, elapsed = d.stop()
         messages = listener.drain()
+        # Read after the daemon ran: right after Popen the child may not have
+        # exec'd yet and still carry the parent's name.
+        comm = Path(f"/proc/{worker.pid}/comm").read_text().strip()
     finally:
         listener.close()
         worker.kill()
