@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -27,9 +28,16 @@ def lock_path(db_path: str | os.PathLike, job: str) -> Path:
     return db_path.parent / "locks" / f"{db_path.name}.{job}.lock"
 
 
+@dataclass(frozen=True)
+class HeldLock:
+    path: Path
+    # A child process given this descriptor (``pass_fds``) holds the lock too, until it exits.
+    fd: int
+
+
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, *, job: str, wait_secs: float = DEFAULT_WAIT_SECS,
-                   poll_secs: float = 0.05) -> Iterator[Path]:
+                   poll_secs: float = 0.05) -> Iterator[HeldLock]:
     """Hold an exclusive lock on ``path`` for the block.
 
     Waits up to ``wait_secs`` for a running holder to finish, then raises
@@ -55,7 +63,7 @@ def exclusive_lock(path: str | os.PathLike, *, job: str, wait_secs: float = DEFA
                 time.sleep(poll_secs)
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        yield path
+        yield HeldLock(path, fd)
     finally:
         os.close(fd)  # closing releases the flock
 

@@ -46,7 +46,7 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
     })
     cutoff = store_archive.cutoff_ms(cfg["storage.retention_days"])
     loud = app.verbose > 0 or (not app.quiet and sys.stdout.isatty())
-    with exclusive_lock(lock_path(cfg.db_path, "archive"), job="archive", wait_secs=wait_secs):
+    with exclusive_lock(lock_path(cfg.db_path, "archive"), job="archive", wait_secs=wait_secs) as lock:
         conn = app.open_db()
         try:
             if dry_run:
@@ -65,7 +65,7 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
                     bar = click.progressbar(length=total, label="archiving", file=sys.stderr)
             try:
                 result = store_archive.archive(conn, cfg.archive_dir, cutoff=cutoff, own_host=cfg.hostname,
-                                               progress=bar.update if bar else None)
+                                               progress=bar.update if bar else None, lock_fd=lock.fd)
             finally:
                 if bar is not None:
                     bar.render_finish()

@@ -158,6 +158,10 @@ class Resolved:
             parts.append(f"({spec.ready})")
         return " AND ".join(parts)
 
+    def raw_schema(self) -> "dict[str, pl.DataType]":
+        """The table's own columns as they cross from SQLite, in table order."""
+        return {name: _dtype(dtype) for name, dtype in self.raw}
+
     def read(self, conn: sqlite3.Connection, where: str, params: list, own_host: str) -> "pl.DataFrame":
         """The rows matching ``where`` as a history frame.
 
@@ -167,23 +171,38 @@ class Resolved:
         """
         import polars as pl
 
-        raw_schema = {name: _dtype(dtype) for name, dtype in self.raw}
+        raw_schema = self.raw_schema()
         cursor = conn.execute(f"SELECT {', '.join(raw_schema)} FROM {self.spec.table} WHERE {where}", params)
         chunks = []
         while rows := cursor.fetchmany(FETCH_ROWS):
             chunks.append(pl.DataFrame(rows, schema=raw_schema, orient="row"))
         frame = pl.concat(chunks) if chunks else pl.DataFrame(schema=raw_schema)
-        return self.to_history(conn, frame, own_host)
+        return self.to_history(frame, own_host, self.gpus(conn))
 
-    def to_history(self, conn: sqlite3.Connection, frame: "pl.DataFrame", own_host: str) -> "pl.DataFrame":
+    def gpu_sql(self) -> str | None:
+        """The query for the ``gpus`` columns ``to_history`` joins (None for a table without ``gpu_id``)."""
+        if not self.joins_gpus:
+            return None
+        wanted = [c for c in self.columns if c.origin == "gpus"]
+        return f"SELECT id AS gpu_id, {', '.join(f'{c.source} AS {c.name}' for c in wanted)} FROM gpus"
+
+    def gpu_schema(self) -> "dict[str, pl.DataType]":
+        return {"gpu_id": _dtype("Int64"), **{c.name: _dtype(c.dtype) for c in self.columns if c.origin == "gpus"}}
+
+    def gpus(self, conn: sqlite3.Connection) -> "pl.DataFrame | None":
+        """The ``gpus`` frame ``to_history`` joins, read now (after the rows that refer to it)."""
+        import polars as pl
+
+        sql = self.gpu_sql()
+        if sql is None:
+            return None
+        return pl.DataFrame(conn.execute(sql).fetchall(), schema=self.gpu_schema(), orient="row")
+
+    def to_history(self, frame: "pl.DataFrame", own_host: str, gpus: "pl.DataFrame | None") -> "pl.DataFrame":
+        """The table's raw columns (``raw_schema``) as the history frame; ``gpus`` as ``gpus()`` gives it."""
         import polars as pl
 
         if self.joins_gpus:
-            wanted = [c for c in self.columns if c.origin == "gpus"]
-            gpus = pl.DataFrame(
-                conn.execute(f"SELECT id, {', '.join(c.source for c in wanted)} FROM gpus").fetchall(),
-                orient="row", schema={"gpu_id": pl.Int64, **{c.name: _dtype(c.dtype) for c in wanted}},
-            )
             frame = frame.join(gpus, on="gpu_id", how="left")
         if self.host_sql == "?":
             frame = frame.with_columns(host=pl.lit(own_host, dtype=pl.String))
