@@ -4,12 +4,14 @@ No hooks in gpm: the killed process is the real command (imported ahead so
 that the random delays fall inside its work, not inside Python start-up).
 Deterministic kills watch the steps from outside (a temp file appears, a
 part file appears before the manifest lists it, the manifest grows) and
-freeze the process with SIGSTOP the moment they see one, then SIGKILL it.
+freeze the process and its day writers with SIGSTOP the moment they see
+one, then SIGKILL the process: its writers (which write the part files,
+see gpm.store.archive_worker) must die with it, even mid-write.
 """
 
 from __future__ import annotations
 
-import os
+import contextlib
 import random
 import signal
 import sqlite3
@@ -19,6 +21,7 @@ import time
 from pathlib import Path
 
 import polars as pl
+import psutil
 import pytest
 
 from gpm.store.archive import archive, cutoff_ms
@@ -70,10 +73,37 @@ class Child:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
+    def writers(self) -> list[psutil.Process]:
+        """Its day writers (gpm.store.archive_worker), while it runs."""
+        try:
+            return psutil.Process(self.proc.pid).children()
+        except psutil.NoSuchProcess:
+            return []
+
+    def freeze(self) -> None:
+        """Stop it and its day writers, so that what they have left on disk stays as it is."""
+        for proc in [psutil.Process(self.proc.pid), *self.writers()]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.suspend()
+
     def kill(self) -> int:
+        """SIGKILL: its day writers must die with it (a stopped one too)."""
+        writers = self.writers()
         self.proc.kill()
         self.proc.communicate(timeout=30)
+        deadline = time.monotonic() + 10
+        while (alive := [w for w in writers if not dead(w)]) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert alive == [], f"day writers outlived their parent: {alive}"
         return self.proc.returncode
+
+
+def dead(proc: psutil.Process) -> bool:
+    """Exited: gone, or a zombie that init has not reaped yet (it holds nothing any more)."""
+    try:
+        return proc.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def check_exactly_once(db: Path, arch: Path, expected: pl.DataFrame) -> None:
@@ -166,7 +196,7 @@ def test_sigkill_at_each_observed_step(tmp_path, step):
         deadline = time.monotonic() + 30
         while child.proc.poll() is None and time.monotonic() < deadline:
             if STEPS[step](db, arch):
-                os.kill(child.proc.pid, signal.SIGSTOP)
+                child.freeze()
                 seen = STEPS[step](db, arch)
                 break
         child.kill()

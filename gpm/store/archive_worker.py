@@ -32,7 +32,7 @@ import subprocess
 import sys
 from collections import deque
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 from urllib.parse import quote
 
 if TYPE_CHECKING:
@@ -66,6 +66,8 @@ class DayWriters:
 
         root = str(Path(gpm.__file__).resolve().parent.parent)
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+        # The writers run side by side: Polars threads beyond a share of the cores only contend.
+        env.setdefault("POLARS_MAX_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
         self._procs = [
             subprocess.Popen(
                 [sys.executable, "-m", "gpm.store.archive_worker", str(os.getpid()), db_path],
@@ -76,8 +78,10 @@ class DayWriters:
         self._alive = [True] * count
         self._next = 0
 
-    def map(self, jobs: Iterable[tuple[int, dict]]) -> Iterator[tuple[int, list | str]]:
-        """(key, parts written) for each (key, job), in order; a string says why a job fell back.
+    def map(self, jobs: Iterable[tuple[Any, dict]]) -> Iterator[tuple[tuple[Any, dict], list | str]]:
+        """((key, job), parts written) for each (key, job), in order; a string says why a job fell back.
+
+        After a fallback nothing of that writer is running any more on it.
 
         Two jobs per writer are in flight, so none waits while its last
         reply is handled.
@@ -85,12 +89,12 @@ class DayWriters:
         from gpm.store.archive import Part
 
         jobs = iter(jobs)
-        pending: deque[tuple[int, int]] = deque()
+        pending: deque[tuple[tuple[Any, dict], int]] = deque()
 
         def send() -> None:
             job = next(jobs, None)
             if job is not None:
-                pending.append((job[0], self._send(job[1])))
+                pending.append((job, self._send(job[1])))
 
         for _ in range(2 * len(self._procs)):
             send()
@@ -120,6 +124,7 @@ class DayWriters:
             if line:
                 return json.loads(line)
             self._alive[worker] = False
+            self._procs[worker].wait()  # gone for good before its day is redone
         return {"fallback": f"day writer stopped (exit {self._procs[worker].poll()})"}
 
     def close(self) -> None:
@@ -237,7 +242,7 @@ def write_job(reader: AdbcReader, job: dict, still_wanted) -> list[list]:
         storage = {name: "String" if dtype == _polars_type("String") else "Int64" for name, dtype in schema.items()}
         gpus = reader.read(res.gpu_sql(), storage).cast(schema)
     history = res.to_history(frame, job["own_host"], gpus)
-    parts = write_day(history, res, Path(job["archive_dir"]), job["lo"], still_wanted=still_wanted)
+    parts = write_day(history, res, Path(job["archive_dir"]), job["lo"], job["name"], still_wanted=still_wanted)
     return [list(astuple(p)) for p in parts]
 
 
