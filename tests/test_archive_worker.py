@@ -239,3 +239,20 @@ def test_sort_is_the_plain_sort_when_rows_come_in_time_order():
     keys = ["host", "gpu_uuid", "ts_ms"]
     assert sort_frame(frame, keys).equals(frame.sort(keys))
     assert sort_frame(frame.reverse(), keys).equals(frame.sort(keys))
+
+
+def test_file_order_is_the_plain_sort_of_the_history(tmp_path):
+    from gpm.store.archive import file_frame, sort_keys
+    from gpm.store.timeseries import BY_TABLE, resolve
+
+    conn = open_db(tmp_path / "gpm.db")
+    for host in ("beta", "alpha"):
+        write_trace(conn, trace_frame(3, 0.1, 60, start_ms=days_ago(2)), host=host)
+    res = resolve(conn, BY_TABLE["gpu_metrics"])
+    raw = res.read_raw(conn, "1", [])
+    gpus = res.gpus(conn)
+    expected = res.to_history(raw, HOST, gpus).sort(sort_keys(res))
+    assert expected.get_column("host").n_unique() == 2
+    assert file_frame(res, raw, HOST, gpus).equals(expected)  # rows in time order, as SQLite reads them
+    assert file_frame(res, raw.sample(fraction=1, shuffle=True, seed=3), HOST, gpus).equals(expected)
+    conn.close()

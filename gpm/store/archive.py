@@ -255,17 +255,39 @@ def part_name() -> str:
     return f"part-{time.time_ns() // 1_000_000}-{secrets.token_hex(4)}.parquet"
 
 
+def file_frame(res: Resolved, raw: "pl.DataFrame", own_host: str, gpus: "pl.DataFrame | None") -> "pl.DataFrame":
+    """The history frame of ``raw`` (the table's own columns) in Parquet order (``sort_keys``).
+
+    A table keyed by GPU goes in order of host, GPU and time: sorting the raw
+    integers by each GPU's rank among its (host, uuid) before the GPU's text
+    joins them takes half the time of sorting the history frame's text.
+    """
+    import polars as pl
+
+    keys = sort_keys(res)
+    if res.host_sql != "g.host" or keys != ["host", "gpu_uuid", res.spec.ts_name]:
+        return sort_frame(res.to_history(raw, own_host, gpus), keys)
+    ids = gpus.sort("host", "gpu_uuid").get_column("gpu_id")
+    rank = pl.col("gpu_id").replace_strict(ids, pl.int_range(len(ids), eager=True), default=None)
+    time_column = raw.get_column(res.spec.time_column)
+    if time_column.null_count() == 0 and time_column.is_sorted():  # as SQLite reads gpu_metrics
+        raw = raw.sort(rank, maintain_order=True)
+    else:
+        raw = raw.sort([rank, pl.col(res.spec.time_column)])
+    return res.to_history(raw, own_host, gpus)
+
+
 def write_day(frame: "pl.DataFrame", res: Resolved, archive_dir: Path, lo: int, name: str,
               still_wanted: Callable[[], bool] | None = None) -> list[Part]:
-    """Sort a day's history frame and write one durable part file per host, all called ``name``.
+    """Write a day's history frame, in file order (``file_frame``), as one durable part file per host.
 
-    Used in this process and by the day writers (``gpm.store.archive_worker``).
-    On an error none of the day's files is left behind.
+    Every host's file is called ``name``. Used in this process and by the day
+    writers (``gpm.store.archive_worker``). On an error none of the day's
+    files is left behind.
     """
     parts: list[Part] = []
     if frame.is_empty():
         return parts
-    frame = sort_frame(frame, sort_keys(res))
     file_columns = list(res.file_schema())
     offset = 0
     try:
@@ -317,7 +339,9 @@ class _Mover:
             start = lo + DAY_MS
 
     def read(self, conn: sqlite3.Connection, lo: int) -> "pl.DataFrame":
-        return self.res.read(conn, self.where, self.params(lo), self.own_host)
+        """Day ``lo``'s history frame in file order, read here with sqlite3."""
+        raw = self.res.read_raw(conn, self.where, self.params(lo))
+        return file_frame(self.res, raw, self.own_host, self.res.gpus(conn))
 
     def through(self, writers) -> None:
         """Day writer processes read, sort and write; this process checks, records and deletes."""

@@ -231,7 +231,7 @@ def write_job(reader: AdbcReader, job: dict, still_wanted) -> list[list]:
     """Read one day, make it the history frame, write its part files; the parts as JSON lists."""
     from dataclasses import astuple
 
-    from gpm.store.archive import decode_resolved, write_day
+    from gpm.store.archive import decode_resolved, file_frame, write_day
 
     res: Resolved = decode_resolved(job["resolved"])
     frame = reader.read(f"SELECT {', '.join(n for n, _ in res.raw)} FROM {res.table} "
@@ -241,7 +241,7 @@ def write_job(reader: AdbcReader, job: dict, still_wanted) -> list[list]:
         schema = res.gpu_schema()
         storage = {name: "String" if dtype == _polars_type("String") else "Int64" for name, dtype in schema.items()}
         gpus = reader.read(res.gpu_sql(), storage).cast(schema)
-    history = res.to_history(frame, job["own_host"], gpus)
+    history = file_frame(res, frame, job["own_host"], gpus)
     parts = write_day(history, res, Path(job["archive_dir"]), job["lo"], job["name"], still_wanted=still_wanted)
     return [list(astuple(p)) for p in parts]
 

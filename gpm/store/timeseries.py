@@ -169,6 +169,10 @@ class Resolved:
         costly part); GPU identity, decoded codes and timestamps are added
         by Polars.
         """
+        return self.to_history(self.read_raw(conn, where, params), own_host, self.gpus(conn))
+
+    def read_raw(self, conn: sqlite3.Connection, where: str, params: list) -> "pl.DataFrame":
+        """The table's own columns of the rows matching ``where`` (``raw_schema``)."""
         import polars as pl
 
         raw_schema = self.raw_schema()
@@ -176,8 +180,7 @@ class Resolved:
         chunks = []
         while rows := cursor.fetchmany(FETCH_ROWS):
             chunks.append(pl.DataFrame(rows, schema=raw_schema, orient="row"))
-        frame = pl.concat(chunks) if chunks else pl.DataFrame(schema=raw_schema)
-        return self.to_history(frame, own_host, self.gpus(conn))
+        return pl.concat(chunks) if chunks else pl.DataFrame(schema=raw_schema)
 
     def gpu_sql(self) -> str | None:
         """The query for the ``gpus`` columns ``to_history`` joins (None for a table without ``gpu_id``)."""
