@@ -127,13 +127,17 @@ class DayWriters:
             self._procs[worker].wait()  # gone for good before its day is redone
         return {"fallback": f"day writer stopped (exit {self._procs[worker].poll()})"}
 
-    def close(self) -> None:
-        """Let each writer finish and exit (end of stdin)."""
+    def finish(self) -> None:
+        """Tell each writer that no more jobs come (end of stdin): they exit by themselves."""
         for proc in self._procs:
             try:
                 proc.stdin.close()
             except OSError:
                 pass
+
+    def close(self) -> None:
+        """Let each writer finish and wait until it has exited."""
+        self.finish()
         for proc in self._procs:
             try:
                 proc.wait(timeout=30)
@@ -286,7 +290,8 @@ def main(argv: list[str]) -> int:
         sys.stdout.flush()
     if reader is not None:
         reader.close()
-    return 0
+    sys.stdout.flush()
+    os._exit(0)  # everything is durable already; skips tearing down Polars (~0.2 s)
 
 
 if __name__ == "__main__":
