@@ -171,7 +171,10 @@ def archive(conn: sqlite3.Connection, archive_dir: str | os.PathLike, *, cutoff:
     writers = None
     if workers and db_path and _anything_to_move(conn, cutoff):
         # Started first: their start-up overlaps recover().
-        writers = archive_worker.DayWriters(db_path, workers, lock_fd=lock_fd)
+        try:
+            writers = archive_worker.DayWriters(db_path, workers, lock_fd=lock_fd)
+        except OSError as err:
+            result.notes.append(f"day writers not started ({err}); archived by gpm itself")
     try:
         recover(conn, archive_dir, own_host=own_host, result=result)
         for spec, res in _resolved(conn, result.problems):

@@ -68,13 +68,16 @@ class DayWriters:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         # The writers run side by side: Polars threads beyond a share of the cores only contend.
         env.setdefault("POLARS_MAX_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
-        self._procs = [
-            subprocess.Popen(
-                [sys.executable, "-m", "gpm.store.archive_worker", str(os.getpid()), db_path],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                env=env, pass_fds=() if lock_fd is None else (lock_fd,))
-            for _ in range(count)
-        ]
+        self._procs: list[subprocess.Popen] = []
+        try:
+            for _ in range(count):
+                self._procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "gpm.store.archive_worker", str(os.getpid()), db_path],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                    env=env, pass_fds=() if lock_fd is None else (lock_fd,)))
+        except OSError:
+            self.kill()
+            raise
         self._alive = [True] * count
         self._next = 0
 
