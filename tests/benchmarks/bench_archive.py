@@ -53,6 +53,7 @@ def run_once(gpus: int, days: float, interval: float, workdir: Path) -> dict:
     metrics_bytes = table_bytes(conn, "gpu_metrics")
     del frame
     archive_dir = workdir / "archive"
+    load = os.getloadavg()[0]  # other work on the machine competes for the same cores
     t0 = time.perf_counter()
     result = archive(conn, archive_dir, cutoff=cutoff_ms(1, now), own_host="bench-host")
     t_archive = time.perf_counter() - t0
@@ -68,7 +69,7 @@ def run_once(gpus: int, days: float, interval: float, workdir: Path) -> dict:
         "rows": rows, "gen_s": t_gen, "load_s": t_load, "archive_s": t_archive, "scan_s": t_scan,
         "db_before": db_before, "db_after": db_after, "metrics_bytes": metrics_bytes,
         "parquet_bytes": parquet_bytes, "files": sum(t.files for t in result.tables.values()),
-        "reclaim": result.reclaim,
+        "reclaim": result.reclaim, "load": load,
     }
 
 
@@ -102,6 +103,9 @@ def main() -> None:
               f"bytes/sample (table = its only index)")
     print(f"archive         {med('archive_s'):8.2f} s   {rows / med('archive_s'):12,.0f} rows/s "
           f"(target >= 500,000); {runs[0]['files']} files; {runs[0]['reclaim']}")
+    if len(runs) > 1:
+        each = ", ".join(f"{rows / r['archive_s']:,.0f} (load {r['load']:.1f})" for r in runs)
+        print(f"  each run      {each} rows/s (1-minute load average before it)")
     print(f"Parquet         {med('parquet_bytes') / 2**20:8.1f} MiB {med('parquet_bytes') / rows:8.2f} "
           f"bytes/sample (target <= 10); {med('db_before') / med('parquet_bytes'):.1f}x smaller than SQLite")
     print(f"SQLite after    {med('db_after') / 2**20:8.2f} MiB (archive + vacuum)")
