@@ -184,7 +184,7 @@ def gpu_partials(conn: sqlite3.Connection | None, db_path: Path | None, archive_
         parts.append(p)
         hists.append(h)
     if use_cache and cache_dir is None:
-        cache_dir = cache_home() / "report-days"
+        cache_dir = Path(cache_home()) / "report-days"
     p, h = archive_partials(conn, archive_dir, sel, busy_threshold, own_host, cached_hours,
                             cache_dir if use_cache else None)
     return merge(parts + p, hists + h)

@@ -19,7 +19,6 @@ import contextlib
 import importlib
 import os
 import sqlite3
-from pathlib import Path
 from typing import Iterator
 
 from gpm.errors import GpmError
@@ -94,17 +93,17 @@ def migrate(conn: sqlite3.Connection) -> None:
 
 def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode; transactions are explicit (``write``)."""
-    path = Path(path)
+    path = os.fspath(path)
     if readonly:
-        if not path.exists():
+        if not os.path.exists(path):
             raise GpmError(f"{path}: database not found (run `gpm sample` first)")
         conn = sqlite3.connect(
             f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECS,
             isolation_level=None, check_same_thread=False,
         )
     else:
-        ensure_private_dir(path.parent)
-        new = not path.exists()
+        ensure_private_dir(os.path.dirname(os.path.abspath(path)))
+        new = not os.path.exists(path)
         if new:
             # Create it 0600: process names and command lines are private.
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
