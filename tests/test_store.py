@@ -66,6 +66,19 @@ def test_an_up_to_date_database_opens_without_the_schema_modules(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
+@pytest.mark.skipif(not hasattr(sqlite3.Connection, "setconfig"), reason="Python < 3.12 cannot keep the WAL")
+def test_closing_leaves_the_wal_for_the_next_run_and_loses_nothing(tmp_path):
+    path = tmp_path / "gpm.db"
+    for ts in (1_000, 2_000, 3_000):
+        conn = open_db(path)
+        save_samples(conn, "box", [make_sample(ts)])
+        conn.close()
+        assert Path(f"{path}-wal").exists()  # no checkpoint and delete on every close
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    assert [r[0] for r in reader.execute("SELECT ts_ms FROM gpu_metrics ORDER BY ts_ms")] == [1_000, 2_000, 3_000]
+    assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_saved_sample_round_trips_through_the_view(tmp_path):
     conn = open_db(tmp_path / "gpm.db")
     sample = make_sample(1_764_000_000_123, processes=[GpuProcess(pid=1, used_memory_bytes=5)])
