@@ -32,13 +32,7 @@ _FIELD_UNAVAILABLE = {
     getattr(pynvml, "NVML_ERROR_ARGUMENT_VERSION_MISMATCH", -1),
 }
 
-_ERROR_NAMES = {
-    getattr(pynvml, name): name[len("NVML_ERROR_"):].lower()
-    for name in dir(pynvml)
-    if name.startswith("NVML_ERROR_") and isinstance(getattr(pynvml, name), int)
-}
-# Spelled as nvidia-smi's "Unknown Error" becomes, so both backends agree.
-_ERROR_NAMES[pynvml.NVML_ERROR_UNKNOWN] = "unknown_error"
+_ERROR_NAMES: dict[int, str] = {}  # filled on the first error: scanning pynvml's 2,000 names costs ~0.5 ms
 
 _INIT_REASONS = {
     pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
@@ -56,7 +50,15 @@ _INIT_REASONS = {
 
 
 def error_name(err: pynvml.NVMLError) -> str:
-    """``gpu_is_lost``, ``unknown``, ... for an NVML error."""
+    """``gpu_is_lost``, ``unknown_error``, ... for an NVML error."""
+    if not _ERROR_NAMES:
+        _ERROR_NAMES.update(
+            (getattr(pynvml, name), name[len("NVML_ERROR_"):].lower())
+            for name in dir(pynvml)
+            if name.startswith("NVML_ERROR_") and isinstance(getattr(pynvml, name), int)
+        )
+        # Spelled as nvidia-smi's "Unknown Error" becomes, so both backends agree.
+        _ERROR_NAMES[pynvml.NVML_ERROR_UNKNOWN] = "unknown_error"
     return _ERROR_NAMES.get(err.value, f"nvml_error_{err.value}")
 
 
