@@ -66,7 +66,6 @@ def test_an_up_to_date_database_opens_without_the_schema_modules(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.skipif(not hasattr(sqlite3.Connection, "setconfig"), reason="Python < 3.12 cannot keep the WAL")
 def test_closing_leaves_the_wal_for_the_next_run_and_loses_nothing(tmp_path):
     path = tmp_path / "gpm.db"
     for ts in (1_000, 2_000, 3_000):
