@@ -135,3 +135,16 @@ def test_a_changed_day_is_read_raw_not_from_its_stale_reduction(gpm, archived, t
     empty = tmp_path / "other.db"
     args = ("--since", "2025-03-03", "--until", "2025-03-05")
     assert report(gpm, empty, copy, "UTC", *args) == report(gpm, empty, copy, "UTC", *args, "--no-cache")
+
+
+def test_a_long_range_shows_weeks_in_100_columns_and_json_keeps_every_day(gpm, archived):
+    db, archive = archived
+    args = ("--db", db, "report", "--archive-dir", archive, "--since", "2025-01-01", "--until", "2025-06-01")
+    text = gpm(*args, env={"TZ": "UTC", "NO_COLOR": "1"}, check=True).stdout
+    assert max(len(line) for line in text.splitlines()) <= 100
+    days = text[text.index("Per day"):]
+    assert "weeks        Jan" in days and "2025-W10  " in days and "Mon 03-03" not in days
+    assert "0–" in days and "per week" in days
+    data = json.loads(gpm(*args, "--format", "json", env={"TZ": "UTC"}, check=True).stdout)
+    assert len(data["days"]) == 151
+    assert data["days"][61]["date"] == "2025-03-03" and data["days"][61]["sampled_seconds"] > 0
