@@ -264,7 +264,7 @@ def gpu_partials(conn: sqlite3.Connection | None, db_path: Path | None, archive_
         parts.append(p)
         hists.append(h)
     if use_cache and cache_dir is None:
-        cache_dir = cache_home() / "report-days"
+        cache_dir = Path(cache_home()) / "report-days"
     sqlite_days = {(host, day * DAY_MS) for host, day in pl.concat(parts).select(
         "host", pl.col("first_ts_ms") // DAY_MS).unique().iter_rows()} if parts else set()
     reduced = Reduced()
