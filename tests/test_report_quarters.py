@@ -148,3 +148,14 @@ def test_a_long_range_shows_weeks_in_100_columns_and_json_keeps_every_day(gpm, a
     data = json.loads(gpm(*args, "--format", "json", env={"TZ": "UTC"}, check=True).stdout)
     assert len(data["days"]) == 151
     assert data["days"][61]["date"] == "2025-03-03" and data["days"][61]["sampled_seconds"] > 0
+
+
+def test_gpm_archive_reduces_days_archived_without_a_reduction(gpm, archived, tmp_path):
+    db, archive = archived
+    shutil.copy(db, tmp_path / "lab.db")
+    shutil.copytree(archive, tmp_path / "archive")
+    shutil.rmtree(tmp_path / "archive" / "gpu_reductions" / "host=lab" / "date=2025-03-04")
+    gpm("--db", tmp_path / "lab.db", "archive", "--archive-dir", tmp_path / "archive", "--older-than", "1",
+        env={"TZ": "UTC"}, check=True)
+    day = tmp_path / "archive" / "gpu_reductions" / "host=lab" / "date=2025-03-04"
+    assert sorted(p.name for p in day.iterdir()) == ["hist.pq", "partials.pq", "sources.json"]

@@ -22,8 +22,8 @@ rule for such readings looks back across quarters.
 
 Reduced days are stored beside the raw Parquet (``write_day``; `gpm archive`
 does it for every day it moves) and in the report's day cache for archives
-that have none, one folder per host and UTC day: ``partials.parquet``
-(quarter rows and the minutes they may need), ``hist.parquet`` (utilization
+that have none, one folder per host and UTC day: ``partials.pq``
+(quarter rows and the minutes they may need), ``hist.pq`` (utilization
 histogram) and ``sources.json`` (the part files reduced, by name and size,
 and the busy threshold), written last: a reduction is used only while it
 names exactly the day's files.
@@ -48,6 +48,8 @@ QUARTER_MS = QUARTER_MINUTES * BUCKET_MS
 IRREGULAR = 2**62  # max_step_ms of a quarter that must always be read as minutes
 KEEP_MINUTES_ABOVE_MS = int(MIN_GAP_SECS * 1000)
 REDUCTIONS_DIR = "gpu_reductions"
+# Parquet, but not named *.parquet: in the archive that means a part file of the manifest.
+FILES = {"partials": "partials.pq", "hist": "hist.pq"}
 FORMAT_VERSION = 1
 
 
@@ -227,8 +229,8 @@ def write_day(folder: Path, partials: "pl.DataFrame", hist: "pl.DataFrame", sour
     meta = json.dumps({"version": FORMAT_VERSION, "busy_threshold_percent": busy_threshold, "files": sources})
     if durable:
         (folder / "sources.json").unlink(missing_ok=True)
-        write_durably(partials, folder / "partials.parquet", root=root)
-        write_durably(hist, folder / "hist.parquet", root=root)
+        write_durably(partials, folder / FILES["partials"], root=root)
+        write_durably(hist, folder / FILES["hist"], root=root)
         tmp = folder / ".sources.json.tmp"
         with open(tmp, "w") as fh:
             fh.write(meta)
@@ -244,7 +246,7 @@ def write_day(folder: Path, partials: "pl.DataFrame", hist: "pl.DataFrame", sour
     for name, frame in (("partials", partials), ("hist", hist)):
         tmp = folder / f".{name}.{os.getpid()}.tmp"
         frame.write_parquet(tmp)
-        os.replace(tmp, folder / f"{name}.parquet")
+        os.replace(tmp, folder / FILES[name])
     tmp = folder / f".sources.{os.getpid()}.tmp"
     tmp.write_text(meta)
     os.replace(tmp, folder / "sources.json")
@@ -259,8 +261,8 @@ def read_days(folders: list[Path]) -> tuple["pl.DataFrame", "pl.DataFrame"]:
 
         return empty_partials(), empty_histogram()
     partials, hist = pl.collect_all([
-        pl.scan_parquet([str(f / "partials.parquet") for f in folders]),
-        pl.scan_parquet([str(f / "hist.parquet") for f in folders]),
+        pl.scan_parquet([str(f / FILES["partials"]) for f in folders]),
+        pl.scan_parquet([str(f / FILES["hist"]) for f in folders]),
     ])
     return partials, hist
 
@@ -269,27 +271,45 @@ def reduction_folder(archive_dir: Path, host_folder: str, day_folder: str) -> Pa
     return Path(archive_dir) / REDUCTIONS_DIR / host_folder / day_folder
 
 
-def reduce_archived_days(conn, archive_dir: Path, busy_threshold: float, *, created_since_ms: int) -> int:
+BACKFILL_DAYS = 31  # days archived earlier (or by a killed run) reduced per `gpm archive` run
+
+
+def reduce_archived_days(conn, archive_dir: Path, busy_threshold: float, *, created_since_ms: int,
+                         backfill_days: int = BACKFILL_DAYS) -> int:
     """Store the reduction of every (host, UTC day) of ``gpu_metrics`` that got
     a part file since ``created_since_ms`` (`gpm archive` calls it after moving
-    rows); return how many days were reduced. The reduction names the day's
-    part files in the manifest, so it is used only while they are exactly those."""
+    rows), and of up to ``backfill_days`` more archived days without a current
+    one (newest first: archives from before reductions, a run killed while
+    writing one); return how many days were reduced. A reduction names the
+    day's part files in the manifest, so it is used only while they are
+    exactly those."""
     from gpm.store.archive import host_dir
 
+    root = Path(archive_dir)
     days: dict[tuple[str, str], list[Path]] = {}
-    for host, day, path in conn.execute(
-            "SELECT host, day, path FROM archive_files WHERE table_name = 'gpu_metrics' AND (host, day) IN "
-            "(SELECT host, day FROM archive_files WHERE table_name = 'gpu_metrics' AND created_ms >= ?)",
-            (created_since_ms,)):
-        days.setdefault((host, day), []).append(Path(archive_dir) / path)
-    done = 0
-    for (host, day), files in sorted(days.items()):
-        folder = reduction_folder(archive_dir, host_dir(host), f"date={day}")
-        sources = day_sources(files)
+    fresh: set[tuple[str, str]] = set()
+    for host, day, path, created in conn.execute(
+            "SELECT host, day, path, created_ms FROM archive_files WHERE table_name = 'gpu_metrics'"):
+        days.setdefault((host, day), []).append(root / path)
+        if created >= created_since_ms:
+            fresh.add((host, day))
+    for host in {h for h, _ in days}:
+        for tmp in (root / REDUCTIONS_DIR / host_dir(host)).glob("date=*/.*.tmp"):
+            tmp.unlink(missing_ok=True)  # left by a run killed while writing
+    done = backfilled = 0
+    for (host, day), files in sorted(days.items(), key=lambda kv: kv[0][1], reverse=True):
+        if (host, day) not in fresh and backfilled >= backfill_days:
+            continue
+        folder = reduction_folder(root, host_dir(host), f"date={day}")
+        try:
+            sources = day_sources(files)
+        except OSError:
+            continue  # a listed file that is gone: `gpm archive` reports it
         if matches(read_sources(folder), sources, busy_threshold):
             continue
         start = int(datetime.fromisoformat(day).replace(tzinfo=timezone.utc).timestamp() * 1000)
         partials, hist = reduce_files(files, start, busy_threshold)
-        write_day(folder, partials, hist, sources, busy_threshold, root=Path(archive_dir), durable=True)
+        write_day(folder, partials, hist, sources, busy_threshold, root=root, durable=True)
         done += 1
+        backfilled += (host, day) not in fresh
     return done
