@@ -210,10 +210,12 @@ def reduce_files(files: list[Path], day_ms: int, busy_threshold: float) -> tuple
 
 
 def read_sources(folder: Path) -> dict | None:
+    """A stored reduction's record, None unless it and both its files are there."""
     try:
-        return json.loads((folder / "sources.json").read_text())
+        meta = json.loads((folder / "sources.json").read_text())
     except (OSError, ValueError):
         return None
+    return meta if all((folder / name).is_file() for name in FILES.values()) else None
 
 
 def matches(meta: dict | None, sources: list[list], busy_threshold: float) -> bool:
