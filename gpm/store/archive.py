@@ -145,18 +145,25 @@ def _resolved(conn: sqlite3.Connection, problems: list[str]) -> list[tuple[TimeS
 
 
 def archive(conn: sqlite3.Connection, archive_dir: str | os.PathLike, *, cutoff: int, own_host: str,
-            progress: Progress | None = None, reclaim_space: bool = True) -> ArchiveResult:
+            progress: Progress | None = None, reclaim_space: bool = True,
+            after_move: "Callable[[sqlite3.Connection, Path, int], None] | None" = None) -> ArchiveResult:
     """Recover from an interrupted run, move every old row, then reclaim space.
 
+    ``after_move(conn, archive_dir, started_ms)`` runs once the rows are moved,
+    before reclaiming: `gpm archive` stores the report's reductions of the days
+    that got part files since ``started_ms`` there.
     The caller holds the archive lock (``gpm.locks``) for the whole call.
     """
     archive_dir = Path(archive_dir)
+    started_ms = time.time_ns() // 1_000_000
     result = ArchiveResult(db_bytes_before=db_bytes(conn))
     recover(conn, archive_dir, own_host=own_host, result=result)
     for spec, res in _resolved(conn, result.problems):
         table_result = result.tables.setdefault(spec.table, TableResult(spec.table))
         _archive_table(conn, archive_dir, res, cutoff=cutoff, own_host=own_host,
                        result=result, table_result=table_result, progress=progress)
+    if after_move is not None:
+        after_move(conn, archive_dir, started_ms)
     if reclaim_space:
         result.reclaim = reclaim(conn)
     result.db_bytes_after = db_bytes(conn)
