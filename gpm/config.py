@@ -13,29 +13,42 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from gpm import paths
 from gpm.errors import ConfigError
+from gpm.plain import Plain
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
-@dataclass(frozen=True)
-class Key:
-    """One setting: its section, name, type, default and limits."""
+class Key(Plain):
+    """One setting: its section, name, type, default and limits.
 
-    section: str
-    name: str
-    type: str  # bool | int | float | str | path | url | listen | choice | str_list | table_list
-    default: Any
-    help: str
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] = ()
-    # "module:function" called with (value, where) for checks the type cannot
-    # express (e.g. classification rules); imported only when the key is set.
-    validator: str | None = None
+    ``type`` is one of bool, int, float, str, path, url, listen, choice,
+    str_list, table_list. ``validator``, "module:function", is called with
+    (value, where) for checks the type cannot express (e.g. classification
+    rules); it is imported only when the key is set.
+    """
+
+    __slots__ = ("section", "name", "type", "default", "help", "min", "max", "choices", "validator")
+
+    def __init__(self, section: str, name: str, type: str, default: Any, help: str, *,
+                 min: float | None = None, max: float | None = None, choices: tuple[str, ...] = (),
+                 validator: str | None = None) -> None:
+        self.section = section
+        self.name = name
+        self.type = type
+        self.default = default
+        self.help = help
+        self.min = min
+        self.max = max
+        self.choices = choices
+        self.validator = validator
+
+    def __hash__(self) -> int:
+        return hash((self.section, self.name))
 
     @property
     def dotted(self) -> str:
@@ -160,18 +173,21 @@ for _k in SCHEMA:
 ROOT_ENV_VARS = ("GPM_DB", "GPM_CONFIG")
 
 
-@dataclass
-class Config:
+class Config(Plain):
     """The effective configuration: ``cfg.get("service.poll_interval_secs")``.
 
     ``values`` maps dotted keys to values; ``sources`` maps them to where the
     value came from ("default", "/path/config.toml:3", "env GPM_...", "flag --x").
     """
 
-    values: dict[str, Any]
-    sources: dict[str, str]
-    config_path: Path | None = None
-    config_file_found: bool = False
+    __slots__ = ("values", "sources", "config_path", "config_file_found")
+
+    def __init__(self, values: dict[str, Any], sources: dict[str, str], config_path: str | None = None,
+                 config_file_found: bool = False) -> None:
+        self.values = values
+        self.sources = sources
+        self.config_path = config_path
+        self.config_file_found = config_file_found
 
     def get(self, dotted: str) -> Any:
         return self.values[dotted]
@@ -186,14 +202,23 @@ class Config:
         return {k.name: self.values[k.dotted] for k in SECTIONS[name]}
 
     @property
-    def db_path(self) -> Path:
+    def db_file(self) -> str:
+        """The database path as a string (the cron path never imports pathlib)."""
         value = self.values["storage.db_path"]
-        return Path(value).expanduser() if value else paths.default_db_path()
+        return os.path.expanduser(value) if value else paths.default_db_path()
 
     @property
-    def archive_dir(self) -> Path:
+    def db_path(self) -> "Path":
+        from pathlib import Path
+
+        return Path(self.db_file)
+
+    @property
+    def archive_dir(self) -> "Path":
+        from pathlib import Path
+
         value = self.values["storage.archive_dir"]
-        return Path(value).expanduser() if value else paths.default_archive_dir()
+        return Path(os.path.expanduser(value) if value else paths.default_archive_dir())
 
     @property
     def hostname(self) -> str:
@@ -358,13 +383,14 @@ def _key_line(text: str, section: str, name: str | None) -> int | None:
     return None
 
 
-def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
+def _read_toml(path: str) -> tuple[dict[str, Any], str]:
     try:
         import tomllib  # Python 3.11+
     except ModuleNotFoundError:  # pragma: no cover - Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
     except UnicodeDecodeError as err:
         raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
     except OSError as err:
@@ -375,7 +401,7 @@ def _read_toml(path: Path) -> tuple[dict[str, Any], str]:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
 
 
-def _apply_file(values: dict, sources: dict, path: Path) -> None:
+def _apply_file(values: dict, sources: dict, path: str) -> None:
     data, text = _read_toml(path)
     for section, table in data.items():
         if section not in SECTIONS:
@@ -431,8 +457,8 @@ def load_config(
     values = {k.dotted: _copy(k.default) for k in SCHEMA}
     sources = {k.dotted: "default" for k in SCHEMA}
     explicit = path is not None
-    config_path = Path(path).expanduser() if explicit else paths.default_config_path()
-    found = config_path.is_file()
+    config_path = os.path.expanduser(os.fspath(path)) if explicit else paths.default_config_path()
+    found = os.path.isfile(config_path)
     if explicit and not found:
         raise ConfigError(f"{config_path}: config file not found")
     if found:

@@ -66,7 +66,7 @@ class Setup:
         if db_path:
             global_args += ["--db", str(Path(db_path).expanduser().absolute())]
         if user:
-            dirs = [cfg.db_path.parent, cfg.archive_dir, paths.state_home()]
+            dirs = [cfg.db_path.parent, cfg.archive_dir, Path(paths.state_home())]
             report = cfg.db_path.parent / REPORT_NAME
         else:
             db = Path(db_path).expanduser().absolute() if db_path else SYSTEM_DATA_DIR / "gpm.db"
@@ -241,7 +241,7 @@ def render_units(units: dict[str, str]) -> str:
 
 def unit_dir(user: bool) -> Path:
     if user:
-        return paths.config_home().parent / "systemd" / "user"
+        return Path(paths.config_home()).parent / "systemd" / "user"
     return SYSTEM_UNIT_DIR
 
 

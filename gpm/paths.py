@@ -1,53 +1,57 @@
-"""Where gpm keeps its files, following the XDG base directory spec."""
+"""Where gpm keeps its files, following the XDG base directory spec.
+
+Plain strings and ``os.path``: these run on every cron `gpm sample`, and
+importing pathlib (with urllib.parse and ipaddress behind it) would cost that
+run more than everything here does. Callers that want a ``Path`` wrap one.
+"""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 
-def _xdg(var: str, fallback: str) -> Path:
+def _xdg(var: str, fallback: str) -> str:
     value = os.environ.get(var, "")
     # The spec says relative paths are invalid and must be ignored.
     if value and os.path.isabs(value):
-        return Path(value)
-    return Path.home() / fallback
+        return value
+    return os.path.join(os.path.expanduser("~"), fallback)
 
 
-def config_home() -> Path:
-    return _xdg("XDG_CONFIG_HOME", ".config") / "gpm"
+def config_home() -> str:
+    return os.path.join(_xdg("XDG_CONFIG_HOME", ".config"), "gpm")
 
 
-def data_home() -> Path:
-    return _xdg("XDG_DATA_HOME", ".local/share") / "gpm"
+def data_home() -> str:
+    return os.path.join(_xdg("XDG_DATA_HOME", ".local/share"), "gpm")
 
 
-def state_home() -> Path:
-    return _xdg("XDG_STATE_HOME", ".local/state") / "gpm"
+def state_home() -> str:
+    return os.path.join(_xdg("XDG_STATE_HOME", ".local/state"), "gpm")
 
 
-def cache_home() -> Path:
-    return _xdg("XDG_CACHE_HOME", ".cache") / "gpm"
+def cache_home() -> str:
+    return os.path.join(_xdg("XDG_CACHE_HOME", ".cache"), "gpm")
 
 
-def default_config_path() -> Path:
-    return config_home() / "config.toml"
+def default_config_path() -> str:
+    return os.path.join(config_home(), "config.toml")
 
 
-def default_db_path() -> Path:
-    return data_home() / "gpm.db"
+def default_db_path() -> str:
+    return os.path.join(data_home(), "gpm.db")
 
 
-def default_archive_dir() -> Path:
-    return data_home() / "archive"
+def default_archive_dir() -> str:
+    return os.path.join(data_home(), "archive")
 
 
-def ensure_private_dir(path: Path) -> None:
+def ensure_private_dir(path: str | os.PathLike) -> None:
     """Create ``path`` (and parents) readable only by the owner.
 
     GPU process lists and command lines are private: the data directory is
     0700 whatever the umask says.
     """
-    if not path.exists():
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not os.path.exists(path):
+        os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)

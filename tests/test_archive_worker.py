@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -60,6 +61,8 @@ def archived(arch: Path) -> pl.DataFrame:
 
 
 def archive_copy(source: Path, where: Path, **kw):
+    with contextlib.closing(sqlite3.connect(source)) as conn:  # gpm leaves the WAL in place: fold it in
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     where.mkdir()
     shutil.copy(source, where / "gpm.db")
     conn = open_db(where / "gpm.db")

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 import stat
 import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 from gpm.gpu.model import GpuProcess, GpuSample
 from gpm.store.db import open_db
 from gpm.store.samples import save_samples
+from tests.conftest import REPO
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -45,6 +47,35 @@ def test_new_database_is_private_wal_and_migrated(tmp_path):
     conn = open_db(path)
     count = conn.execute("SELECT COUNT(*) FROM _sqlite_migrations").fetchone()[0]
     assert count == len(names)
+
+
+def test_an_up_to_date_database_opens_without_the_schema_modules(tmp_path):
+    """MIGRATION_COUNT is what lets a cron run skip importing every schema module."""
+    import importlib
+
+    from gpm.store import db as store_db
+
+    total = sum(len(importlib.import_module(m).MIGRATIONS) for m in store_db.SCHEMA_MODULES)
+    assert store_db.MIGRATION_COUNT == total, "a migration was added: update MIGRATION_COUNT"
+    path = tmp_path / "gpm.db"
+    open_db(path).close()
+    code = ("import sys; from gpm.store.db import open_db; open_db(sys.argv[1]).close(); "
+            "print(sorted(m for m in sys.modules if m.startswith('gpm.store.schema')))")
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
+                         cwd=REPO)
+    assert out.stdout.strip() == "[]"
+
+
+def test_closing_leaves_the_wal_for_the_next_run_and_loses_nothing(tmp_path):
+    path = tmp_path / "gpm.db"
+    for ts in (1_000, 2_000, 3_000):
+        conn = open_db(path)
+        save_samples(conn, "box", [make_sample(ts)])
+        conn.close()
+        assert Path(f"{path}-wal").exists()  # no checkpoint and delete on every close
+    reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    assert [r[0] for r in reader.execute("SELECT ts_ms FROM gpu_metrics ORDER BY ts_ms")] == [1_000, 2_000, 3_000]
+    assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_saved_sample_round_trips_through_the_view(tmp_path):

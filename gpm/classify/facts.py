@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 import pwd
-from dataclasses import dataclass, field
 from typing import Any
+
+from gpm.plain import Plain
 
 # Only what classification needs is kept from the environment: the rest may
 # hold secrets and is never read into gpm.
@@ -31,35 +32,56 @@ def select_env(environ: dict[str, str] | None) -> dict[str, str]:
     return {k: str(v) for k, v in environ.items() if k in ENV_KEYS or k.startswith(ENV_PREFIXES)}
 
 
-@dataclass
-class ParentFacts:
-    pid: int | None = None
-    name: str | None = None
-    exe: str | None = None
-    cmdline: list[str] = field(default_factory=list)
+class ParentFacts(Plain):
+    __slots__ = ("pid", "name", "exe", "cmdline")
+
+    def __init__(self, pid: int | None = None, name: str | None = None, exe: str | None = None,
+                 cmdline: list[str] | None = None) -> None:
+        self.pid = pid
+        self.name = name
+        self.exe = exe
+        self.cmdline = [] if cmdline is None else cmdline
 
     def to_json(self) -> dict:
         return {"pid": self.pid, "name": self.name, "exe": self.exe, "cmdline": self.cmdline}
 
 
-@dataclass
-class ProcessFacts:
-    pid: int | None = None
-    name: str | None = None  # the kernel's comm (15 characters at most)
-    exe: str | None = None
-    cmdline: list[str] = field(default_factory=list)
-    user: str | None = None
-    start_time_ms: int | None = None
-    age_seconds: float | None = None
-    cwd: str | None = None
-    environ: dict[str, str] = field(default_factory=dict)  # selected keys only
-    libraries: list[str] | None = None  # None: unknown (unreadable or not given)
-    parents: list[ParentFacts] = field(default_factory=list)  # nearest first
-    used_memory_bytes: int | None = None
-    gpu_utilization_percent: float | None = None
-    process_type: str | None = None  # "compute", "graphics", "compute+graphics"
-    gone: bool = False  # exited (or not visible) before /proc could be read
-    unreadable: list[str] = field(default_factory=list)  # e.g. ["exe", "environ", "maps"]
+class ProcessFacts(Plain):
+    """Everything the rules may look at about one process.
+
+    ``name`` is the kernel's comm (15 characters at most); ``environ`` holds
+    the selected keys only; ``libraries`` None means unknown (unreadable or
+    not given); ``parents`` nearest first; ``process_type`` "compute",
+    "graphics" or "compute+graphics"; ``gone``: exited (or not visible)
+    before /proc could be read; ``unreadable`` e.g. ["exe", "environ", "maps"].
+    """
+
+    __slots__ = ("pid", "name", "exe", "cmdline", "user", "start_time_ms", "age_seconds", "cwd", "environ",
+                 "libraries", "parents", "used_memory_bytes", "gpu_utilization_percent", "process_type", "gone",
+                 "unreadable")
+
+    def __init__(self, pid: int | None = None, name: str | None = None, exe: str | None = None,
+                 cmdline: list[str] | None = None, user: str | None = None, start_time_ms: int | None = None,
+                 age_seconds: float | None = None, cwd: str | None = None, environ: dict[str, str] | None = None,
+                 libraries: list[str] | None = None, parents: list[ParentFacts] | None = None,
+                 used_memory_bytes: int | None = None, gpu_utilization_percent: float | None = None,
+                 process_type: str | None = None, gone: bool = False, unreadable: list[str] | None = None) -> None:
+        self.pid = pid
+        self.name = name
+        self.exe = exe
+        self.cmdline = [] if cmdline is None else cmdline
+        self.user = user
+        self.start_time_ms = start_time_ms
+        self.age_seconds = age_seconds
+        self.cwd = cwd
+        self.environ = {} if environ is None else environ
+        self.libraries = libraries
+        self.parents = [] if parents is None else parents
+        self.used_memory_bytes = used_memory_bytes
+        self.gpu_utilization_percent = gpu_utilization_percent
+        self.process_type = process_type
+        self.gone = gone
+        self.unreadable = [] if unreadable is None else unreadable
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "ProcessFacts":

@@ -26,8 +26,8 @@ any GPU are forgotten.
 from __future__ import annotations
 
 import copy
+import os
 import pwd
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpm.classify.facts import ProcessFacts, ProcReader
@@ -93,7 +93,7 @@ class Classifier:
         return lib
 
     def context(self, users: set[str | None] = frozenset()) -> Context:
-        homes = [str(Path.home())]
+        homes = [os.path.expanduser("~")]
         homes += [h for h in (self._home(u) for u in users) if h]
         return Context(self.rules, steam=lambda: self.steam_library(homes).index(),
                        ollama_model=self.ollama_model)

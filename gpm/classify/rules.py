@@ -26,12 +26,12 @@ Order of decision, first match wins:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from gpm.classify import CATEGORIES, LazyPattern
 from gpm.classify.facts import ProcessFacts
 from gpm.errors import ConfigError
+from gpm.plain import Plain
 
 if TYPE_CHECKING:  # the Steam reader is imported only where a library is scanned
     from gpm.classify.steam import SteamIndex
@@ -107,16 +107,20 @@ def validate_rules(value: Any, where: str) -> list[dict]:
     return out
 
 
-@dataclass(frozen=True)
-class UserRule:
-    index: int
-    category: str
-    label: str | None
-    exe: re.Pattern | None = None
-    name: re.Pattern | None = None
-    cmdline: re.Pattern | None = None
-    library: re.Pattern | None = None
-    appid: str | None = None
+class UserRule(Plain):
+    __slots__ = ("index", "category", "label", "exe", "name", "cmdline", "library", "appid")
+
+    def __init__(self, index: int, category: str, label: str | None, *, exe: re.Pattern | None = None,
+                 name: re.Pattern | None = None, cmdline: re.Pattern | None = None,
+                 library: re.Pattern | None = None, appid: str | None = None) -> None:
+        self.index = index
+        self.category = category
+        self.label = label
+        self.exe = exe
+        self.name = name
+        self.cmdline = cmdline
+        self.library = library
+        self.appid = appid
 
     @classmethod
     def compile_all(cls, rules: list[dict]) -> list["UserRule"]:
@@ -138,19 +142,23 @@ class UserRule:
 # ---------------------------------------------------------------- context
 
 
-@dataclass
-class Context:
+class Context(Plain):
     """What the classifier may consult besides the facts: user rules, Steam.
 
     ``steam`` is an index or a function returning one; a function is called
     at most once and only when a process shows a Steam sign, so a machine
-    without games never scans for Steam libraries.
+    without games never scans for Steam libraries. ``ollama_model`` maps a
+    blob path to "llama3.1:8b" (gpm.classify.ollama_models.OllamaModels), or None.
     """
 
-    rules: list[UserRule] = field(default_factory=list)
-    steam: SteamIndex | Callable[[], SteamIndex | None] | None = None
-    # blob path -> "llama3.1:8b" (gpm.classify.ollama_models.OllamaModels), or None
-    ollama_model: Callable[[str], str | None] | None = None
+    __slots__ = ("rules", "steam", "ollama_model")
+
+    def __init__(self, rules: list[UserRule] | None = None,
+                 steam: SteamIndex | Callable[[], SteamIndex | None] | None = None,
+                 ollama_model: Callable[[str], str | None] | None = None) -> None:
+        self.rules = [] if rules is None else rules
+        self.steam = steam
+        self.ollama_model = ollama_model
 
     @classmethod
     def from_config(cls, rules: list[dict], steam=None, ollama_model=None) -> "Context":
@@ -162,13 +170,19 @@ class Context:
         return self.steam
 
 
-@dataclass
-class Decision:
-    category: str
-    label: str
-    reason: str
-    rule: str  # which rule decided, e.g. "user rule #2", "llm_server:ollama"
-    signals: list[str] = field(default_factory=list)  # everything seen, for --explain
+class Decision(Plain):
+    """The verdict: ``rule`` says which rule decided ("user rule #2",
+    "llm_server:ollama"); ``signals`` is everything seen, for --explain."""
+
+    __slots__ = ("category", "label", "reason", "rule", "signals")
+
+    def __init__(self, category: str, label: str, reason: str, rule: str,
+                 signals: list[str] | None = None) -> None:
+        self.category = category
+        self.label = label
+        self.reason = reason
+        self.rule = rule
+        self.signals = [] if signals is None else signals
 
     def to_json(self) -> dict:
         return {"category": self.category, "label": self.label, "reason": self.reason}
@@ -394,17 +408,24 @@ GENERAL = {
 }
 
 
-@dataclass
 class _View:
-    """Facts digested once: names, words, frameworks, Steam signs."""
+    """Facts digested once: names, words, frameworks, Steam signs.
 
-    f: ProcessFacts
-    names: list[str]  # program names as seen (comm, exe name, argv[0] name)
-    lower: set[str]
-    python: bool
-    target: tuple[str, str, int] | None
-    frameworks: dict[str, str]  # framework -> the library that showed it
-    signals: list[str]
+    ``names``: program names as seen (comm, exe name, argv[0] name);
+    ``frameworks``: framework -> the library that showed it.
+    """
+
+    __slots__ = ("f", "names", "lower", "python", "target", "frameworks", "signals")
+
+    def __init__(self, f: ProcessFacts, names: list[str], lower: set[str], python: bool,
+                 target: tuple[str, str, int] | None, frameworks: dict[str, str], signals: list[str]) -> None:
+        self.f = f
+        self.names = names
+        self.lower = lower
+        self.python = python
+        self.target = target
+        self.frameworks = frameworks
+        self.signals = signals
 
     @property
     def args(self) -> list[str]:

@@ -65,7 +65,8 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
                     bar = click.progressbar(length=total, label="archiving", file=sys.stderr)
             try:
                 result = store_archive.archive(conn, cfg.archive_dir, cutoff=cutoff, own_host=cfg.hostname,
-                                               progress=bar.update if bar else None, lock_fd=lock.fd)
+                                               progress=bar.update if bar else None, lock_fd=lock.fd,
+                                               after_move=_reduce_days(app, cfg["report.busy_threshold_percent"]))
             finally:
                 if bar is not None:
                     bar.render_finish()
@@ -111,3 +112,19 @@ def _summary(app: AppContext, result, archive_dir) -> None:
         click.echo(f"adopted {path} (left by an interrupted run)")
     click.echo(f"database {fmt_bytes(result.db_bytes_before)} -> {fmt_bytes(result.db_bytes_after)}"
                f" ({result.reclaim}); archive in {archive_dir}")
+
+
+def _reduce_days(app: AppContext, busy_threshold: float):
+    """Store `gpm report`'s reduction of each day that got part files beside
+    them, so that a year is read as quarter hours (also by any host the archive
+    is copied to). A failure leaves the rows archived; the report reads them raw."""
+
+    def run(conn, archive_dir, started_ms: int) -> None:
+        from gpm.report.quarters import reduce_archived_days
+
+        try:
+            reduce_archived_days(conn, archive_dir, busy_threshold, created_since_ms=started_ms)
+        except Exception as err:  # noqa: BLE001 - the archive itself is done and durable
+            app.warn(f"report reductions of the archived days not stored ({err}); `gpm report` reads the rows")
+
+    return run

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import click
@@ -12,21 +11,24 @@ import click
 from gpm.config import Config, load_config
 
 
-@dataclass
 class AppContext:
-    config_path: str | None = None
-    db_path: str | None = None
-    db_source: str | None = None
-    verbose: int = 0
-    quiet: bool = False
-    _config: Config | None = field(default=None, repr=False)
+    """The root group's options, and the configuration they lead to (loaded once)."""
+
+    def __init__(self, config_path: str | None = None, db_path: str | None = None, db_source: str | None = None,
+                 verbose: int = 0, quiet: bool = False) -> None:
+        self.config_path = config_path
+        self.db_path = db_path
+        self.db_source = db_source
+        self.verbose = verbose
+        self.quiet = quiet
+        self._config: Config | None = None
 
     def config(self, overrides: dict[str, tuple[Any, str]] | None = None) -> Config:
         """The effective configuration, flags applied (loaded once)."""
         if self._config is None:
             cfg = load_config(self.config_path)
             if self.db_path:
-                cfg.values["storage.db_path"] = str(Path(self.db_path).expanduser())
+                cfg.values["storage.db_path"] = os.path.expanduser(self.db_path)
                 cfg.sources["storage.db_path"] = self.db_source or "flag --db"
             self._config = cfg
         if overrides:
@@ -36,7 +38,7 @@ class AppContext:
     def open_db(self, *, readonly: bool = False) -> sqlite3.Connection:
         from gpm.store.db import open_db
 
-        return open_db(self.config().db_path, readonly=readonly)
+        return open_db(self.config().db_file, readonly=readonly)
 
     def say(self, message: str) -> None:
         """Informational output, silenced by -q."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 
@@ -122,6 +121,8 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
                             named = f" ({ident})" if ident else ""
                             click.echo(f"gpm: GPU {s.index}{named} failed: {s.status}", err=True)
                 if as_json:
+                    import json
+
                     out = sys.stdout
                     for s in samples:
                         out.write(json.dumps(s.to_json(sampler.host)) + "\n")

@@ -13,13 +13,13 @@ Design, after gpustat and nvitop:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 
 import pynvml
 
 from gpm.errors import NoBackendError
 from gpm.gpu.model import GpuProcess, GpuSample, now_ms
 from gpm.gpu.procname import process_name
+from gpm.plain import Plain
 
 # Errors that mean "this field is not available here": the field becomes None.
 _FIELD_UNAVAILABLE = {
@@ -32,13 +32,7 @@ _FIELD_UNAVAILABLE = {
     getattr(pynvml, "NVML_ERROR_ARGUMENT_VERSION_MISMATCH", -1),
 }
 
-_ERROR_NAMES = {
-    getattr(pynvml, name): name[len("NVML_ERROR_"):].lower()
-    for name in dir(pynvml)
-    if name.startswith("NVML_ERROR_") and isinstance(getattr(pynvml, name), int)
-}
-# Spelled as nvidia-smi's "Unknown Error" becomes, so both backends agree.
-_ERROR_NAMES[pynvml.NVML_ERROR_UNKNOWN] = "unknown_error"
+_ERROR_NAMES: dict[int, str] = {}  # filled on the first error: scanning pynvml's 2,000 names costs ~0.5 ms
 
 _INIT_REASONS = {
     pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
@@ -56,7 +50,15 @@ _INIT_REASONS = {
 
 
 def error_name(err: pynvml.NVMLError) -> str:
-    """``gpu_is_lost``, ``unknown``, ... for an NVML error."""
+    """``gpu_is_lost``, ``unknown_error``, ... for an NVML error."""
+    if not _ERROR_NAMES:
+        _ERROR_NAMES.update(
+            (getattr(pynvml, name), name[len("NVML_ERROR_"):].lower())
+            for name in dir(pynvml)
+            if name.startswith("NVML_ERROR_") and isinstance(getattr(pynvml, name), int)
+        )
+        # Spelled as nvidia-smi's "Unknown Error" becomes, so both backends agree.
+        _ERROR_NAMES[pynvml.NVML_ERROR_UNKNOWN] = "unknown_error"
     return _ERROR_NAMES.get(err.value, f"nvml_error_{err.value}")
 
 
@@ -81,16 +83,20 @@ def _text(value) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-@dataclass
-class _Static:
-    handle: object
-    index: int
-    uuid: str | None = None
-    name: str | None = None
-    pci_bus_id: str | None = None
-    serial: str | None = None
-    failed: str | None = None  # reason, when the GPU could not even be opened
-    last_process_ts: int = 0  # for nvmlDeviceGetProcessUtilization
+class _Static(Plain):
+    """What is read once per GPU when NVML opens."""
+
+    __slots__ = ("handle", "index", "uuid", "name", "pci_bus_id", "serial", "failed", "last_process_ts")
+
+    def __init__(self, handle: object, index: int, failed: str | None = None) -> None:
+        self.handle = handle
+        self.index = index
+        self.failed = failed  # reason, when the GPU could not even be opened
+        self.uuid: str | None = None
+        self.name: str | None = None
+        self.pci_bus_id: str | None = None
+        self.serial: str | None = None
+        self.last_process_ts = 0  # for nvmlDeviceGetProcessUtilization
 
 
 class NvmlReader:

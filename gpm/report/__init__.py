@@ -43,10 +43,10 @@ def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archiv
     if not hosts and "gpus" in _tables(conn):
         # A host with no sample in the range is shown with 0 % coverage.
         known_hosts = [r[0] for r in conn.execute("SELECT DISTINCT host FROM gpus")]
-    partials, hist = gpu_partials(conn, db_path, archive_dir, sel, busy_threshold,
+    partials, hist, reduced = gpu_partials(conn, db_path, archive_dir, sel, busy_threshold,
                                   now_ms=now_ms, own_host=own_host, use_cache=use_cache)
     report = build_gpu_report(partials, hist, period, busy_threshold=busy_threshold,
-                              generated_ms=now_ms, hosts=known_hosts)
+                              generated_ms=now_ms, hosts=known_hosts, reduced=reduced)
     if not report.gpus:
         for section in ("gpus", "days"):
             report.omitted[section] = "no GPU samples in this range"

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gpm.report.partials import MIN_GAP_SECS, THROTTLING
+from gpm.report.partials import SHARES, THROTTLING
 from gpm.report.period import Period, day_starts, local_date
 
 if TYPE_CHECKING:
@@ -57,19 +57,11 @@ class Report:
     omitted: dict[str, str] = field(default_factory=dict)
 
 
-def gap_ms_for(partials: "pl.DataFrame") -> int:
-    """The gap threshold: 60 s, or 5 usual intervals when sampling is slower."""
-    import polars as pl
-
-    usual = partials.filter(pl.col("n") > 1).select(
-        ((pl.col("last_ts_ms") - pl.col("first_ts_ms")) / (pl.col("n") - 1)).median()
-    ).item()
-    return int(max(MIN_GAP_SECS * 1000, (usual or 0) * GAP_INTERVALS))
-
-
 def _with_intervals(partials: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
-    """Per-minute sampled time, busy share and energy, with the interval that
-    leads into each minute from the GPU's previous one."""
+    """Per-row sampled time, busy share and energy, with the interval that
+    leads into each row from the GPU's previous one. A quarter row
+    (``gpm.report.quarters``) brings its minutes' figures summed; only the
+    interval leading into it is added here, weighted by its first minute."""
     import polars as pl
 
     g = ["host", "gpu_uuid"]
@@ -77,24 +69,28 @@ def _with_intervals(partials: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
     ok_in = pl.when(incoming <= gap_ms).then(incoming).otherwise(0)
     span = pl.col("last_ts_ms") - pl.col("first_ts_ms")
     sampled = span + ok_in
+    # Minute rows alone (a week from SQLite): the plain formulas, no branch per row.
+    quarter = pl.col("span_minutes") > 1 if (partials["span_minutes"] > 1).any() else pl.lit(False)
     prev_e = pl.col("energy_last_mj").forward_fill().shift(1).over(g)
     step_in = (pl.col("energy_first_mj") - prev_e).clip(lower_bound=0).fill_null(0)
     # Integrated power (rectangle rule, the interval ending at each sample):
     # mW x ms = uJ. Inside a minute the interval is its mean spacing.
-    within_power = pl.when(pl.col("power_n") > 1).then(
+    within_power = pl.when(quarter).then(pl.col("power_within_uj")).when(pl.col("power_n") > 1).then(
         (pl.col("power_sum_mw") - pl.col("power_first_mw").fill_null(0)) * span / (pl.col("n") - 1)
     ).otherwise(0)
     incoming_power = pl.col("power_first_mw").fill_null(0) * ok_in
     share = lambda num, den: pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(0.0)  # noqa: E731
+
+    def timed(name: str, num: str, den: str) -> "pl.Expr":
+        return pl.when(quarter).then(pl.col(f"{name}_within_ms") + ok_in * share(f"in_{num}", f"in_{den}")) \
+            .otherwise(sampled * share(num, den))
+
     return partials.with_columns(
         sampled_ms=sampled,
-        busy_ms=sampled * share("busy_n", "util_n"),
-        thr_any_ms=sampled * share("thr_any_n", "thr_n"),
-        **{f"thr_{r}_ms": sampled * share(f"thr_{r}_n", "thr_n") for r in THROTTLING},
+        **{f"{name}_ms": timed(name, num, den) for name, num, den in SHARES},
         counter_j=pl.when(pl.col("energy_n") > 0)
         .then((pl.col("energy_within_mj").fill_null(0) + step_in) / 1000.0),
         integrated_j=(within_power + incoming_power) / 1e6,
-        gap_before_ms=pl.when(incoming > gap_ms).then(incoming),
     )
 
 
@@ -171,32 +167,35 @@ def gpu_figures(frame: "pl.DataFrame", hist: "pl.DataFrame") -> list[dict]:
 
 
 def host_coverage(frame: "pl.DataFrame", period: Period, gap_ms: int, hosts: list[str]) -> list[dict]:
-    """Per host: the span sampled and every gap (the sampler was not running)."""
+    """Per host: the span sampled and every gap (the sampler was not running).
+
+    Each row (a GPU's minute, or quarter with no gap inside) is an interval
+    sampled without a gap, so the host's gaps are the holes longer than the
+    threshold between the union of its rows' intervals: sorted by start, a
+    hole is a row's first sample less the latest end before it.
+    """
     import polars as pl
 
-    per_minute = frame.group_by("host", "minute").agg(
-        pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max(), pl.col("n").sum()
-    ).sort("host", "minute")
+    spans = frame.select("host", "first_ts_ms", "last_ts_ms").sort("host", "first_ts_ms").with_columns(
+        prev_end=pl.col("last_ts_ms").cum_max().shift(1).over("host"))
+    holes = spans.filter(pl.col("first_ts_ms") - pl.col("prev_end") > gap_ms)
+    bounds = {r[0]: r[1:] for r in spans.group_by("host").agg(
+        pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max()).iter_rows()}
     out = []
     for host in hosts:
-        rows = per_minute.filter(pl.col("host") == host)
         gaps: list[dict] = []
-        if rows.is_empty():
+        if host not in bounds:
             gaps.append(_gap(period.since_ms, period.until_ms))
             first = last = None
             sampled = 0.0
         else:
-            first, last = rows["first_ts_ms"].min(), rows["last_ts_ms"].max()
-            incoming = rows["first_ts_ms"] - rows["last_ts_ms"].shift(1)
-            spans = (rows["last_ts_ms"] - rows["first_ts_ms"]).sum()
-            ok = incoming.filter(incoming <= gap_ms).sum()
-            sampled = (spans + ok) / 1000
+            first, last = bounds[host]
             if first - period.since_ms > gap_ms:
                 gaps.append(_gap(period.since_ms, first))
-            starts = rows["last_ts_ms"].shift(1)
-            for start, end, inc in zip(starts, rows["first_ts_ms"], incoming):
-                if inc is not None and inc > gap_ms:
-                    gaps.append(_gap(start, end))
+            inner = [_gap(start, end) for start, end in
+                     holes.filter(pl.col("host") == host).select("prev_end", "first_ts_ms").iter_rows()]
+            gaps.extend(inner)
+            sampled = (last - first - sum(g["end_ms"] - g["start_ms"] for g in inner)) / 1000
             if period.until_ms - last > gap_ms:
                 gaps.append(_gap(last, period.until_ms))
         out.append({
@@ -282,15 +281,20 @@ def _totals(gpus: list[dict], base: dict) -> dict:
 
 
 def build_gpu_report(partials: "pl.DataFrame", hist: "pl.DataFrame", period: Period, *,
-                     busy_threshold: float, generated_ms: int, hosts: list[str] | None = None) -> Report:
-    """The GPU sections of the report (coverage, hosts, per GPU, per day)."""
+                     busy_threshold: float, generated_ms: int, hosts: list[str] | None = None,
+                     reduced: "pl.DataFrame | None" = None) -> Report:
+    """The GPU sections of the report (coverage, hosts, per GPU, per day), from
+    minute partials and, for reduced days, quarter rows with their spare minutes."""
+    from gpm.report.quarters import resolve
+
     report = Report(period=period, generated_ms=generated_ms, busy_threshold_percent=busy_threshold)
-    host_names = sorted(set(hosts or []) | set(partials["host"].unique().to_list()))
-    if partials.is_empty():
+    host_names = sorted(set(hosts or []) | set(partials["host"].unique().to_list())
+                        | (set(reduced["host"].unique().to_list()) if reduced is not None else set()))
+    if partials.is_empty() and (reduced is None or reduced.is_empty()):
         report.coverage = host_coverage(partials, period, 60_000, host_names)
         report.hosts, report.fleet = hosts_and_fleet([], report.coverage)
         return report
-    gap_ms = gap_ms_for(partials)
+    partials, gap_ms = resolve(partials, reduced if reduced is not None else partials.clear())
     frame = _with_intervals(partials, gap_ms)
     report.gpus = gpu_figures(frame, hist)
     report.coverage = host_coverage(frame, period, gap_ms, host_names)

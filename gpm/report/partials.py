@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     import polars as pl
 
 MIN_GAP_SECS = 60.0
+DAY_MS = 86_400_000
 
 KEY = ["host", "gpu_uuid", "minute"]
 GPU_COLUMNS = ["host", "gpu_uuid", "gpu_index", "gpu_name"]
@@ -141,7 +142,8 @@ def _archived_intact(conn: sqlite3.Connection, hour: int, entry: tuple) -> bool:
 
 def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy_threshold: float,
                     *, now_ms: int, use_cache: bool = True, threads: int = 2,
-                    archived_hours: list[int] | None = None) -> tuple["pl.DataFrame", "pl.DataFrame"]:
+                    archived_hours: list[int] | None = None,
+                    archive_days: set[int] = frozenset()) -> tuple["pl.DataFrame", "pl.DataFrame"]:
     """(partials, histogram) of the SQLite rows in the selection.
 
     Whole closed hours come from the reduction tables (``report_minutes``,
@@ -151,7 +153,8 @@ def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy
     them). A reduced hour whose rows `gpm archive` has since moved is still
     used while the archive holds exactly those rows (``_archived_intact``);
     such hours are appended to ``archived_hours`` so that the caller does not
-    read them from Parquet again. Raw rows are reduced by ``threads``
+    read them from Parquet again, except in ``archive_days`` (UTC day starts),
+    whose reductions the archive holds itself (fewer rows). Raw rows are reduced by ``threads``
     parallel read-only connections (sqlite3 releases the GIL while a query runs).
     """
     import polars as pl
@@ -186,6 +189,8 @@ def sqlite_partials(conn: sqlite3.Connection, db_path: str, sel: Selection, busy
         fp = fingerprint(conn, hour)
         entry = cached.get(hour)
         if fp[0] is None:
+            if hour // DAY_MS * DAY_MS in archive_days:
+                continue
             if entry and entry[2] == busy_threshold and _archived_intact(conn, hour, entry):
                 valid.append(hour)
                 if archived_hours is not None:
@@ -318,18 +323,38 @@ def lazy_partials(lf: "pl.LazyFrame", sel: Selection,
     return normalize(frames[0]), frames[1].with_columns(pl.col("util", "n").cast(pl.Int64))
 
 
+# Quarter rows (``gpm.report.quarters``) also carry what a minute row's
+# figures are derived from inside the quarter: the time-weighted shares and
+# integrated power of its minutes (``*_within``), the counts of its first
+# minute (``in_*``, for the interval leading into it) and its longest step
+# between minutes. Minute rows leave these null and ``span_minutes`` at 1.
+SHARES = (("busy", "busy_n", "util_n"), ("thr_any", "thr_any_n", "thr_n"),
+          *[(f"thr_{r}", f"thr_{r}_n", "thr_n") for r in THROTTLING])
+QUARTER_COLUMNS = {
+    "span_minutes": "Int64", "max_step_ms": "Int64",
+    **{f"{name}_within_ms": "Float64" for name, _, _ in SHARES}, "power_within_uj": "Float64",
+    **{f"in_{c}": "Int64" for c in sorted({c for _, num, den in SHARES for c in (num, den)})},
+}
 PARTIAL_SCHEMA = {
     "host": "String", "gpu_uuid": "String", "gpu_index": "Int64", "gpu_name": "String",
     "minute": "Int64", "first_ts_ms": "Int64", "last_ts_ms": "Int64",
     **{c: "Int64" for c in SUM_COLUMNS}, **{c: "Int64" for c in MAX_COLUMNS},
     "power_first_mw": "Int64", "energy_first_mj": "Int64", "energy_last_mj": "Int64",
+    **QUARTER_COLUMNS,
 }
 
 
 def normalize(frame: "pl.DataFrame") -> "pl.DataFrame":
+    """The partials' columns and types; a frame of minute rows gets the quarter columns (span 1, nulls)."""
     import polars as pl
 
-    return frame.select([pl.col(c).cast(getattr(pl, t)) for c, t in PARTIAL_SCHEMA.items()])
+    def column(name: str, kind: str) -> "pl.Expr":
+        if name in frame.columns:
+            return pl.col(name).cast(getattr(pl, kind))
+        default = 1 if name == "span_minutes" else None
+        return pl.lit(default, dtype=getattr(pl, kind)).alias(name)
+
+    return frame.select([column(c, t) for c, t in PARTIAL_SCHEMA.items()])
 
 
 def empty_partials() -> "pl.DataFrame":

@@ -23,6 +23,10 @@ TITLES = {
 }
 BLOCKS = "▁▂▃▄▅▆▇█"
 MAX_GAPS_SHOWN = 12
+# Text must fit 100 columns: beyond a month, the per-day table and strip show weeks
+# (json and csv keep every day), and a strip longer than STRIP_WIDTH wraps.
+MAX_DAY_ROWS = 31
+STRIP_WIDTH = 53
 INTEGRATED_NOTE = "* no energy counter: integrated power over the sampled intervals (gaps not counted)."
 LLM_NOTE = "* measured requests only (their GPU samples are in the database); J/tok per generated token."
 JSON_VERSION = 1
@@ -153,9 +157,11 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
                   *[g["throttle_reasons_seconds"][r] for r in THROTTLING]] for g in report.gpus])
     if section == "days":
         if human:
-            return (["Day", "GPU time", "Busy", "Util", "Energy"],
-                    [[_day(x["date"]), d(x["sampled_seconds"]), d(x["busy_seconds"]),
-                      pct(x["utilization_mean_percent"]), kwh(x["energy_joules"])] for x in report.days])
+            weekly = len(report.days) > MAX_DAY_ROWS
+            return (["Week" if weekly else "Day", "GPU time", "Busy", "Util", "Energy"],
+                    [[x["week"] if weekly else _day(x["date"]), d(x["sampled_seconds"]), d(x["busy_seconds"]),
+                      pct(x["utilization_mean_percent"]), kwh(x["energy_joules"])]
+                     for x in (_weeks(report.days) if weekly else report.days)])
         keys = ["date", "start_ms", "end_ms", "sampled_seconds", "busy_seconds", "utilization_mean_percent",
                 "energy_joules"]
         return keys, [[x[k] for k in keys] for x in report.days]
@@ -359,17 +365,65 @@ def _gap_seconds(report: Report, i: int) -> float:
     return gaps[i]["seconds"]
 
 
+def _weeks(days: list[dict]) -> list[dict]:
+    """Days summed per ISO week (utilization weighted by sampled time)."""
+    from datetime import date
+
+    out: list[dict] = []
+    for x in days:
+        year, week, _ = date.fromisoformat(x["date"]).isocalendar()
+        label = f"{year}-W{week:02d}"
+        if not out or out[-1]["week"] != label:
+            out.append({"week": label, "sampled_seconds": 0.0, "busy_seconds": 0.0, "_util": 0.0, "_util_s": 0.0,
+                        "energy_joules": None, "first_date": x["date"]})
+        w = out[-1]
+        w["sampled_seconds"] += x["sampled_seconds"]
+        w["busy_seconds"] += x["busy_seconds"]
+        if x["utilization_mean_percent"] is not None:
+            w["_util"] += x["utilization_mean_percent"] * x["sampled_seconds"]
+            w["_util_s"] += x["sampled_seconds"]
+        if x["energy_joules"] is not None:
+            w["energy_joules"] = (w["energy_joules"] or 0.0) + x["energy_joules"]
+    for w in out:
+        w["utilization_mean_percent"] = w["_util"] / w["_util_s"] if w["_util_s"] else None
+    return out
+
+
+def _month_marks(first_dates: list[str]) -> str:
+    """One character per week: a month's name above the week it begins in."""
+    from datetime import date
+
+    marks = [" "] * len(first_dates)
+    free, month = 0, None
+    for i, iso in enumerate(first_dates):
+        day = date.fromisoformat(iso)
+        if day.month != month and i >= free:
+            name = day.strftime("%b")[: len(marks) - i]
+            marks[i:i + len(name)] = name
+            free = i + len(name) + 1
+        month = day.month
+    return "".join(marks)
+
+
 def _strip(report: Report, markdown: bool) -> list[str]:
-    days = report.days
-    util = [x["utilization_mean_percent"] for x in days]
-    energy = [x["energy_joules"] for x in days]
+    weekly = len(report.days) > MAX_DAY_ROWS
+    slots = _weeks(report.days) if weekly else report.days
+    util = [x["utilization_mean_percent"] for x in slots]
+    energy = [x["energy_joules"] for x in slots]
     known = [e for e in energy if e is not None]
-    labels = "".join(_day(x["date"])[0] for x in days)
-    rows = [
-        f"{'days':<12} {labels}",
-        f"{'utilization':<12} {sparkline(util, 100)}  0–100%",
-        f"{'energy':<12} {sparkline(energy)}  0–{kwh(max(known)) if known else '-'} per day",
-    ]
+    labels = _month_marks([x["first_date"] for x in slots]) if weekly else "".join(_day(x["date"])[0] for x in slots)
+    util_line, energy_line = sparkline(util, 100), sparkline(energy, max(known) if known else None)
+    rows: list[str] = []
+    for at in range(0, len(slots), STRIP_WIDTH):
+        end = at + STRIP_WIDTH
+        if rows:
+            rows.append("")
+        rows += [
+            f"{'weeks' if weekly else 'days':<12} {labels[at:end]}",
+            f"{'utilization':<12} {util_line[at:end]}  0–100%",
+            f"{'energy':<12} {energy_line[at:end]}  0–{kwh(max(known)) if known else '-'} per "
+            f"{'week' if weekly else 'day'}",
+        ]
     return ["```", *rows, "```"] if markdown else rows
 
 

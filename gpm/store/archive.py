@@ -151,9 +151,13 @@ def _resolved(conn: sqlite3.Connection, problems: list[str]) -> list[tuple[TimeS
 
 def archive(conn: sqlite3.Connection, archive_dir: str | os.PathLike, *, cutoff: int, own_host: str,
             progress: Progress | None = None, reclaim_space: bool = True, workers: int | None = None,
-            lock_fd: int | None = None) -> ArchiveResult:
+            lock_fd: int | None = None,
+            after_move: "Callable[[sqlite3.Connection, Path, int], None] | None" = None) -> ArchiveResult:
     """Recover from an interrupted run, move every old row, then reclaim space.
 
+    ``after_move(conn, archive_dir, started_ms)`` runs once the rows are moved,
+    before reclaiming: `gpm archive` stores the report's reductions of the days
+    that got part files since ``started_ms`` there.
     The caller holds the archive lock (``gpm.locks``) for the whole call;
     ``lock_fd``, its file descriptor, is inherited by the day writers so that
     a later run waits for them too. ``workers``: day-writer processes
@@ -164,6 +168,7 @@ def archive(conn: sqlite3.Connection, archive_dir: str | os.PathLike, *, cutoff:
     from gpm.store import archive_worker
 
     archive_dir = Path(archive_dir)
+    started_ms = time.time_ns() // 1_000_000
     result = ArchiveResult(db_bytes_before=db_bytes(conn))
     db_path = _db_path(conn)
     if workers is None:
@@ -193,8 +198,10 @@ def archive(conn: sqlite3.Connection, archive_dir: str | os.PathLike, *, cutoff:
             writers.kill()
         raise
     if writers is not None:
-        writers.finish()  # they exit while the space is reclaimed
+        writers.finish()  # they exit meanwhile
     try:
+        if after_move is not None:
+            after_move(conn, archive_dir, started_ms)
         if reclaim_space:
             result.reclaim = reclaim(conn)
         result.db_bytes_after = db_bytes(conn)

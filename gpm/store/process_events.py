@@ -8,7 +8,6 @@ left alone.
 
 from __future__ import annotations
 
-import json
 import sqlite3
 
 from gpm.gpu.model import GpuProcess, GpuSample
@@ -83,6 +82,8 @@ def _save_one(conn: sqlite3.Connection, gpu_id: int, ts_ms: int, p: GpuProcess,
     memory = p.used_memory_bytes
     category = p.category or "general_compute"
     if row is None:
+        import json  # only here: a cron run that meets no new process need not load it
+
         conn.execute(
             """INSERT INTO process_events (gpu_id, pid, start_time_ms, name, exe, cmdline, user,
                category, label, reason, first_seen_ms, last_seen_ms, samples, gpu_seconds,
