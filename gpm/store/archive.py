@@ -7,10 +7,11 @@ appending to a day never rewrites what is there).
 Each part file is made durable before its rows leave SQLite:
 
 1. write ``.part-….parquet.tmp`` in the day's folder, fsync, rename to
-   ``part-….parquet``, fsync the folder;
-2. in one ``BEGIN IMMEDIATE`` transaction: count the rows and their time
-   range again in the database, check them against the file, record the file
-   in ``archive_files`` and delete exactly those rows.
+   ``part-….parquet``, fsync the folder (a day writer process does this,
+   ``gpm.store.archive_worker``, or this process);
+2. here, in one ``BEGIN IMMEDIATE`` transaction: check the rows' time range
+   in the database against the file, record the file in ``archive_files``
+   and delete the rows, rolling back unless exactly the file's count went.
 
 A kill before (2) commits leaves rows in SQLite and, at worst, an orphan file
 that ``archive_files`` does not list. The history reader only reads listed
