@@ -219,7 +219,7 @@ def test_a_writer_killed_mid_run_leaves_its_days_to_gpm(tmp_path):
 
     def kill_the_writer(rows: int) -> None:
         for child in psutil.Process().children():
-            if not killed and "gpm.store.archive_worker" in child.cmdline():
+            if not killed and "gpm.store.archive_worker" in " ".join(child.cmdline()):
                 child.kill()
                 killed.append(child.pid)
 

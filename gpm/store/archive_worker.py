@@ -8,7 +8,8 @@ library, and two SQLite libraries in one process break each other's POSIX
 locks (a close in one drops the other's locks), so it is only ever loaded
 here, in a process that opens the database read-only and never writes it.
 
-Protocol: one JSON line per job on stdin (a table, a day, its WHERE clause),
+Started as ``python -c _BOOT GPM_ROOT PARENT_PID DB_PATH``. Protocol: one
+JSON line per job on stdin (a table, a day, its WHERE clause),
 one JSON line back on stdout with the part files written, each durable
 (temp file, fsync, rename, fsync of the folder), or ``{"fallback": why}``
 when this day must be done by gpm itself (a value the typed read does not
@@ -57,6 +58,11 @@ def available() -> bool:
 
 # --------------------------------------------------------------------------- parent side
 
+# The writer runs this gpm (the parent's, found at argv[1]): in place of the
+# working directory on sys.path, unless an installed gpm's folder is there already.
+_BOOT = ("import sys; root = sys.argv[1]; sys.path[0:1] = [] if root in sys.path[1:] else [root]; "
+         "from gpm.store.archive_worker import main; sys.exit(main(sys.argv[2:]))")
+
 
 class DayWriters:
     """Day writer processes, fed round-robin, their replies taken back in the order jobs went out."""
@@ -65,14 +71,14 @@ class DayWriters:
         import gpm
 
         root = str(Path(gpm.__file__).resolve().parent.parent)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
         # The writers run side by side: Polars threads beyond a share of the cores only contend.
+        env = dict(os.environ)
         env.setdefault("POLARS_MAX_THREADS", str(max(1, (os.cpu_count() or 1) // count)))
         self._procs: list[subprocess.Popen] = []
         try:
             for _ in range(count):
                 self._procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "gpm.store.archive_worker", str(os.getpid()), db_path],
+                    [sys.executable, "-c", _BOOT, root, str(os.getpid()), db_path],
                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
                     env=env, pass_fds=() if lock_fd is None else (lock_fd,)))
         except OSError:
@@ -295,7 +301,3 @@ def main(argv: list[str]) -> int:
         reader.close()
     sys.stdout.flush()
     os._exit(0)  # everything is durable already; skips tearing down Polars (~0.2 s)
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
