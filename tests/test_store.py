@@ -78,6 +78,22 @@ def test_closing_leaves_the_wal_for_the_next_run_and_loses_nothing(tmp_path):
     assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
+def test_a_database_deleted_without_its_wal_starts_afresh(tmp_path):
+    """gpm keeps the WAL between runs, so `rm gpm.db` leaves gpm.db-wal behind:
+    the new database must not take the old one's pages from it."""
+    path = tmp_path / "gpm.db"
+    conn = open_db(path)
+    save_samples(conn, "old", [make_sample(1_000), make_sample(2_000)])
+    conn.close()
+    assert Path(f"{path}-wal").stat().st_size > 0
+    path.unlink()
+    conn = open_db(path)
+    save_samples(conn, "new", [make_sample(5_000)])
+    assert conn.execute("SELECT DISTINCT host FROM gpus").fetchall() == [("new",)]
+    assert conn.execute("SELECT ts_ms FROM gpu_metrics").fetchall() == [(5_000,)]
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_saved_sample_round_trips_through_the_view(tmp_path):
     conn = open_db(tmp_path / "gpm.db")
     sample = make_sample(1_764_000_000_123, processes=[GpuProcess(pid=1, used_memory_bytes=5)])
