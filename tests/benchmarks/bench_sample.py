@@ -3,6 +3,8 @@
 Compares, as medians over interleaved runs on the fake NVML with 8 GPUs:
 - a cold `gpm sample` (new process, stored to SQLite) against the floor, a bare
   Python script that imports pynvml and reads the same fields of the same GPUs
+  as gpm's NVML reader does (driver and CUDA version, identity, PCI info and
+  serial, every reading, both process lists, per-process utilization)
   (target: within 2x the floor);
 - `gpustat --json` on the same fake, for reference (it sleeps 0.1 s per GPU);
 - `gpm --help` (target: under 100 ms);
@@ -33,9 +35,11 @@ def f(fn, *a):
     except pynvml.NVMLError:
         return None
 pynvml.nvmlInit()
+f(pynvml.nvmlSystemGetDriverVersion); f(pynvml.nvmlSystemGetCudaDriverVersion)
 for i in range(pynvml.nvmlDeviceGetCount()):
     h = pynvml.nvmlDeviceGetHandleByIndex(i)
     f(pynvml.nvmlDeviceGetUUID, h); f(pynvml.nvmlDeviceGetName, h)
+    f(pynvml.nvmlDeviceGetPciInfo, h); f(pynvml.nvmlDeviceGetSerial, h)
     f(pynvml.nvmlDeviceGetUtilizationRates, h); f(pynvml.nvmlDeviceGetMemoryInfo, h)
     f(pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU)
     f(pynvml.nvmlDeviceGetPowerUsage, h); f(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
@@ -44,6 +48,7 @@ for i in range(pynvml.nvmlDeviceGetCount()):
     f(pynvml.nvmlDeviceGetFanSpeed, h); f(pynvml.nvmlDeviceGetPerformanceState, h)
     f(pynvml.nvmlDeviceGetCurrentClocksEventReasons, h)
     f(pynvml.nvmlDeviceGetComputeRunningProcesses, h); f(pynvml.nvmlDeviceGetGraphicsRunningProcesses, h)
+    f(pynvml.nvmlDeviceGetProcessUtilization, h, 0)
 pynvml.nvmlShutdown()
 """
 
