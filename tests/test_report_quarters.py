@@ -30,7 +30,9 @@ def samples() -> list[GpuSample]:
     """Two days and a half of three GPUs with what makes minutes and quarters differ.
 
     GPU 0 every 10 s with a counter that resets (a driver reload), readings
-    missing now and then, a 4-minute gap and a 100-s stop inside quarters, a
+    missing now and then, and none at all for the first 3 minutes of one
+    quarter (its energy then starts from the previous quarter's last reading:
+    only the minutes tell), a 4-minute gap and a 100-s stop inside quarters, a
     10-minute gap across two;
     GPUs 1 and 2 every 30 s (so the gap threshold is 150 s and the 100-s stop
     is no gap), GPU 2 without a counter (integrated power), throttled by day.
@@ -51,6 +53,8 @@ def samples() -> list[GpuSample]:
         if offset == 20 * 3600_000 + 7_000:
             energy = 1_000.0  # counter reset
         reading = None if 40 * 3600_000 < offset < 40 * 3600_000 + 5 * MIN and i % 3 == 0 else round(energy, 3)
+        if 44 * 3600_000 <= offset < 44 * 3600_000 + 3 * MIN:
+            reading = None  # the counter unreadable for a quarter's first minutes
         out.append(gpu(ts, 0, utilization_gpu_percent=util, power_watts=power, energy_joules=reading,
                        temperature_celsius=35 + util // 4, memory_used_bytes=(util + 1) * 100_000_000,
                        throttle_reasons=4 if util > 90 else 0))
