@@ -43,7 +43,7 @@ def build(repo: Path = REPO) -> dict[Path, str]:
     files: dict[Path, str] = {}
     for name, text in completions.scripts(root).items():
         files[Path("completions") / name] = text
-    for name, page in manpages.man_pages(root, repo / "README.md", "-").items():
+    for name, page in manpages.man_pages(root, "-").items():
         path = Path("man") / name
         old = (repo / path).read_text(encoding="utf-8") if (repo / path).is_file() else None
         files[path] = _dated(page, old, today)

@@ -5,16 +5,17 @@ subcommands are sections of its page). Every page has NAME, SYNOPSIS,
 DESCRIPTION, OPTIONS, EXIT STATUS, ENVIRONMENT, FILES, EXAMPLES and SEE
 ALSO. The words come from where users already read them: the help text,
 the config schema (for every ``[section] key`` a help mentions), the exit
-code table in ``gpm.errors`` and the README's example command lines.
+code table in ``gpm.errors`` and the example command lines of
+``gpm.devtools.examples``.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 from gpm import __version__
 from gpm.devtools.clitree import Command, Param, paragraphs
+from gpm.devtools.examples import EXAMPLES
 from gpm.errors import EXIT_CODES
 
 # Variables a command reads that are not configuration keys.
@@ -109,31 +110,10 @@ def _environment(cmd: Command) -> list[str]:
     return out
 
 
-def _code_lines(markdown: str):
-    """Lines inside fenced code blocks."""
-    inside = False
-    for line in markdown.splitlines():
-        if line.lstrip().startswith("```"):
-            inside = not inside
-        elif inside:
-            yield line
-
-
-def readme_examples(readme: str) -> dict[str, list[tuple[str, str]]]:
-    """Command lines in the README's code blocks, by subcommand: [(line, comment)]."""
-    found: dict[str, list[tuple[str, str]]] = {}
-    for line in _code_lines(readme):
-        m = re.match(r"^\s*(gpm(?:\s+(?:-\S+(?:\s+(?!-)\S+)?))*\s+([a-z][\w-]*)\b.*?)\s*(?:#\s*(.*))?$",
-                     line)
-        if m:
-            found.setdefault(m.group(2), []).append((m.group(1).rstrip(), (m.group(3) or "").strip()))
-    return found
-
-
 def _examples(cmd: Command, examples: dict[str, list[tuple[str, str]]]) -> list[str]:
     if cmd.path:
         pairs = examples.get(cmd.path[0], [])
-        if not pairs:  # no README example: one line per (sub)command, from its help
+        if not pairs:  # no example: one line per (sub)command, from its help
             pairs = [(c.name, c.short_help) for c in cmd.walk() if not c.subcommands]
     else:
         pairs = [lines[0] for name, lines in sorted(examples.items()) if lines]
@@ -211,7 +191,6 @@ def man_page(cmd: Command, root: Command, examples: dict[str, list[tuple[str, st
     return "\n".join(lines) + "\n"
 
 
-def man_pages(root: Command, readme: Path, date: str) -> dict[str, str]:
+def man_pages(root: Command, date: str) -> dict[str, str]:
     """File name -> page, for gpm and each subcommand."""
-    examples = readme_examples(readme.read_text(encoding="utf-8")) if readme.is_file() else {}
-    return {f"{page_name(c)}.1": man_page(c, root, examples, date) for c in [root, *root.subcommands]}
+    return {f"{page_name(c)}.1": man_page(c, root, EXAMPLES, date) for c in [root, *root.subcommands]}
