@@ -6,29 +6,31 @@ _gpm_subcommands() {
     case "$1" in
         "") echo "archive classify config daemon export install ollama-watch ps report sample serve-metrics" ;;
         "config") echo "check init show" ;;
-        "install") echo "cron systemd" ;;
+        "install") echo "completions cron man systemd" ;;
     esac
 }
 
 _gpm_options() {
     case "$1" in
-        "") echo "--version --db --config -v --verbose -q --quiet --help" ;;
-        "archive") echo "--older-than --archive-dir --dry-run --wait --help" ;;
-        "classify") echo "-i --input --steam-path --explain --help" ;;
-        "config") echo "--help" ;;
-        "config check") echo "--help" ;;
-        "config init") echo "--force --path --stdout --help" ;;
-        "config show") echo "--json --help" ;;
-        "daemon") echo "-i --interval --log-level --log-format --help" ;;
-        "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host --help" ;;
-        "install") echo "--help" ;;
-        "install cron") echo "--help" ;;
-        "install systemd") echo "--user --timers --dir --write --help" ;;
-        "ollama-watch") echo "-f --follow -i --interval --api-url --proxy --json --otlp --no-otlp --otlp-endpoint --otlp-protocol --help" ;;
-        "ps") echo "--json --explain --help" ;;
-        "report") echo "--week --since --until --host --gpu --format --section --weeks --archive-dir --busy-threshold -o --output --no-cache --help" ;;
-        "sample") echo "-n --count -i --interval -f --follow --json --no-store --textfile --help" ;;
-        "serve-metrics") echo "--listen --per-process --no-per-process --cache-secs --ollama --no-ollama --otlp --no-otlp --otlp-endpoint --otlp-protocol --export-interval --no-prometheus --help" ;;
+        "") echo "--version --db --config -v --verbose -q --quiet -h --help" ;;
+        "archive") echo "--older-than --archive-dir --dry-run --wait -h --help" ;;
+        "classify") echo "-i --input --steam-path --explain -h --help" ;;
+        "config") echo "-h --help" ;;
+        "config check") echo "-h --help" ;;
+        "config init") echo "--force --path --stdout -h --help" ;;
+        "config show") echo "--json -h --help" ;;
+        "daemon") echo "-i --interval --log-level --log-format -h --help" ;;
+        "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host -h --help" ;;
+        "install") echo "-h --help" ;;
+        "install completions") echo "--shell --system -h --help" ;;
+        "install cron") echo "-h --help" ;;
+        "install man") echo "--system -h --help" ;;
+        "install systemd") echo "--user --timers --dir --write -h --help" ;;
+        "ollama-watch") echo "-f --follow -i --interval --api-url --proxy --json --otlp --no-otlp --otlp-endpoint --otlp-protocol -h --help" ;;
+        "ps") echo "--json --explain -h --help" ;;
+        "report") echo "--week --since --until --host --gpu --format --section --weeks --archive-dir --busy-threshold -o --output --no-cache -h --help" ;;
+        "sample") echo "-n --count -i --interval -f --follow --json --no-store --textfile -h --help" ;;
+        "serve-metrics") echo "--listen --per-process --no-per-process --cache-secs --ollama --no-ollama --otlp --no-otlp --otlp-endpoint --otlp-protocol --export-interval --no-prometheus -h --help" ;;
     esac
 }
 
@@ -40,6 +42,7 @@ _gpm_takes_value() {
         "config init") echo "--path" ;;
         "daemon") echo "-i --interval --log-level --log-format" ;;
         "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host" ;;
+        "install completions") echo "--shell" ;;
         "install systemd") echo "--dir" ;;
         "ollama-watch") echo "-i --interval --api-url --proxy --otlp-endpoint --otlp-protocol" ;;
         "ps") echo "--explain" ;;
@@ -66,6 +69,7 @@ _gpm_values() {
         "export|--output") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "export|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "export|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
+        "install completions|--shell") COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;
         "install systemd|--dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "ollama-watch|--otlp-protocol") COMPREPLY=($(compgen -W "grpc http/protobuf" -- "$cur")) ;;
         "report|--gpu") COMPREPLY=($(compgen -W "$(_gpm_gpus)" -- "$cur")) ;;

@@ -247,19 +247,109 @@ def unit_dir(user: bool) -> Path:
 
 def write_units(units: dict[str, str], directory: Path) -> list[tuple[Path, bool]]:
     """Write each unit atomically; [(path, changed)]."""
-    directory.mkdir(parents=True, exist_ok=True)
+    return write_files({directory / name: text for name, text in units.items()})
+
+
+def write_files(files: dict[Path, str]) -> list[tuple[Path, bool]]:
+    """Write each file atomically (mode 0644, folders created); [(path, changed)].
+
+    A file whose content is already right is left alone, so reinstalling is
+    idempotent and says "unchanged".
+    """
     results = []
-    for name, text in units.items():
-        path = directory / name
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         if path.is_file() and path.read_text(encoding="utf-8") == text:
             results.append((path, False))
             continue
-        tmp = path.with_name(f".{name}.tmp")
+        tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
         results.append((path, True))
     return results
+
+
+# --- completions and man pages ------------------------------------------------
+# pip installs neither, so `gpm install completions|man` renders them from the
+# running gpm (the same generator as the repository's completions/ and man/)
+# and puts them where each shell and man(1) look.
+SHELLS = ("bash", "zsh", "fish")
+_COMPLETION_NAMES = {"bash": "gpm.bash", "zsh": "_gpm", "fish": "gpm.fish"}
+SYSTEM_SHARE = Path("/usr/local/share")
+
+
+def _xdg_base(gpm_folder: str) -> Path:
+    """$XDG_DATA_HOME or $XDG_CONFIG_HOME itself (``paths`` gives its gpm folder)."""
+    return Path(gpm_folder).parent
+
+
+def completion_paths(system: bool) -> dict[str, Path]:
+    """Where each shell loads completions from by itself (zsh: see ``zsh_hint``)."""
+    if system:
+        return {
+            "bash": SYSTEM_SHARE / "bash-completion/completions/gpm",
+            "zsh": SYSTEM_SHARE / "zsh/site-functions/_gpm",
+            "fish": SYSTEM_SHARE / "fish/vendor_completions.d/gpm.fish",
+        }
+    data = _xdg_base(paths.data_home())
+    user_dir = os.environ.get("BASH_COMPLETION_USER_DIR", "").split(":")[0]
+    bash_dir = Path(user_dir) if os.path.isabs(user_dir) else data / "bash-completion"
+    return {
+        "bash": bash_dir / "completions/gpm",
+        "zsh": data / "zsh/site-functions/_gpm",
+        "fish": _xdg_base(paths.config_home()) / "fish/completions/gpm.fish",
+    }
+
+
+def zsh_hint(path: Path) -> str | None:
+    """The ~/.zshrc line zsh needs to find ``_gpm`` (None for a folder zsh already searches)."""
+    if path.parent == SYSTEM_SHARE / "zsh/site-functions":
+        return None
+    return f"fpath=({path.parent} $fpath)   # in ~/.zshrc, before compinit"
+
+
+def completion_files(shells: tuple[str, ...], system: bool) -> dict[Path, str]:
+    from gpm.devtools import clitree, completions
+
+    scripts = completions.scripts(clitree.load())
+    targets = completion_paths(system)
+    return {targets[shell]: scripts[_COMPLETION_NAMES[shell]] for shell in shells}
+
+
+def man_dir(system: bool) -> Path:
+    return (SYSTEM_SHARE if system else _xdg_base(paths.data_home())) / "man/man1"
+
+
+def man_files(system: bool) -> dict[Path, str]:
+    from datetime import date
+
+    from gpm.devtools import clitree, manpages
+
+    folder = man_dir(system)
+    pages = manpages.man_pages(clitree.load(), date.today().isoformat())
+    return {folder / name: page for name, page in pages.items()}
+
+
+def manpath_hint(folder: Path) -> str | None:
+    """The shell line that makes ``man gpm`` find ``folder``, or None when it already does.
+
+    Asks ``manpath`` (man-db) when present; without it, a MANPATH line is
+    always given, since there is no way to know.
+    """
+    import shutil
+    import subprocess
+
+    root = folder.parent
+    if shutil.which("manpath"):
+        try:
+            found = subprocess.run(["manpath", "-q"], capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            found = ""
+        if str(root) in found.strip().split(":"):
+            return None
+    # Unset, MANPATH becomes "ROOT:", and the empty part after ":" keeps man's defaults.
+    return f'export MANPATH="{root}:$MANPATH"   # in ~/.bashrc or ~/.zshrc'
 
 
 def cron_lines(setup: Setup) -> str:

@@ -122,3 +122,81 @@ def test_the_crontab_sample_line_runs_as_cron_would(fake_nvml, tmp_path):
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM gpu_metrics").fetchone()[0] == 2
     assert re.search(r"^# @reboot .* daemon$", text, re.M)
+
+
+# --- gpm install completions / man (#13.11) -------------------------------------
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _without_th_date(page: str) -> str:
+    return re.sub(r"^(\.TH \S+ 1 )\S+", r"\1-", page, flags=re.M)
+
+
+def test_install_man_writes_the_repository_pages_where_man_finds_them(isolated_home):
+    result = run_gpm("install", "man", check=True)
+    folder = isolated_home / ".local/share/man/man1"
+    repo_pages = sorted(p.name for p in (REPO / "man").glob("*.1"))
+    assert sorted(p.name for p in folder.glob("*.1")) == repo_pages
+    for name in repo_pages:
+        assert _without_th_date((folder / name).read_text()) == _without_th_date((REPO / "man" / name).read_text())
+    assert f"wrote {folder / 'gpm-sample.1'}" in result.stdout.splitlines()
+    if shutil.which("man"):
+        hint = next(line for line in result.stdout.splitlines() if line.startswith("man: "))
+        manpath = re.search(r'MANPATH="([^"]+)', hint).group(1).replace("$MANPATH", "")
+        found = subprocess.run(["man", "-w", "gpm-sample"], env=gpm_env({"MANPATH": manpath}),
+                               capture_output=True, text=True)
+        assert found.stdout.strip() == str(folder / "gpm-sample.1")
+    again = run_gpm("install", "man", check=True)
+    assert f"unchanged {folder / 'gpm.1'}" in again.stdout.splitlines()
+
+
+@pytest.mark.skipif(not shutil.which("manpath"), reason="man-db's manpath not installed")
+def test_install_man_prints_no_manpath_line_when_man_already_looks_there(isolated_home):
+    bin_dir = isolated_home / ".local/bin"
+    bin_dir.mkdir(parents=True)
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    result = run_gpm("install", "man", env=env, check=True)
+    assert not [line for line in result.stdout.splitlines() if line.startswith("man: ")]
+
+
+def test_install_completions_for_every_shell_matches_the_repository(isolated_home):
+    result = run_gpm("install", "completions", check=True)
+    targets = {
+        "gpm.bash": isolated_home / ".local/share/bash-completion/completions/gpm",
+        "_gpm": isolated_home / ".local/share/zsh/site-functions/_gpm",
+        "gpm.fish": isolated_home / ".config/fish/completions/gpm.fish",
+    }
+    for name, path in targets.items():
+        assert path.read_text() == (REPO / "completions" / name).read_text()
+    zsh_line = f"zsh: fpath=({targets['_gpm'].parent} $fpath)   # in ~/.zshrc, before compinit"
+    assert zsh_line in result.stdout.splitlines()
+
+
+def test_install_completions_one_shell_and_quiet(isolated_home):
+    result = run_gpm("-q", "install", "completions", "--shell", "fish", check=True)
+    assert result.stdout == ""
+    assert (isolated_home / ".config/fish/completions/gpm.fish").is_file()
+    assert not (isolated_home / ".local/share/bash-completion").exists()
+
+
+@pytest.mark.skipif(not shutil.which("fish"), reason="fish not installed")
+def test_fish_loads_the_installed_completions_by_itself(isolated_home):
+    run_gpm("install", "completions", "--shell", "fish", check=True)
+    bin_dir = isolated_home / "bin"  # fish autoloads a command's completions once it is on PATH
+    bin_dir.mkdir()
+    (bin_dir / "gpm").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "gpm").chmod(0o755)
+    env = gpm_env({"PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    out = subprocess.run(["fish", "-c", "complete -C 'gpm sam'"], env=env,
+                         capture_output=True, text=True, timeout=30)
+    assert out.stdout.split("\t")[0].strip() == "sample"
+
+
+def test_install_man_into_an_unwritable_folder_is_one_line(isolated_home):
+    share = isolated_home / ".local/share"
+    share.mkdir(parents=True)
+    (share / "man").write_text("a file where the folder should be")
+    result = run_gpm("install", "man")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "cannot write" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -12,10 +12,12 @@ from gpm.errors import GpmError
 
 @click.group()
 def install() -> None:
-    """Print or install systemd units, or print crontab lines, that run gpm.
+    """Set gpm up: systemd units, crontab lines, shell completions, man pages.
 
-    Every command line names the absolute path of the gpm being run (or its
-    Python with -m gpm), and carries --config/--db when given.
+    Every command line in units and crontab lines names the absolute path of
+    the gpm being run (or its Python with -m gpm), and carries --config/--db
+    when given. pip installs neither completions nor man pages: `gpm install
+    completions` and `gpm install man` put them where the shells and man look.
     """
 
 
@@ -89,3 +91,70 @@ def cron(app: AppContext) -> None:
     from gpm.install import cron_lines
 
     click.echo(cron_lines(_setup(app, user=True)), nl=False)
+
+
+def _write_all(app: AppContext, files: dict[Path, str], system: bool) -> None:
+    from gpm.install import write_files
+
+    try:
+        results = write_files(files)
+    except OSError as err:
+        hint = " (run as root, or leave out --system)" if system else ""
+        raise GpmError(f"{err.filename}: cannot write: {err.strerror}{hint}") from None
+    for path, changed in results:
+        app.say(f"{'wrote' if changed else 'unchanged'} {path}")
+
+
+@install.command()
+@click.option("--shell", "shells", type=click.Choice(["bash", "zsh", "fish"]), multiple=True,
+              help="Only this shell (repeatable; default: all three).")
+@click.option("--system", is_flag=True,
+              help="Install for every user under /usr/local/share (needs root).")
+@pass_app
+def completions(app: AppContext, shells: tuple[str, ...], system: bool) -> None:
+    """Install bash, zsh and fish completions for gpm.
+
+    \b
+    Per user (default):
+      bash  $XDG_DATA_HOME/bash-completion/completions/gpm (bash-completion loads it)
+      zsh   $XDG_DATA_HOME/zsh/site-functions/_gpm (add the printed fpath line to ~/.zshrc)
+      fish  $XDG_CONFIG_HOME/fish/completions/gpm.fish
+    With --system, the same under /usr/local/share (zsh and fish need no line).
+
+    Completions cover subcommands, options and choices; GPU indexes and
+    Ollama model names are looked up when completed. Open a new shell after.
+
+    \b
+    Exit codes: 0 ok; 1 a file could not be written; 2 usage error.
+    """
+    from gpm.install import SHELLS, completion_files, zsh_hint
+
+    chosen = tuple(s for s in SHELLS if s in shells) or SHELLS
+    files = completion_files(chosen, system)
+    _write_all(app, files, system)
+    if "zsh" in chosen:
+        hint = zsh_hint(next(p for p in files if p.name == "_gpm"))
+        if hint:
+            app.say(f"zsh: {hint}")
+
+
+@install.command("man")
+@click.option("--system", is_flag=True, help="Install under /usr/local/share/man (needs root).")
+@pass_app
+def man_pages(app: AppContext, system: bool) -> None:
+    """Install the man pages: gpm(1) and one page per subcommand.
+
+    Per user into $XDG_DATA_HOME/man/man1 (default ~/.local/share/man/man1),
+    with --system into /usr/local/share/man/man1. When man(1) would not look
+    there, the line to add to the shell's rc file is printed. Then: `man gpm`,
+    `man gpm-sample`.
+
+    \b
+    Exit codes: 0 ok; 1 a file could not be written; 2 usage error.
+    """
+    from gpm.install import man_dir, man_files, manpath_hint
+
+    _write_all(app, man_files(system), system)
+    hint = manpath_hint(man_dir(system))
+    if hint:
+        app.say(f"man: {hint}")

@@ -98,7 +98,8 @@ def _param(param: click.Parameter, ctx: click.Context) -> Param:
 
 
 def _command(cmd: click.Command, path: list[str], parent: click.Context | None, short: str) -> Command:
-    ctx = click.Context(cmd, info_name=path[-1] if path else "gpm", parent=parent)
+    # make_context would apply context_settings (-h); a bare Context must be given them.
+    ctx = click.Context(cmd, info_name=path[-1] if path else "gpm", parent=parent, **cmd.context_settings)
     params = [_param(p, ctx) for p in cmd.get_params(ctx) if not getattr(p, "hidden", False)]
     node = Command(path, short or cmd.get_short_help_str(limit=90), inspect_help(cmd), params)
     if isinstance(cmd, click.Group):
