@@ -58,7 +58,7 @@ complete -c gpm -n '__gpm_at ""' -a classify -d 'Classify processes described as
 complete -c gpm -n '__gpm_at ""' -a config -d 'Show, check or create the configuration.'
 complete -c gpm -n '__gpm_at ""' -a daemon -d 'Run sampling and every enabled job in one process.'
 complete -c gpm -n '__gpm_at ""' -a export -d 'Export a table\'s history (SQLite + Parquet) as CSV, Parquet or JSONL.'
-complete -c gpm -n '__gpm_at ""' -a install -d 'Print or install systemd units or crontab lines.'
+complete -c gpm -n '__gpm_at ""' -a install -d 'Install systemd units, crontab lines, completions, man pages.'
 complete -c gpm -n '__gpm_at ""' -a ollama-watch -d 'Record Ollama\'s loaded models and, via a proxy, its requests.'
 complete -c gpm -n '__gpm_at ""' -a ps -d 'Show the processes on each GPU with category, label and reason.'
 complete -c gpm -n '__gpm_at ""' -a report -d 'Report what the GPUs did over a week or a range.'

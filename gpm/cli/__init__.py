@@ -14,6 +14,7 @@ import click
 
 from gpm import __version__
 from gpm.cli.context import AppContext
+from gpm.cli.options import accept_global_options
 from gpm.errors import EXIT_CODES, EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
 
 # name -> ("module:attribute", short help shown by `gpm --help`)
@@ -21,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
     "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
     "daemon": ("gpm.cli.daemon:daemon", "Run sampling and every enabled job in one process."),
-    "install": ("gpm.cli.install:install", "Print or install systemd units or crontab lines."),
+    "install": ("gpm.cli.install:install", "Install systemd units, crontab lines, completions, man pages."),
     "report": ("gpm.cli.report:report", "Report what the GPUs did over a week or a range."),
     "archive": ("gpm.cli.archive:archive", "Move old rows into Parquet and shrink the database."),
     "export": ("gpm.cli.export:export", "Export a table's history (SQLite + Parquet) as CSV, Parquet or JSONL."),
@@ -49,7 +50,7 @@ class LazyGroup(click.Group):
         if entry is None:
             return None
         module_name, attr = entry[0].split(":")
-        return getattr(importlib.import_module(module_name), attr)
+        return accept_global_options(getattr(importlib.import_module(module_name), attr))
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
@@ -81,17 +82,8 @@ def cli(ctx: click.Context, db_path, config_path, verbose, quiet) -> None:
     if db_path:
         source = ctx.get_parameter_source("db_path")
         db_source = "env GPM_DB" if source == click.core.ParameterSource.ENVIRONMENT else "flag --db"
-    ctx.obj = AppContext(
-        config_path=config_path, db_path=db_path, db_source=db_source,
-        verbose=verbose, quiet=quiet,
-    )
-    if verbose or quiet:
-        # Only then: importing logging costs ~9 ms of every cron run otherwise,
-        # and without configuration Python already prints warnings to stderr.
-        import logging
-
-        level = logging.ERROR if quiet else (logging.INFO if verbose == 1 else logging.DEBUG)
-        logging.basicConfig(level=level, format="gpm: %(message)s", stream=sys.stderr)
+    ctx.obj = AppContext(config_path=config_path, db_path=db_path, db_source=db_source)
+    ctx.obj.set_output(verbose, quiet)
 
 
 def main(argv: list[str] | None = None) -> None:

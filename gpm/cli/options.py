@@ -6,6 +6,8 @@ from typing import Any, Callable
 
 import click
 
+from gpm.cli.context import AppContext
+
 
 def otlp_options(what: str) -> Callable:
     """``--otlp/--no-otlp``, ``--otlp-endpoint`` and ``--otlp-protocol``; ``what`` says what is exported."""
@@ -29,3 +31,54 @@ def otlp_overrides(otlp: bool | None, endpoint: str | None, protocol: str | None
         "telemetry.otlp_endpoint": (endpoint, "--otlp-endpoint"),
         "telemetry.otlp_protocol": (protocol, "--otlp-protocol"),
     }
+
+
+def _late_db(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        app = ctx.find_object(AppContext)
+        app.db_path, app.db_source = value, "flag --db"
+
+
+def _late_config(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value is not None:
+        ctx.find_object(AppContext).config_path = value
+
+
+def _late_verbose(ctx: click.Context, param: click.Parameter, value: int) -> None:
+    if value:
+        app = ctx.find_object(AppContext)
+        app.set_output(app.verbose + value, app.quiet)
+
+
+def _late_quiet(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        app = ctx.find_object(AppContext)
+        app.set_output(app.verbose, True)
+
+
+def _global_params() -> list[click.Option]:
+    """The root's --db, --config, -v and -q, for use after a subcommand (hidden in its help)."""
+    common: dict[str, Any] = {"expose_value": False, "hidden": True}
+    return [
+        click.Option(["--db"], type=click.Path(dir_okay=False), callback=_late_db, **common),
+        click.Option(["--config"], type=click.Path(dir_okay=False), callback=_late_config, **common),
+        click.Option(["-v", "--verbose"], count=True, callback=_late_verbose, **common),
+        click.Option(["-q", "--quiet"], is_flag=True, callback=_late_quiet, **common),
+    ]
+
+
+def accept_global_options(cmd: click.Command) -> click.Command:
+    """Let ``gpm sample -q`` and ``gpm report --db X`` mean what ``gpm -q sample`` does (#13.3).
+
+    People type options where they think of them; the root's options are added,
+    hidden, to every subcommand (and a group's subcommands) and set the same
+    AppContext. Given twice, the later one wins; -v counts add up.
+    """
+    if getattr(cmd, "_gpm_global_options", False):
+        return cmd
+    taken = {opt for p in cmd.params for opt in getattr(p, "opts", [])}
+    cmd.params.extend(p for p in _global_params() if not taken & set(p.opts))
+    cmd._gpm_global_options = True  # type: ignore[attr-defined]
+    for sub in getattr(cmd, "commands", {}).values():
+        accept_global_options(sub)
+    return cmd

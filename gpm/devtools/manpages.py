@@ -166,7 +166,7 @@ def man_page(cmd: Command, root: Command, examples: dict[str, list[tuple[str, st
     for p in cmd.options:
         lines += _option(p)
     if cmd.path:
-        lines += [".PP", "Global options (before the command) are described in", ".BR gpm (1)."]
+        lines += [".PP", "Global options (before or after the command) are described in", ".BR gpm (1)."]
     if cmd.subcommands:
         lines.append(".SH COMMANDS")
         if cmd.path:
