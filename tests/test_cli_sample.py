@@ -329,3 +329,56 @@ def test_ticks_skip_missed_slots_but_keep_the_count():
             now[0] += 2.5  # this run overran two slots
     assert [r for r, _ in runs] == [0, 1, 2, 3]
     assert [t for _, t in runs] == [0.0, 1.0, 4.0, 5.0]  # slots 2 and 3 skipped, no burst
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--follow", "-n", "3"], "--follow samples until stopped, -n 3 takes 3: give one"),
+    (["-i", "1"], "-i 1 spaces repeated samples: add -n COUNT or --follow"),
+])
+def test_repetition_options_that_say_two_things_are_usage_errors(fake_nvml, tmp_path, args, says):
+    db = tmp_path / "gpm.db"
+    result = run_gpm("--db", db, "sample", *args, env=fake_nvml.env())
+    assert result.returncode == 2
+    assert says in result.stderr and "Traceback" not in result.stderr
+    assert not db.exists()
+
+
+def _wait_for_rows(db, n: int, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if len(rows(db, "SELECT ts_ms FROM gpu_metrics")) >= n:
+                return
+        except sqlite3.OperationalError:
+            pass  # not created yet
+        time.sleep(0.05)
+    raise AssertionError(f"fewer than {n} rows after {timeout} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_stopped_before_the_count_exits_130_and_keeps_what_it_took(fake_nvml, tmp_path, sig):
+    fake_nvml.set(Scenario.many(2))
+    db = tmp_path / "gpm.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpm", "--db", str(db), "sample", "-n", "5", "-i", "30"],
+        env=gpm_env(fake_nvml.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for_rows(db, 2)  # the first sample of both GPUs; the next one is 30 s away
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 130
+    assert err == "gpm: interrupted after 1 of 5 samples (stored)\n"
+    assert len(rows(db, "SELECT ts_ms FROM gpu_metrics")) == 2
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_follow_stopped_by_ctrl_c_is_its_normal_end(fake_nvml, tmp_path):
+    db = tmp_path / "gpm.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpm", "--db", str(db), "sample", "--follow", "-i", "30"],
+        env=gpm_env(fake_nvml.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    _wait_for_rows(db, 1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=10)
+    assert (proc.returncode, err) == (0, "")

@@ -8,7 +8,7 @@ import time
 import click
 
 from gpm.cli.context import AppContext, pass_app
-from gpm.errors import EXIT_FAILURE, GpmError
+from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
 
 
 def _table(samples, host: str) -> str:
@@ -66,11 +66,11 @@ REDUCE_HOURS_PER_RUN = 2
 
 
 @click.command()
-@click.option("-n", "--count", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of samples to take.")
+@click.option("-n", "--count", type=click.IntRange(min=1),
+              help="Take COUNT samples (default 1), -i seconds apart.")
 @click.option("-i", "--interval", type=click.FloatRange(min=0.1, max=3600),
-              help="Seconds between samples (default: [service] poll_interval_secs).")
-@click.option("-f", "--follow", is_flag=True, help="Keep sampling until Ctrl-C or SIGTERM.")
+              help="Seconds between samples, with -n or --follow (default: [service] poll_interval_secs).")
+@click.option("-f", "--follow", is_flag=True, help="Keep sampling until Ctrl-C or SIGTERM (not with -n).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON Lines: one object per GPU per sample.")
 @click.option("--no-store", is_flag=True, help="Sample without writing to the database.")
@@ -95,18 +95,20 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
     from gpm.sampling import Sampler
     from gpm.schedule import Stopper, ticks
 
+    count = _repetition(count, interval, follow)
     cfg = app.config({"service.poll_interval_secs": (interval, "--interval")})
     conn = None if no_store else app.open_db()
     sampler = Sampler(cfg, conn=conn)
     show_table = not as_json and not app.quiet and sys.stdout.isatty()
     reported: dict[int, str] = {}
-    failed = False
+    failed = stopped_early = False
+    taken = -1
     try:
         sampler.open()
         if sampler.reader is not None and sampler.reader.source != "nvml" and cfg["gpu.enable_nvml"]:
             app.warn("NVML unavailable; using nvidia-smi")
         with Stopper() as stopper:
-            for _ in ticks(cfg["service.poll_interval_secs"], None if follow else count, stopper):
+            for taken in ticks(cfg["service.poll_interval_secs"], None if follow else count, stopper):
                 t0 = time.perf_counter()
                 samples = sampler.sample(store=not no_store)
                 if textfile:
@@ -131,11 +133,29 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
                     click.echo(_table(samples, sampler.host))
                 if not samples and not app.quiet and not as_json:
                     click.echo("gpm: no GPUs found", err=True)
+            stopped_early = stopper.stopped and not follow and taken + 1 < count
         if conn is not None:
             _reduce_closed_hours(app, conn, cfg)
     finally:
         sampler.close()
         if conn is not None:
             conn.close()
+    if stopped_early:
+        kept = " (stored)" if conn is not None else ""
+        click.echo(f"gpm: interrupted after {taken + 1} of {count} samples{kept}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     if failed:
         sys.exit(EXIT_FAILURE)
+
+
+def _repetition(count: int | None, interval: float | None, follow: bool) -> int:
+    """The number of samples asked for; a combination that says two things is a usage error (#13.4)."""
+    if follow and count is not None:
+        raise click.UsageError(
+            f"--follow samples until stopped, -n {count} takes {count}: give one "
+            f"(`gpm sample -n {count} -i SECS` or `gpm sample --follow -i SECS`)")
+    if interval is not None and count is None and not follow:
+        raise click.UsageError(
+            f"-i {interval:g} spaces repeated samples: add -n COUNT or --follow "
+            f"(`gpm sample -n 10 -i {interval:g}` or `gpm sample --follow -i {interval:g}`)")
+    return count or 1

@@ -72,6 +72,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
         ('gpm sample', 'one sample of every GPU, stored; silent unless on a terminal'),
         ('gpm sample --json', 'JSON Lines: one object per GPU per sample'),
         ('gpm sample -n 10 -i 1', 'ten samples, one second apart (drift-free schedule)'),
+        ('gpm sample --follow -i 2', 'every two seconds until Ctrl-C'),
         ('gpm sample --follow', 'until Ctrl-C / SIGTERM (stops after the current write)'),
         ('gpm sample --no-store', 'read without writing'),
         ('gpm sample --textfile /var/lib/node_exporter/textfile/gpm.prom',
