@@ -100,8 +100,7 @@ def test_readme_queries_run(tmp_path):
 
     from tests.conftest import REPO
 
-    text = (REPO / "README.md").read_text()
-    section = text[text.index("<!-- section: classify -->"):text.index("<!-- /section: classify -->")]
+    section = (REPO / "docs" / "classify.md").read_text()
     queries = re.findall(r'^sqlite3 -header \S+ "(.+)"$', section, re.M)
     assert queries
     now = int(time.time() * 1000)

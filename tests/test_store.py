@@ -1,4 +1,4 @@
-"""The database: created private, migrated on open, shared safely, queried as the README says."""
+"""The database: created private, migrated on open, shared safely, queried as the manual (docs/) says."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from gpm.store.db import open_db
 from gpm.store.samples import save_samples
 from tests.conftest import REPO
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
 def make_sample(ts_ms: int, index: int = 0, **values) -> GpuSample:
@@ -148,7 +148,8 @@ def test_writers_in_parallel_never_see_database_is_locked(tmp_path):
 
 
 def readme_queries() -> list[str]:
-    text = README.read_text()
+    """The example queries of the manual (database.md, ollama.md)."""
+    text = "\n".join(p.read_text() for p in sorted(DOCS.glob("*.md")))
     return re.findall(r'^sqlite3 ~/\.local/share/gpm/gpm\.db "(.+)"$', text, flags=re.M)
 
 
