@@ -309,3 +309,25 @@ def test_visible_keeps_printable_ascii(text):
 def test_visible_spells_out_what_it_hides():
     assert visible("a\x1b[2J\n\t\x7f\x85\u202e\u200b\udcff b") == "a\\x1b[2J\\n\\t\\x7f\\x85\\u202e\\u200b\\xff b"
     assert os_text(b"ok \xe2\x82\xac bad\xff") == "ok \u20ac bad\\xff"
+
+
+def test_a_value_sqlite_refuses_costs_that_process_its_details_only(tmp_path):
+    """A surrogate (what os.readlink gives for an undecodable byte) in one process's
+    details; before #12.2 the whole sample's transaction failed on it."""
+    from gpm.config import load_config
+    from gpm.gpu.model import GpuProcess, GpuSample, ProcessDetails
+    from gpm.sampling import Sampler
+    from gpm.store.db import open_db
+
+    def process(pid: int, exe: str) -> GpuProcess:
+        return GpuProcess(pid, used_memory_bytes=MiB, name=f"p{pid}", category="general_compute", label=f"p{pid}",
+                          reason="test", details=ProcessDetails(user="me", exe=exe, start_time_ms=1))
+
+    conn = open_db(tmp_path / "gpm.db")
+    sample = GpuSample(ts_ms=1_700_000_000_000, index=0, source="nvml", uuid="GPU-1", name="Fake",
+                       processes=[process(1, "/bin/bad\udcff"), process(2, "/bin/good")])
+    Sampler(load_config(), conn=conn, host="box").store([sample])
+    assert conn.execute("SELECT COUNT(*) FROM gpu_metrics").fetchone() == (1,)
+    assert conn.execute("SELECT pid, exe, reason FROM process_events ORDER BY pid").fetchall() == [
+        (1, None, "details not storable"), (2, "/bin/good", "test")]
+    conn.close()
