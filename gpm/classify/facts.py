@@ -13,6 +13,8 @@ import os
 import pwd
 from typing import Any
 
+from gpm.classify.redact import redact_cmdline
+from gpm.humanize import os_text
 from gpm.plain import Plain
 
 # Only what classification needs is kept from the environment: the rest may
@@ -85,7 +87,10 @@ class ProcessFacts(Plain):
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "ProcessFacts":
-        """The ``gpm classify`` input object -> facts (raises ValueError on bad types)."""
+        """The ``gpm classify`` input object -> facts (raises ValueError on bad types).
+
+        Command lines are redacted as ``/proc``'s are, so no label is made of a secret.
+        """
 
         def strings(value, what) -> list[str]:
             if value is None:
@@ -111,14 +116,15 @@ class ProcessFacts(Plain):
                 raise ValueError("'parents' must be a list of objects")
             parents.append(ParentFacts(
                 pid=opt(p.get("pid"), int, "parents.pid"), name=opt(p.get("name"), str, "parents.name"),
-                exe=opt(p.get("exe"), str, "parents.exe"), cmdline=strings(p.get("cmdline"), "parents.cmdline"),
+                exe=opt(p.get("exe"), str, "parents.exe"),
+                cmdline=redact_cmdline(strings(p.get("cmdline"), "parents.cmdline")),
             ))
         libraries = obj.get("libraries")
         return cls(
             pid=opt(obj.get("pid"), int, "pid"),
             name=opt(obj.get("name"), str, "name"),
             exe=opt(obj.get("exe"), str, "exe"),
-            cmdline=strings(obj.get("cmdline"), "cmdline"),
+            cmdline=redact_cmdline(strings(obj.get("cmdline"), "cmdline")),
             user=opt(obj.get("user"), str, "user"),
             age_seconds=opt(obj.get("age_seconds"), (int, float), "age_seconds"),
             cwd=opt(obj.get("cwd"), str, "cwd"),
@@ -164,7 +170,7 @@ class ProcReader:
 
     def _link(self, pid: int, what: str) -> str | None:
         try:
-            target = os.readlink(f"{self.proc}/{pid}/{what}")
+            target = os_text(os.readlink(os.fsencode(f"{self.proc}/{pid}/{what}")))
         except OSError:
             return None
         return target[:-10] if target.endswith(" (deleted)") else target
@@ -205,11 +211,10 @@ class ProcReader:
         data = self._read_small(pid, "stat")
         if not data:
             return None
-        text = data.decode(errors="replace")
-        open_, close = text.find("("), text.rfind(")")
-        rest = text[close + 2:].split()
+        open_, close = data.find(b"("), data.rfind(b")")
+        rest = data[close + 2:].split()
         try:
-            return text[open_ + 1:close], int(rest[1]), int(rest[19]), int(rest[20])
+            return os_text(data[open_ + 1:close]), int(rest[1]), int(rest[19]), int(rest[20])
         except (IndexError, ValueError):
             return None
 
@@ -224,11 +229,12 @@ class ProcReader:
         if data is None:
             return None
         parts = data.split(b"\0")
-        if parts and parts[-1] == b"":
-            parts.pop()
+        while parts and parts[-1] == b"":
+            parts.pop()  # the end, and the NULs a rewritten title leaves behind
         # A process that rewrote its title into one string (setproctitle) has
-        # no NULs between arguments: keep it as one element.
-        return [p.decode(errors="replace") for p in parts]
+        # no NULs between arguments: keep it as one element. Secrets are masked
+        # here, before any rule or label sees them (#12.9).
+        return redact_cmdline([os_text(p) for p in parts])
 
     def environ(self, pid: int) -> dict[str, str] | None:
         data = self._read(pid, "environ")
@@ -238,9 +244,9 @@ class ProcReader:
         for item in data.split(b"\0"):
             key, sep, value = item.partition(b"=")
             if sep:
-                k = key.decode(errors="replace")
+                k = os_text(key)
                 if k in ENV_KEYS or k.startswith(ENV_PREFIXES):
-                    out[k] = value.decode(errors="replace")
+                    out[k] = os_text(value)
         return out
 
     def libraries(self, pid: int) -> list[str] | None:
@@ -253,7 +259,7 @@ class ProcReader:
             slash = line.find(b"/")
             if slash < 0 or (b".so" not in line and b".dll" not in line and b".DLL" not in line):
                 continue
-            path = line[slash:].decode(errors="replace")
+            path = os_text(line[slash:])
             if path.endswith(" (deleted)"):
                 path = path[:-10]
             seen[path] = None

@@ -31,7 +31,6 @@ import pwd
 from typing import TYPE_CHECKING
 
 from gpm.classify.facts import ProcessFacts, ProcReader
-from gpm.classify.redact import redact_cmdline
 from gpm.classify.rules import Context, Decision, UserRule, classify, sample_key
 from gpm.config import Config
 from gpm.gpu.model import GpuSample, ProcessDetails, now_ms
@@ -109,7 +108,7 @@ class Classifier:
         return self.reader.facts(pid, now_ms=now if now is not None else now_ms())
 
     def details(self, facts: ProcessFacts) -> ProcessDetails:
-        cmdline = redact_cmdline(facts.cmdline) if self.store_cmdline and facts.cmdline else None
+        cmdline = list(facts.cmdline) if self.store_cmdline and facts.cmdline else None  # redacted when read
         return ProcessDetails(user=facts.user, exe=facts.exe, cmdline=cmdline,
                               start_time_ms=facts.start_time_ms)
 
@@ -152,6 +151,13 @@ class Classifier:
             k.decisions.clear()
         return k
 
+    def _unknown(self, pid: int, now: int, err: Exception) -> Known:
+        """What is kept of a process whose facts could not be read: nothing but its pid."""
+        _warn("pid %s: facts not read (%s: %s)", pid, type(err).__name__, err)
+        self.processes.pop(pid, None)
+        f = ProcessFacts(pid=pid, unreadable=["everything"])
+        return Known(("", 0, -1, 0), f, ProcessDetails(), now)
+
     def enrich(self, samples: list[GpuSample]) -> dict[int, tuple[ProcessFacts, Decision]]:
         """Classify every process of ``samples`` in place; return {pid: (facts, decision)}.
 
@@ -161,7 +167,10 @@ class Classifier:
         for s in samples:
             for p in s.processes:
                 if p.pid not in seen:
-                    seen[p.pid] = self.known(p.pid, s.ts_ms)
+                    try:
+                        seen[p.pid] = self.known(p.pid, s.ts_ms)
+                    except Exception as err:  # noqa: BLE001 - one process must not stop the sample (#12.2)
+                        seen[p.pid] = self._unknown(p.pid, s.ts_ms, err)
         for pid in [pid for pid in self.processes if pid not in seen]:
             del self.processes[pid]
         ctx = None
@@ -184,7 +193,13 @@ class Classifier:
                     f.process_type = p.type
                     if ctx is None:
                         ctx = self.context({v.facts.user for v in seen.values()})
-                    hit = k.decisions[key] = (f, classify(f, ctx))
+                    try:
+                        decision = classify(f, ctx)
+                    except Exception as err:  # noqa: BLE001 - as above
+                        _warn("pid %s: not classified (%s: %s)", p.pid, type(err).__name__, err)
+                        decision = Decision("general_compute", f.name or "?", "not classified: gpm failed on it",
+                                            "error")
+                    hit = k.decisions[key] = (f, decision)
                 f, d = hit
                 p.name = p.name or f.name
                 p.category, p.label, p.reason = d.category, d.label, d.reason
@@ -200,3 +215,10 @@ def enrich_samples(samples: list[GpuSample], sampler) -> None:
         clf = sampler.state["classify"] = Classifier(sampler.cfg)
     clf.enrich(samples)
 
+
+
+def _warn(msg: str, *args) -> None:
+    """A rare warning; ``logging`` is imported only then (a cold ``gpm sample`` skips it)."""
+    import logging
+
+    logging.getLogger(__name__).warning(msg, *args)

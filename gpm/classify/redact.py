@@ -33,10 +33,11 @@ _SECRET_NAME = LazyPattern(
     re.IGNORECASE,
     needles=("token", "key", "secret", "pass", "pwd", "auth", "credential", "cookie"),
 )
-# name=value anywhere; name: value only with a space after the colon (headers,
+# name=value anywhere (a JVM property's -D is not part of its name: -Dpassword=);
+# name: value only with a space after the colon (headers,
 # YAML) or as JSON ("name": "value"), so "https://" and "host:port" are not pairs.
 _NAMED_VALUE = LazyPattern(
-    r"""(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>\s*=\s*|:\s+|"\s*:\s*")(?P<quote>["']?)"""
+    r"""(?:-D)?(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>\s*=\s*|:\s+|"\s*:\s*")(?P<quote>["']?)"""
     r"""(?P<value>[^\s"'&?,;}]+)""",
     needles=("=", ":"),
 )
@@ -84,25 +85,83 @@ def redact_text(text: str) -> str:
     return _TOKEN_SHAPES.sub(MASK, text)
 
 
+# Programs whose short option takes a password, attached (``mysql -pSECRET``)
+# or as the next argument (``sshpass -p SECRET``). A short ``-p`` means a port
+# or a path elsewhere, so it is masked only after one of these names.
+PASSWORD_SHORT_OPTIONS = {
+    **dict.fromkeys(("mysql", "mysqldump", "mysqladmin", "mysqlimport", "mysqlshow", "mysqlcheck",
+                     "mysqlpump", "mysqlsh", "mariadb", "mariadb-dump", "mariadb-admin", "mongo", "mongosh",
+                     "mongodump", "mongorestore", "mongoexport", "mongoimport", "sshpass", "rabbitmqadmin",
+                     "7z", "7za", "unrar"), "-p"),
+    **dict.fromkeys(("redis-cli", "keydb-cli", "valkey-cli"), "-a"),
+    **dict.fromkeys(("ldapsearch", "ldapadd", "ldapmodify", "ldapdelete", "ldappasswd", "ldapwhoami"), "-w"),
+    **dict.fromkeys(("sqlcmd", "bcp", "zip", "unzip"), "-P"),
+}
+# A word of a command held in one string: quoted parts stay whole.
+_WORD = LazyPattern(r"""(?:'[^']*'|"[^"]*"|[^\s'"])+""")
+
+
+class _Words:
+    """The argument-wise pass, one word at a time, over a whole command line.
+
+    A word is an argument, or a word of an argument holding a whole command
+    (``sh -c "..."``, or a title set with setproctitle: ``python3 serve.py
+    --api-key XYZ`` in argv[0]).
+    """
+
+    __slots__ = ("pending", "short")
+
+    def __init__(self) -> None:
+        self.pending: str | None = None  # "value": mask the next word; "userpass": mask after its ':'
+        self.short = ""  # the password short option of the last program named
+
+    def step(self, word: str) -> str | None:
+        """The word masked, or None when this pass leaves it to the text-wise pass."""
+        pending, self.pending = self.pending, None
+        if pending == "value" and not word.startswith("--"):
+            return MASK
+        if pending == "userpass":
+            user, sep, password = word.partition(":")
+            if sep and password:
+                return f"{user}:{MASK}"
+        if word[:1] != "-":
+            program = word.rsplit("/", 1)[-1].lower().removesuffix(".exe")
+            self.short = PASSWORD_SHORT_OPTIONS.get(program, self.short)
+            return None
+        if self.short and word.startswith(self.short):
+            if word == self.short:
+                self.pending = "value"
+                return None
+            return self.short + MASK  # -pSECRET
+        if "=" not in word and len(word) > 2 and is_secret_name(word):
+            self.pending = "value"  # --token VALUE
+        elif word in ("-u", "--user"):
+            self.pending = "userpass"  # curl -u user:password
+        return None
+
+
+def _redact_words(text: str, words: _Words) -> str:
+    """A whole command in one string: text-wise first (a header spans words), then word by word."""
+    text = redact_text(text)
+    out = []
+    pos = 0
+    for m in _WORD.compiled().finditer(text):
+        masked = words.step(m.group())
+        if masked is not None:
+            out.append(text[pos:m.start()] + masked)
+            pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
 def redact_cmdline(cmdline: list[str]) -> list[str]:
     """A copy of ``cmdline`` with secret values replaced by ``***``."""
+    words = _Words()
     out: list[str] = []
-    pending = None  # "value": mask the next argument; "userpass": mask after its ':'
     for arg in cmdline:
-        if pending == "value" and not arg.startswith("--"):
-            out.append(MASK)
-            pending = None
-            continue
-        if pending == "userpass":
-            pending = None
-            user, sep, password = arg.partition(":")
-            if sep and password:
-                out.append(f"{user}:{MASK}")
-                continue
-        pending = None
-        if arg.startswith("-") and "=" not in arg and len(arg) > 2 and is_secret_name(arg):
-            pending = "value"  # --token VALUE
-        elif arg in ("-u", "--user"):
-            pending = "userpass"  # curl -u user:password
-        out.append(redact_text(arg))
+        if " " in arg or "\t" in arg or "\n" in arg:
+            out.append(_redact_words(arg, words))
+        else:
+            masked = words.step(arg)
+            out.append(redact_text(arg) if masked is None else masked)
     return out

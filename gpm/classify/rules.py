@@ -25,11 +25,13 @@ Order of decision, first match wins:
 
 from __future__ import annotations
 
+import copy
 import re
 from typing import TYPE_CHECKING, Any, Callable
 
 from gpm.classify import CATEGORIES, LazyPattern
 from gpm.classify.facts import ProcessFacts
+from gpm.classify.redact import MASK
 from gpm.errors import ConfigError
 from gpm.plain import Plain
 
@@ -192,9 +194,16 @@ class Decision(Plain):
 
 
 def base(path: str | None) -> str:
+    """The last part of a POSIX path, or of a Windows one (a Proton game's ``C:\\...\\game.exe``).
+
+    A backslash counts as a separator only in a path with no slash: on Linux
+    it is an ordinary character, and it starts the ``\\xff`` that stands for
+    an undecodable byte in a name (#12.2).
+    """
     if not path:
         return ""
-    return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    sep = "/" if "/" in path else "\\"
+    return path.rstrip(sep).rsplit(sep, 1)[-1]
 
 
 _WORD_SPLIT = LazyPattern(r"[^a-z0-9]+")
@@ -234,14 +243,31 @@ def option(argv: list[str], *names: str) -> str | None:
 
 
 def after(argv: list[str], word: str) -> str | None:
-    """The first non-option argument after ``word`` (``vllm serve MODEL``)."""
+    """The first non-option argument after ``word`` (``vllm serve MODEL``).
+
+    A masked value (``--api-key ***``) is an option's value, never the argument.
+    """
     for i, arg in enumerate(argv[:-1]):
         if arg == word:
             for nxt in argv[i + 1:]:
-                if not nxt.startswith("-"):
+                if not nxt.startswith("-") and MASK not in nxt:
                     return nxt
             return None
     return None
+
+
+def title_words(f: ProcessFacts) -> list[str] | None:
+    """The words of a command line set as one string (setproctitle: ``python3 serve.py
+    --api-key ***`` in argv[0]), or None for an ordinary one.
+
+    It is taken for a title when its first word names the program (the
+    kernel's 15-character ``comm``); a lone argv[0] with a space in its path
+    (``/opt/LM Studio/lm-studio``) is not split.
+    """
+    if len(f.cmdline) != 1 or " " not in f.cmdline[0] or not f.name:
+        return None
+    words = f.cmdline[0].split()
+    return words if base(words[0])[:15] == f.name[:15] else None
 
 
 def model_label(value: str | None) -> str | None:
@@ -825,6 +851,10 @@ def _user_rule(v: _View, ctx: Context, appid: str | None) -> Decision | None:
 def classify(f: ProcessFacts, ctx: Context | None = None) -> Decision:
     """Decide the category, label and reason of one process."""
     ctx = ctx or Context()
+    words = title_words(f)
+    if words is not None:
+        f = copy.copy(f)
+        f.cmdline = words
     v = _view(f)
     note = _unknown_note(f)
 

@@ -140,7 +140,7 @@ def default_roots(homes: Iterable[str | os.PathLike]) -> list[Path]:
 def _mtime(path: Path) -> int | None:
     try:
         return os.stat(path).st_mtime_ns
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in a path read from a user's vdf (#12.2)
         return None
 
 

@@ -16,6 +16,7 @@ from gpm import __version__
 from gpm.cli.context import AppContext
 from gpm.cli.options import accept_global_options
 from gpm.errors import EXIT_CODES, EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
+from gpm.humanize import visible
 
 # name -> ("module:attribute", short help shown by `gpm --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("gpm: interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
     except GpmError as exc:
-        click.echo(f"gpm: {exc}", err=True)
+        click.echo(f"gpm: {visible(str(exc))}", err=True)  # it may quote a file name or a value (#12.10)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("gpm: interrupted", err=True)

@@ -11,6 +11,7 @@ import click
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
+from gpm.humanize import visible, visible_rows
 
 
 def _models_table(sessions: list[dict]) -> str:
@@ -24,7 +25,7 @@ def _models_table(sessions: list[dict]) -> str:
         gpu = f"{100 * vram / size:.0f}% GPU" if size and vram is not None else "-"
         rows.append([s["model"], fmt_bytes(size), gpu, fmt_opt(s["context_length"], "{}"),
                      s["quantization"] or "-", s["parameter_size"] or "-"])
-    return tabulate(rows, headers=["Model", "Size", "Processor", "Context", "Quant", "Params"])
+    return tabulate(visible_rows(rows), headers=["Model", "Size", "Processor", "Context", "Quant", "Params"])
 
 
 def _request_line(row: dict) -> str:
@@ -32,7 +33,7 @@ def _request_line(row: dict) -> str:
         return "-" if value is None else fmt.format(value)
 
     state = row["error"] or row["done_reason"] or "ok"
-    return (f"{row['endpoint']} {row['model'] or '?'} status={row['status']} "
+    return (f"{visible(row['endpoint'])} {visible(row['model'] or '?')} status={row['status']} "
             f"prompt={num(row['prompt_tokens'], '{}')} completion={num(row['completion_tokens'], '{}')} "
             f"ttft={num(row['ttft_seconds'], '{:.3f}s')} tok/s={num(row['tokens_per_second'], '{:.1f}')} "
             f"duration={row['duration_seconds']:.3f}s {state}")

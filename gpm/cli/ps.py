@@ -10,6 +10,7 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import GpmError
+from gpm.humanize import visible, visible_rows
 
 
 def _iso(ms: int | None) -> str | None:
@@ -38,7 +39,6 @@ def _rows(samples, results) -> list[dict]:
 
 
 def _explain(pid: int, samples, results, clf) -> str:
-    from gpm.classify.redact import redact_cmdline
     from gpm.classify.rules import classify
     from gpm.cli.units import fmt_bytes, fmt_duration
 
@@ -46,7 +46,7 @@ def _explain(pid: int, samples, results, clf) -> str:
     if where:
         facts, decision = results[pid]
         head = f"PID {pid} on " + ", ".join(
-            f"GPU {s.index} ({s.name or s.uuid or '?'}, {fmt_bytes(p.used_memory_bytes)}, {p.type})"
+            f"GPU {s.index} ({visible(s.name or s.uuid or '?')}, {fmt_bytes(p.used_memory_bytes)}, {p.type})"
             for s, p in where)
     else:
         facts = clf.facts(pid)
@@ -58,11 +58,11 @@ def _explain(pid: int, samples, results, clf) -> str:
 
     def put(key: str, value) -> None:
         if value not in (None, "", [], {}):
-            lines.append(f"  {key + ':':<13}{value}")
+            lines.append(f"  {key + ':':<13}{visible(str(value))}")
 
     put("name", facts.name)
     put("exe", facts.exe)
-    put("cmdline", " ".join(redact_cmdline(facts.cmdline)))
+    put("cmdline", " ".join(facts.cmdline))
     put("user", facts.user)
     if facts.start_time_ms is not None:
         put("started", f"{_iso(facts.start_time_ms)} ({fmt_duration(facts.age_seconds)} ago)")
@@ -71,9 +71,9 @@ def _explain(pid: int, samples, results, clf) -> str:
     put("environment", " ".join(f"{k}={v}" for k, v in sorted(facts.environ.items())))
     put("unreadable", ", ".join(facts.unreadable))
     lines.append("signals:")
-    lines += [f"  - {s}" for s in decision.signals]
-    lines.append(f"decision: {decision.category} / {decision.label} (rule {decision.rule})")
-    lines.append(f"  reason: {decision.reason}")
+    lines += [f"  - {visible(s)}" for s in decision.signals]
+    lines.append(f"decision: {decision.category} / {visible(decision.label)} (rule {decision.rule})")
+    lines.append(f"  reason: {visible(decision.reason)}")
     return "\n".join(lines)
 
 
@@ -122,4 +122,4 @@ def ps(app: AppContext, as_json: bool, explain_pid: int | None) -> None:
 
     table = [[r["gpu_index"], r["pid"], r["user"] or "?", r["name"] or "?", r["category"], r["label"],
               fmt_bytes(r["used_memory_bytes"]), r["reason"]] for r in rows]
-    click.echo(tabulate(table, headers=["GPU", "PID", "User", "Name", "Category", "Label", "Memory", "Reason"]))
+    click.echo(tabulate(visible_rows(table), headers=["GPU", "PID", "User", "Name", "Category", "Label", "Memory", "Reason"]))

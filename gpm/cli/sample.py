@@ -9,6 +9,7 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
+from gpm.humanize import visible, visible_rows
 
 
 def _table(samples, host: str) -> str:
@@ -29,7 +30,7 @@ def _table(samples, host: str) -> str:
             s.index, s.name, fmt_opt(s.utilization_gpu_percent, "{}%"), mem,
             fmt_opt(s.temperature_celsius, "{}°C"), power, len(s.processes),
         ])
-    return tabulate(rows, headers=["GPU", "Name", "Util", "Memory", "Temp", "Power", "Procs"])
+    return tabulate(visible_rows(rows), headers=["GPU", "Name", "Util", "Memory", "Temp", "Power", "Procs"])
 
 
 def _write_textfile(path: str, sampler, samples, duration_seconds: float) -> None:
@@ -120,7 +121,7 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
                         reported[s.index] = s.status
                         if not s.ok:
                             ident = s.uuid or s.name
-                            named = f" ({ident})" if ident else ""
+                            named = f" ({visible(ident)})" if ident else ""
                             click.echo(f"gpm: GPU {s.index}{named} failed: {s.status}", err=True)
                 if as_json:
                     import json

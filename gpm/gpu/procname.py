@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from gpm.humanize import os_text
+
 
 def process_name(pid: int, proc: str = "/proc") -> str | None:
     """The kernel's short name (``comm``) of ``pid``; None if gone or hidden.
@@ -11,6 +13,8 @@ def process_name(pid: int, proc: str = "/proc") -> str | None:
     """
     try:
         with open(f"{proc}/{pid}/comm", "rb") as f:
-            return f.read().rstrip(b"\n").decode(errors="replace") or None
+            data = f.read()
     except OSError:
         return None
+    # One newline ends the file; a name may itself end with one (prctl).
+    return os_text(data[:-1] if data.endswith(b"\n") else data) or None

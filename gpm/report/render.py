@@ -8,6 +8,7 @@ import json
 from typing import Callable
 
 from gpm.cli.units import fmt_bytes, fmt_duration
+from gpm.humanize import visible_rows
 from gpm.report.build import METHOD_INTEGRATED, Report
 from gpm.report.partials import THROTTLING
 from gpm.report.period import fmt_local, utc_iso
@@ -347,7 +348,9 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
         if section == "days":
             lines.extend(_strip(report, markdown))
             lines.append("")
-        table = tabulate(rows, headers=headers, tablefmt=fmt, disable_numparse=True)
+        # Names, labels and models came from outside: no escape sequence or
+        # newline reaches the terminal or splits a row, no | a Markdown cell (#12.10).
+        table = tabulate(visible_rows(rows, markdown), headers=headers, tablefmt=fmt, disable_numparse=True)
         if color and section == "gaps":
             table = click.style(table, fg="yellow")
         lines.append(table)

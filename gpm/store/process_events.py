@@ -65,7 +65,31 @@ def save_process_events(conn: sqlite3.Connection, host: str, samples: list[GpuSa
                 ran_ms[p.pid] = max(0, s.ts_ms - max(start, began or start))
         shares = _shares(s.processes, ran_ms)
         for p in s.processes:
-            _save_one(conn, gpu_id, s.ts_ms, p, ran_ms[p.pid] / 1000, joules * shares[p.pid])
+            _save_guarded(conn, gpu_id, s.ts_ms, p, ran_ms[p.pid] / 1000, joules * shares[p.pid])
+
+
+# What one process's values can make SQLite refuse while binding them (before
+# anything is written): text it cannot encode, a number it cannot hold.
+_BAD_VALUE = (UnicodeError, ValueError, OverflowError, TypeError, sqlite3.InterfaceError)
+
+
+def _save_guarded(conn: sqlite3.Connection, gpu_id: int, ts_ms: int, p: GpuProcess,
+                  seconds: float, joules: float) -> None:
+    """``_save_one``, where a value of one process that cannot be stored costs
+    that process's details, never the sample (#12.2): the GPU rows and the
+    other processes are stored all the same."""
+    try:
+        _save_one(conn, gpu_id, ts_ms, p, seconds, joules)
+    except _BAD_VALUE as err:
+        import logging  # rare: a cold `gpm sample` does not load it
+
+        logging.getLogger(__name__).warning(
+            "process %s on GPU row %s: details not storable (%s: %s); stored without them",
+            p.pid, gpu_id, type(err).__name__, err)
+        bare = GpuProcess(p.pid, used_memory_bytes=p.used_memory_bytes, type=p.type,
+                          sm_utilization_percent=p.sm_utilization_percent, category=p.category,
+                          reason="details not storable")
+        _save_one(conn, gpu_id, ts_ms, bare, seconds, joules)
 
 
 def _save_one(conn: sqlite3.Connection, gpu_id: int, ts_ms: int, p: GpuProcess,
@@ -108,3 +132,4 @@ def _save_one(conn: sqlite3.Connection, gpu_id: int, ts_ms: int, p: GpuProcess,
         (ts_ms, seconds, joules, (memory or 0) * seconds, memory, memory, category, p.label, p.reason,
          p.name, row_id),
     )
+
