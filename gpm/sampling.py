@@ -85,6 +85,12 @@ class Sampler:
             for save in self.savers:
                 save(self.conn, self.host, samples, gpu_ids)
 
+    def use(self, conn: sqlite3.Connection) -> None:
+        """Write to another database from now on (#12.5): the GPU ids cached
+        name rows of the old one."""
+        self.conn = conn
+        self._ids = GpuIds()
+
     def close(self) -> None:
         if self.reader is not None:
             self.reader.close()

@@ -156,7 +156,7 @@ class SamplingJob:
             moved = self.db.check()
             if moved is not None:
                 self.log.warning("%s", moved)
-                self.sampler.conn = self.db.conn
+                self.sampler.use(self.db.conn)
             self.sampler.store(samples)
         except (sqlite3.Error, OSError, GpmError) as err:
             problem = err if isinstance(err, GpmError) else database_error(self.db.path, err)
