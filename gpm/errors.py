@@ -11,16 +11,24 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILURE = 1  # anything else (an unexpected error, a failed GPU read...)
 EXIT_USAGE = 2  # bad command line or configuration
+EXIT_DB_CORRUPT = 65  # EX_DATAERR: the database file is damaged or not a database
 EXIT_NO_BACKEND = 69  # EX_UNAVAILABLE: no GPU backend could be opened
-EXIT_LOCKED = 75  # EX_TEMPFAIL: another run of the same job holds its lock
+EXIT_CANTCREAT = 73  # EX_CANTCREAT: the database (or its folder) cannot be created
+EXIT_IOERR = 74  # EX_IOERR: disk full or an I/O error while writing
+EXIT_LOCKED = 75  # EX_TEMPFAIL: a lock (a job's, or the database's) is held by another process
+EXIT_NOPERM = 77  # EX_NOPERM: the database or its folder is read-only for this user
 EXIT_INTERRUPTED = 130  # stopped by Ctrl-C before finishing
 
 EXIT_CODES = {
     EXIT_OK: "success",
     EXIT_FAILURE: "any other error (details on stderr)",
     EXIT_USAGE: "usage or configuration error",
+    EXIT_DB_CORRUPT: "the database is corrupt or not a database (nothing was written; restore or move it aside)",
     EXIT_NO_BACKEND: "no GPU backend could be opened (NVML and nvidia-smi both failed; reason on stderr)",
-    EXIT_LOCKED: "another run of the same job is in progress (lock held)",
+    EXIT_CANTCREAT: "the database or its folder cannot be created (path on stderr)",
+    EXIT_IOERR: "disk full or I/O error on the database (nothing of the failed write was kept)",
+    EXIT_LOCKED: "another run of the same job is in progress, or the database stayed locked past the busy timeout",
+    EXIT_NOPERM: "the database or its folder is read-only for this user",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C before the work was done",
 }
 
@@ -46,6 +54,13 @@ class NoBackendError(GpmError):
     """Neither NVML nor nvidia-smi could be used; the message says why."""
 
     exit_code = EXIT_NO_BACKEND
+
+
+class DatabaseError(GpmError):
+    """The database cannot be used as it is (full disk, read-only, locked, corrupt).
+
+    The message names the file and what to do; the exit code says which.
+    """
 
 
 class LockedError(GpmError):

@@ -12,7 +12,6 @@ from typing import Callable
 from gpm.config import Config
 from gpm.gpu.model import GpuSample
 from gpm.gpu.reader import GpuReader, open_reader
-from gpm.store.db import write
 from gpm.store.samples import GpuIds, _save
 
 # enrich(samples, sampler) mutates samples in place (e.g. classify processes).
@@ -81,10 +80,16 @@ class Sampler:
 
     def store(self, samples: list[GpuSample]) -> None:
         assert self.conn is not None
-        with write(self.conn):
+        with self._ids.transaction(self.conn):
             gpu_ids = _save(self.conn, self.host, samples, self._ids)
             for save in self.savers:
                 save(self.conn, self.host, samples, gpu_ids)
+
+    def use(self, conn: sqlite3.Connection) -> None:
+        """Write to another database from now on (#12.5): the GPU ids cached
+        name rows of the old one."""
+        self.conn = conn
+        self._ids = GpuIds()
 
     def close(self) -> None:
         if self.reader is not None:

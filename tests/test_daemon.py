@@ -261,14 +261,16 @@ def test_text_log_lines_carry_time_level_and_job(fake_nvml, tmp_path, daemons):
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (DEBUG|INFO|WARNING|ERROR) [\w.-]+: ", line), line
 
 
-def test_a_database_it_cannot_open_is_one_line_and_exit_1(fake_nvml, tmp_path):
+def test_a_database_it_cannot_create_is_one_line_and_exit_73(fake_nvml, tmp_path):
+    from gpm.errors import EXIT_CANTCREAT
     from tests.conftest import run_gpm
 
     blocker = tmp_path / "file"
     blocker.write_text("")
     result = run_gpm("--db", blocker / "gpm.db", "daemon", env=fast_env(fake_nvml), timeout=20)
-    assert result.returncode == 1
-    assert result.stderr.strip().splitlines()[-1].startswith("gpm: ")
+    assert result.returncode == EXIT_CANTCREAT
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"gpm: {blocker / 'gpm.db'}: cannot create or open the database")
     assert "Traceback" not in result.stderr
 
 

@@ -53,6 +53,22 @@ class LazyGroup(click.Group):
         module_name, attr = entry[0].split(":")
         return accept_global_options(getattr(importlib.import_module(module_name), attr))
 
+    def invoke(self, ctx: click.Context):
+        """Run the subcommand; a database fault becomes one line naming the file (#12.11)."""
+        try:
+            return super().invoke(ctx)
+        except Exception as err:
+            sqlite3 = sys.modules.get("sqlite3")
+            app = ctx.obj
+            if sqlite3 is None or not isinstance(err, sqlite3.Error) or not isinstance(app, AppContext):
+                raise
+            from gpm.store.db import database_error
+
+            known = database_error(app.config().db_file, err)
+            if known is None:
+                raise
+            raise known from None
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):

@@ -88,20 +88,27 @@ class SamplingJob:
 
     With no GPU backend (driver not loaded yet at boot, or no GPU at all) it
     logs the reason once and tries again every ``[gpu] nvml_retry_secs``
-    while the other jobs go on.
+    while the other jobs go on. A database that cannot take a sample (disk
+    full, read-only, locked, corrupt) is logged once too, and sampling goes
+    on at its interval, so storing resumes by itself at the first sample
+    after the fault is gone (#12.1); a database deleted or replaced under
+    it is followed (#12.5).
     """
 
     ctx: JobContext
     log: logging.Logger = field(default_factory=lambda: job_logger("sample"))
     sampler: object = None
+    db: object = None  # gpm.store.db.FollowedDb
     no_gpu_reason: str | None = None
+    store_problem: str | None = None
     reported: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from gpm.sampling import Sampler
-        from gpm.store.db import open_db
+        from gpm.store.db import FollowedDb
 
-        self.sampler = Sampler(self.ctx.cfg, conn=open_db(self.ctx.cfg.db_path))
+        self.db = FollowedDb(self.ctx.cfg.db_path)
+        self.sampler = Sampler(self.ctx.cfg, conn=self.db.conn)
 
     def run(self) -> float | None:
         cfg = self.ctx.cfg
@@ -126,21 +133,44 @@ class SamplingJob:
             self.no_gpu_reason = None
         t0 = time.perf_counter()
         try:
-            samples = sampler.sample()
-        except sqlite3.Error:
-            raise
+            samples = sampler.sample(store=False)
         except Exception:
             sampler.close()  # reopen the backend on the next try
             raise
+        if samples and self._store(samples):
+            self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
+                           samples[0].ts_ms)
         state = self.ctx.shared.get(METRICS_STATE)
         if state is not None:
             state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=time.perf_counter() - t0)
-        if samples:
-            self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
-                           samples[0].ts_ms)
         self._report(samples, sampler.reader.source)
         self.ctx.mark_ready()
         return None
+
+    def _store(self, samples) -> bool:
+        """Store one sample; a database fault is logged once (not once per
+        sample) and does not stop sampling. False: not stored."""
+        from gpm.store.db import database_error
+
+        try:
+            moved = self.db.check()
+            if moved is not None:
+                self.log.warning("%s", moved)
+                self.sampler.use(self.db.conn)
+            self.sampler.store(samples)
+        except (sqlite3.Error, OSError, GpmError) as err:
+            problem = err if isinstance(err, GpmError) else database_error(self.db.path, err)
+            if problem is None:
+                raise  # not the database's state: a bug, for the runner to report
+            if str(problem) != self.store_problem:
+                self.log.error("samples not stored: %s; sampling goes on and storing resumes by itself",
+                               problem)
+                self.store_problem = str(problem)
+            return False
+        if self.store_problem is not None:
+            self.log.info("storing samples again in %s", self.db.path)
+            self.store_problem = None
+        return True
 
     def _report(self, samples, source: str) -> None:
         for s in samples:
@@ -153,12 +183,12 @@ class SamplingJob:
         failed = sum(1 for s in samples if not s.ok)
         interval = self.ctx.cfg["service.poll_interval_secs"]
         text = f"sampling {len(samples)} GPU{'s' if len(samples) != 1 else ''} via {source} every {interval:g} s"
-        self.ctx.set_status("sample", text + (f", {failed} failing" if failed else ""))
+        text += f", {failed} failing" if failed else ""
+        self.ctx.set_status("sample", text + (", NOT STORING (see the log)" if self.store_problem else ""))
 
     def close(self) -> None:
         self.sampler.close()
-        if self.sampler.conn is not None:
-            self.sampler.conn.close()
+        self.db.close()
 
 
 def sampling_job(ctx: JobContext) -> PeriodicJob:
@@ -175,19 +205,22 @@ def reduce_job(ctx: JobContext) -> PeriodicJob:
     each minute, reduce the hours that closed since the last run, in this
     job's own thread so the sampling tick never waits for it."""
     from gpm.gpu.model import now_ms
-    from gpm.store.db import open_db
+    from gpm.store.db import FollowedDb
     from gpm.store.reductions import refresh
 
     cfg = ctx.cfg
-    conn = open_db(cfg.db_path)
+    db = FollowedDb(cfg.db_path)  # reduces the database the samples go to, even a new one (#12.5)
     log = job_logger("reduce")
 
     def run() -> None:
-        done = refresh(conn, cfg["report.busy_threshold_percent"], now_ms=now_ms(), max_hours=REDUCE_HOURS_PER_RUN)
+        if db.check() is not None:  # the sampling job says so in the log
+            log.debug("following %s to its new database", db.path)
+        done = refresh(db.conn, cfg["report.busy_threshold_percent"], now_ms=now_ms(),
+                       max_hours=REDUCE_HOURS_PER_RUN)
         if done:
             log.debug("reduced %d closed hour%s for `gpm report`", done, "s" if done != 1 else "")
 
-    return PeriodicJob("reduce", run, REDUCE_INTERVAL_SECS, close=conn.close, first_delay_secs=ARCHIVE_FIRST_DELAY_SECS)
+    return PeriodicJob("reduce", run, REDUCE_INTERVAL_SECS, close=db.close, first_delay_secs=ARCHIVE_FIRST_DELAY_SECS)
 
 
 def ollama_watch_job(ctx: JobContext) -> PeriodicJob:

@@ -16,12 +16,16 @@ committed in between, and the busy timeout cannot help it).
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import importlib
 import os
 import sqlite3
 from typing import Iterator
 
-from gpm.errors import GpmError
+from gpm.errors import (
+    EXIT_CANTCREAT, EXIT_DB_CORRUPT, EXIT_IOERR, EXIT_LOCKED, EXIT_NOPERM, DatabaseError, GpmError,
+)
 from gpm.paths import ensure_private_dir
 
 BUSY_TIMEOUT_SECS = 30.0
@@ -103,10 +107,7 @@ def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Conne
         )
     else:
         ensure_private_dir(os.path.dirname(os.path.abspath(path)))
-        new = not os.path.exists(path)
-        if new:
-            # Create it 0600: process names and command lines are private.
-            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        new = not os.path.exists(path) and _create(path)
         old_umask = os.umask(0o077)  # the -wal and -shm files too
         try:
             conn = sqlite3.connect(
@@ -129,6 +130,30 @@ def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Conne
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
+
+
+def _create(path: str) -> bool:
+    """Create the database file, 0600 (process names and command lines are
+    private); False when another process created it first.
+
+    A -wal and -shm found with no database belong to a deleted one, and
+    processes that still have it open (a daemon) share them: the new database
+    must not take over their wal-index (#12.5). Unlinked, they stay with
+    those processes and the new database gets its own. A lock on the folder
+    keeps two creators from unlinking each other's.
+    """
+    folder = os.open(os.path.dirname(os.path.abspath(path)), os.O_RDONLY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)
+        if os.path.exists(path):
+            return False
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path + suffix)
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+        return True
+    finally:
+        os.close(folder)  # and the lock with it
 
 
 class KeepWalConnection(sqlite3.Connection):
@@ -185,8 +210,102 @@ def open_db(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Conne
         if not readonly:
             migrate(conn)
         return conn
-    except sqlite3.DatabaseError as err:
-        raise GpmError(f"{path}: cannot open database: {err}") from None
+    except (sqlite3.Error, OSError) as err:
+        raise database_error(path, err) or GpmError(f"{path}: cannot open database: {err}") from None
+
+
+def file_id(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of the file at ``path``; None when there is none."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+class FollowedDb:
+    """A write connection that follows its path (#12.5).
+
+    A long-lived process (the daemon) keeps its database open; when someone
+    deletes or replaces the file, SQLite goes on writing into the old inode
+    and every row vanishes with it. ``check()`` compares the path's device and
+    inode with those of the file opened (one ``stat``, each write cycle) and,
+    when they differ, opens (creates and migrates) the database now at the path.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = os.fspath(path)
+        self.conn = open_db(self.path)
+        self._id = file_id(self.path)
+
+    def check(self) -> str | None:
+        """Reopen if the file at the path is no longer ours; say why (None: still ours)."""
+        now = file_id(self.path)
+        if now == self._id:
+            return None
+        why = "was deleted" if now is None else "was replaced by another file"
+        self.conn.close()  # before a new file appears at the path: never two databases on one WAL
+        self.conn = open_db(self.path)
+        self._id = file_id(self.path)
+        return f"{self.path} {why} while open; writing to a new database there from now on"
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# What a failing SQLite call means for the user, by primary result code
+# (sqlite3.h; Python >= 3.11 gives it as ``sqlite_errorcode``) or, before
+# that, by the text SQLite uses for it.
+_SQLITE_KINDS = {3: "readonly", 5: "busy", 6: "busy", 8: "readonly", 10: "ioerr", 11: "corrupt",
+                 13: "full", 14: "cantopen", 26: "corrupt"}
+_SQLITE_TEXTS = (("disk is full", "full"), ("readonly database", "readonly"), ("is locked", "busy"),
+                 ("not a database", "corrupt"), ("malformed", "corrupt"), ("disk I/O error", "ioerr"),
+                 ("unable to open database", "cantopen"))
+
+
+def error_kind(err: BaseException) -> str | None:
+    """full, readonly, busy, corrupt, ioerr, cantopen or None (not about the file)."""
+    if isinstance(err, OSError):
+        if err.errno == errno.ENOSPC:
+            return "full"
+        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return "readonly"
+        return "cantopen"
+    code = getattr(err, "sqlite_errorcode", None)
+    if code is not None:
+        return _SQLITE_KINDS.get(code & 0xFF)
+    text = str(err)
+    return next((kind for needle, kind in _SQLITE_TEXTS if needle in text), None)
+
+
+def database_error(path: str | os.PathLike, err: BaseException) -> DatabaseError | None:
+    """One line that names the database, says what is wrong and what to do; None
+    when ``err`` is not about the file (a bug: let it surface as one)."""
+    kind = error_kind(err)
+    if kind is None:
+        return None
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err)
+    exists = os.path.exists(path)
+    if kind == "full":
+        return DatabaseError(f"{path}: disk full ({reason}); nothing of this write was kept: "
+                             f"free space on the file system of {folder}", EXIT_IOERR)
+    if kind == "ioerr":
+        return DatabaseError(f"{path}: I/O error ({reason}); check the disk (dmesg) and "
+                             f"`sqlite3 {path} 'PRAGMA integrity_check'`", EXIT_IOERR)
+    if kind == "busy":
+        return DatabaseError(f"{path}: database locked by another process for more than "
+                             f"{BUSY_TIMEOUT_SECS:g} s ({reason}); try again later", EXIT_LOCKED)
+    if kind == "corrupt":
+        return DatabaseError(f"{path}: database is corrupt ({reason}); nothing was written: "
+                             f"move it aside (`sqlite3 OLD .recover` saves what it can) and gpm "
+                             "starts a new one", EXIT_DB_CORRUPT)
+    if kind == "readonly" and exists:
+        return DatabaseError(f"{path}: read-only for this user ({reason}); make the file, its -wal "
+                             f"and -shm and {folder} writable, or choose another --db", EXIT_NOPERM)
+    return DatabaseError(f"{path}: cannot create or open the database ({reason}); "
+                         f"make sure {folder} is a writable folder, or choose another --db", EXIT_CANTCREAT)
 
 
 def utils_db(conn: sqlite3.Connection):
@@ -198,12 +317,17 @@ def utils_db(conn: sqlite3.Connection):
 
 @contextlib.contextmanager
 def write(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """One write transaction that takes the write lock up front."""
+    """One write transaction that takes the write lock up front.
+
+    The COMMIT can fail too (a full disk shows there first, when the WAL
+    grows): it is rolled back like a failed body. SQLite may have rolled back
+    by itself already (SQLITE_FULL, SQLITE_IOERR), hence ``in_transaction``.
+    """
     conn.execute("BEGIN IMMEDIATE")
     try:
         yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    else:
         conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise

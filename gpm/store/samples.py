@@ -7,21 +7,20 @@ limits at run time and the report needs the limit of each moment.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from typing import Iterable
+from typing import Iterable, Iterator
 
 from gpm.gpu.model import GpuSample
 from gpm.store.db import write
 from gpm.store.schema_core import SOURCE_CODES
 
-_METRIC_SQL = """
-INSERT OR IGNORE INTO gpu_metrics (
-    ts_ms, gpu_id, source, status, utilization_gpu_percent, utilization_memory_percent,
+_METRIC_COLUMNS = """ts_ms, gpu_id, source, status, utilization_gpu_percent, utilization_memory_percent,
     memory_used_bytes, temperature_celsius, power_milliwatts,
     power_limit_milliwatts, energy_millijoules, sm_clock_mhz, memory_clock_mhz,
-    fan_percent, pstate, throttle_reasons
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
+    fan_percent, pstate, throttle_reasons"""
+_METRIC_SQL = f"INSERT OR IGNORE INTO gpu_metrics ({_METRIC_COLUMNS}) VALUES ({', '.join('?' * 16)})"
+_STORED_SQL = f"SELECT {_METRIC_COLUMNS} FROM gpu_metrics WHERE ts_ms = ? AND gpu_id = ?"
 
 
 def gpu_key(sample: GpuSample) -> str:
@@ -34,11 +33,29 @@ def _milli(value: float | None) -> int | None:
 
 
 class GpuIds:
-    """Caches gpus.id per (host, uuid) so a daemon does not look it up each sample."""
+    """Caches gpus.id per (host, uuid) so a daemon does not look it up each sample.
+
+    Only what a committed transaction wrote is cached (#12.1): an id learnt
+    inside a transaction that rolls back (a full disk) names a ``gpus`` row
+    that no longer exists, and every later sample would then fail its
+    foreign key. So ``resolve`` stages what it learns and ``transaction``
+    keeps it only once the COMMIT went through.
+    """
 
     def __init__(self) -> None:
-        self._ids: dict[tuple[str, str], int] = {}
-        self._identity: dict[int, tuple] = {}
+        self._known: dict[tuple[str, str], tuple[int, tuple]] = {}  # key -> (gpu_id, identity)
+        self._staged: dict[tuple[str, str], tuple[int, tuple]] = {}
+
+    @contextlib.contextmanager
+    def transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        """``write(conn)``; what ``resolve`` learnt in it is kept only if it commits."""
+        self._staged = {}
+        try:
+            with write(conn):
+                yield conn
+            self._known.update(self._staged)
+        finally:
+            self._staged = {}
 
     def resolve(self, conn: sqlite3.Connection, host: str, sample: GpuSample) -> int:
         key = (host, gpu_key(sample))
@@ -47,10 +64,10 @@ class GpuIds:
             sample.memory_total_bytes, sample.power_limit_watts,
             sample.driver_version, sample.cuda_version,
         )
-        gpu_id = self._ids.get(key)
-        if gpu_id is not None and self._identity.get(gpu_id) == identity:
-            conn.execute("UPDATE gpus SET last_seen_ms = ? WHERE id = ?", (sample.ts_ms, gpu_id))
-            return gpu_id
+        known = self._staged.get(key) or self._known.get(key)
+        if known is not None and known[1] == identity:
+            conn.execute("UPDATE gpus SET last_seen_ms = ? WHERE id = ?", (sample.ts_ms, known[0]))
+            return known[0]
         row = conn.execute("SELECT id FROM gpus WHERE host = ? AND uuid = ?", key).fetchone()
         if row is None:
             gpu_id = conn.execute(
@@ -72,8 +89,7 @@ class GpuIds:
                    last_seen_ms = MAX(last_seen_ms, ?) WHERE id = ?""",
                 (*identity, sample.ts_ms, gpu_id),
             )
-        self._ids[key] = gpu_id
-        self._identity[gpu_id] = identity
+        self._staged[key] = (gpu_id, identity)
         return gpu_id
 
 
@@ -97,16 +113,32 @@ def save_samples(
     not at all.
     """
     ids = ids or GpuIds()
-    with write(conn):
+    with ids.transaction(conn):
         return _save(conn, host, samples, ids)
 
 
 def _save(conn: sqlite3.Connection, host: str, samples: Iterable[GpuSample], ids: GpuIds) -> dict[int, int]:
-    rows = []
     gpu_ids: dict[int, int] = {}
     for s in samples:
         gpu_id = ids.resolve(conn, host, s)
         gpu_ids[s.index] = gpu_id
-        rows.append(metric_row(gpu_id, s))
-    conn.executemany(_METRIC_SQL, rows)
+        s.ts_ms = _insert_metric(conn, metric_row(gpu_id, s))
     return gpu_ids
+
+
+def _insert_metric(conn: sqlite3.Connection, row: tuple) -> int:
+    """Store one GPU's reading; return the millisecond it is stored at.
+
+    Two samplers (the daemon and a cron `gpm sample`) can read the same GPU
+    in the same millisecond, and ``(ts_ms, gpu_id)`` is the key: the later
+    one moves to the next free millisecond of that GPU instead of being
+    dropped (#12.6; a millisecond is far below any sampling interval). A row
+    equal in every column is the same reading saved again (a retry, a
+    replay) and is not stored twice.
+    """
+    ts_ms = row[0]
+    while conn.execute(_METRIC_SQL, (ts_ms, *row[1:])).rowcount == 0:
+        if conn.execute(_STORED_SQL, (ts_ms, row[1])).fetchone() == (ts_ms, *row[1:]):
+            break
+        ts_ms += 1
+    return ts_ms
