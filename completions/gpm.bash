@@ -4,7 +4,7 @@
 
 _gpm_subcommands() {
     case "$1" in
-        "") echo "archive classify config daemon export install ollama-watch ps report sample serve-metrics" ;;
+        "") echo "archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics" ;;
         "config") echo "check init show" ;;
         "install") echo "cron systemd" ;;
     esac
@@ -20,6 +20,7 @@ _gpm_options() {
         "config init") echo "--force --path --stdout --help" ;;
         "config show") echo "--json --help" ;;
         "daemon") echo "-i --interval --log-level --log-format --help" ;;
+        "doctor") echo "--json --fix --help" ;;
         "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host --help" ;;
         "install") echo "--help" ;;
         "install cron") echo "--help" ;;
