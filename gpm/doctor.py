@@ -114,6 +114,9 @@ def check_database(setup: Setup) -> list[Finding]:
             page_size = conn.execute("PRAGMA page_size").fetchone()[0]
         finally:
             conn.close()
+    except sqlite3.OperationalError as err:  # unreadable or busy, not damaged
+        return [Finding("database", PROBLEM, f"{db}: cannot read the database ({_one_line(err)})",
+                        "check its permissions and that of its folder, then try again", str(db))]
     except sqlite3.DatabaseError as err:
         return [Finding("database", PROBLEM, f"{db}: database is damaged ({_one_line(err)})",
                         "stop gpm, keep a copy, then rebuild it: "
@@ -342,7 +345,7 @@ def check_gpu(setup: Setup) -> list[Finding]:
         try:
             reader = NvmlReader().open()
             try:
-                out.append(Finding("gpu", OK, f"NVML: {reader.gpu_count} GPUs, driver {reader.driver_version}"))
+                out.append(Finding("gpu", OK, f"NVML: {_gpus(reader.gpu_count)}, driver {reader.driver_version}"))
                 nvml_ok = True
             finally:
                 reader.close()
@@ -352,7 +355,7 @@ def check_gpu(setup: Setup) -> list[Finding]:
     if cfg["gpu.fallback_to_nvidia_smi"] or not cfg["gpu.enable_nvml"]:
         try:
             samples = smi_read_once(cfg["gpu.nvidia_smi_path"], cfg["gpu.nvidia_smi_timeout_secs"])
-            out.append(Finding("gpu", OK, f"nvidia-smi: {len(samples)} GPUs"))
+            out.append(Finding("gpu", OK, f"nvidia-smi: {_gpus(len(samples))}"))
         except NoBackendError as err:
             # Only the fallback: a note while NVML works, a problem when nothing reads the GPUs.
             out.append(Finding("gpu", NOTE if nvml_ok else PROBLEM, f"nvidia-smi: {err}",
@@ -512,6 +515,10 @@ def has_problems(findings: Iterable[Finding]) -> bool:
 
 
 # --------------------------------------------------------------------------- words
+
+
+def _gpus(n: int) -> str:
+    return f"{n} GPU" if n == 1 else f"{n} GPUs"
 
 
 def _one_line(err: BaseException) -> str:

@@ -58,7 +58,7 @@ def test_all_well_exits_0_with_one_ok_line_per_check(tmp_path, fake_nvml):
     assert {"database", "free-space", "permissions", "archive", "locks", "gpu", "ollama"} <= set(checks)
     # nvidia-smi is missing but NVML works: a note, not a problem.
     assert all(line.startswith(("ok ", "note ")) for line in lines[:-1]), lines
-    assert "ok      gpu: NVML: 1 GPUs, driver 550.54.14" in lines
+    assert "ok      gpu: NVML: 1 GPU, driver 550.54.14" in lines
 
 
 def test_json_is_a_list_of_finding_objects(tmp_path, fake_nvml):
@@ -71,6 +71,17 @@ def test_json_is_a_list_of_finding_objects(tmp_path, fake_nvml):
         assert f["status"] in ("ok", "note")
     database = next(f for f in found if f["check"] == "database")
     assert database["path"] == str(db) and database["message"].startswith("integrity ok, WAL")
+
+
+def test_config_that_does_not_load_is_the_one_problem(tmp_path):
+    config = tmp_path / "config.toml"
+    config.write_text("[storage]\nretention_days = 0\n")
+    proc = run_gpm("--config", config, "doctor")
+    assert proc.returncode == 1 and proc.stderr == ""
+    assert proc.stdout.splitlines() == [
+        f"problem config: {config}:2: [storage] retention_days = 0: expected an integer from 1 to 36500; "
+        "fix the configuration, then run gpm doctor again",
+        "gpm doctor: 1 problem"]
 
 
 # --------------------------------------------------------------------------- database
@@ -305,7 +316,7 @@ def test_nvidia_smi_reachable(tmp_path, fake_nvml):
     fake_nvml.set(Scenario(init_error="LIBRARY_NOT_FOUND"))
     code, found = findings(db, env=smi_env(fake_nvml, tmp_path, CAPTURE))
     gpu = [(f["status"], f["message"]) for f in found if f["check"] == "gpu"]
-    assert gpu[1] == ("ok", "nvidia-smi: 1 GPUs") and gpu[0][0] == "problem" and code == 1
+    assert gpu[1] == ("ok", "nvidia-smi: 1 GPU") and gpu[0][0] == "problem" and code == 1
 
 
 def test_ollama_checked_only_when_watched(tmp_path, fake_nvml):
