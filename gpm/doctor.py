@@ -100,8 +100,8 @@ def check_database(setup: Setup) -> list[Finding]:
     db = setup.db_path
     if not db.exists():
         return [Finding("database", PROBLEM, f"{db}: database not found",
-                        f"run `gpm sample` to create it, or check --db / [storage] db_path "
-                        f"({setup.cfg.source('storage.db_path')})", str(db))]
+                        f"run `gpm sample` to create it, or check --db / "
+                        f"{_setting(setup.cfg, 'storage.db_path')}", str(db))]
     try:
         conn = _open_readonly(db)
         try:
@@ -321,7 +321,8 @@ def check_archive(setup: Setup) -> list[Finding]:
                            "gpm leaves them alone; move them away if they are not meant to be there",
                            str(foreign[0])))
     if not any(f.status == PROBLEM for f in out):
-        out.insert(0, Finding("archive", OK, f"{len(listed)} archived files, all present", path=str(root)))
+        said = f"{len(listed)} archived files, all present" if listed else "nothing archived yet"
+        out.insert(0, Finding("archive", OK, said, path=str(root)))
     return out
 
 
@@ -359,8 +360,8 @@ def check_gpu(setup: Setup) -> list[Finding]:
         except NoBackendError as err:
             # Only the fallback: a note while NVML works, a problem when nothing reads the GPUs.
             out.append(Finding("gpu", NOTE if nvml_ok else PROBLEM, f"nvidia-smi: {err}",
-                               "install the NVIDIA utilities or set [gpu] nvidia_smi_path "
-                               f"({cfg.source('gpu.nvidia_smi_path')})"))
+                               "install the NVIDIA utilities or fix "
+                               f"{_setting(cfg, 'gpu.nvidia_smi_path')}"))
     if not out:
         out.append(Finding("gpu", PROBLEM, "NVML and nvidia-smi are both disabled: nothing is sampled",
                            "set [gpu] enable_nvml = true"))
@@ -377,7 +378,7 @@ def check_ollama(setup: Setup) -> list[Finding]:
         version = OllamaClient(url, min(cfg["ollama.timeout_secs"], OLLAMA_TIMEOUT_SECS)).version()
     except (OllamaUnavailable, ValueError) as err:
         return [Finding("ollama", PROBLEM, f"Ollama not reachable: {err}",
-                        f"start Ollama (`ollama serve`) or fix [ollama] api_url ({cfg.source('ollama.api_url')})")]
+                        f"start Ollama (`ollama serve`) or fix {_setting(cfg, 'ollama.api_url')}")]
     return [Finding("ollama", OK, f"Ollama {version} at {url}")]
 
 
@@ -515,6 +516,12 @@ def has_problems(findings: Iterable[Finding]) -> bool:
 
 
 # --------------------------------------------------------------------------- words
+
+
+def _setting(cfg: Config, dotted: str) -> str:
+    """``[section] key = 'value' (where it was set)``, so the advice says which setting to change."""
+    section, name = dotted.split(".")
+    return f"[{section}] {name} = {cfg[dotted]!r} ({cfg.source(dotted)})"
 
 
 def _gpus(n: int) -> str:
