@@ -4,7 +4,7 @@
 
 _gpm_subcommands() {
     case "$1" in
-        "") echo "archive classify config daemon export install ollama-watch ps report sample serve-metrics" ;;
+        "") echo "archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics" ;;
         "config") echo "check init show" ;;
         "install") echo "completions cron man systemd" ;;
     esac
@@ -20,6 +20,7 @@ _gpm_options() {
         "config init") echo "--force --path --stdout -h --help" ;;
         "config show") echo "--json -h --help" ;;
         "daemon") echo "-i --interval --log-level --log-format -h --help" ;;
+        "doctor") echo "--json --fix -h --help" ;;
         "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host -h --help" ;;
         "install") echo "-h --help" ;;
         "install completions") echo "--shell --system -h --help" ;;

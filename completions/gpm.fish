@@ -4,7 +4,7 @@
 function __gpm_subcommands
     switch "$argv[1]"
         case ''
-            printf '%s\n' archive classify config daemon export install ollama-watch ps report sample serve-metrics
+            printf '%s\n' archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics
         case 'config'
             printf '%s\n' check init show
         case 'install'
@@ -57,6 +57,7 @@ complete -c gpm -n '__gpm_at ""' -a archive -d 'Move old rows into Parquet and s
 complete -c gpm -n '__gpm_at ""' -a classify -d 'Classify processes described as JSON Lines (test rules).'
 complete -c gpm -n '__gpm_at ""' -a config -d 'Show, check or create the configuration.'
 complete -c gpm -n '__gpm_at ""' -a daemon -d 'Run sampling and every enabled job in one process.'
+complete -c gpm -n '__gpm_at ""' -a doctor -d 'Check database, disk, archive, GPUs, Ollama and locks; say what to do.'
 complete -c gpm -n '__gpm_at ""' -a export -d 'Export a table\'s history (SQLite + Parquet) as CSV, Parquet or JSONL.'
 complete -c gpm -n '__gpm_at ""' -a install -d 'Install systemd units, crontab lines, completions, man pages.'
 complete -c gpm -n '__gpm_at ""' -a ollama-watch -d 'Record Ollama\'s loaded models and, via a proxy, its requests.'
@@ -94,6 +95,9 @@ complete -c gpm -n '__gpm_at "daemon"' -s i -l interval -x -d 'Seconds between G
 complete -c gpm -n '__gpm_at "daemon"' -l log-level -x -a 'debug info warning error' -d 'Least severe events logged (default: [daemon] log_level, info).'
 complete -c gpm -n '__gpm_at "daemon"' -l log-format -x -a 'text json' -d 'Log lines as text or JSON objects (default: [daemon] log_format, text).'
 complete -c gpm -n '__gpm_at "daemon"' -s h -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "doctor"' -l json -d 'Print the findings as one JSON list of objects.'
+complete -c gpm -n '__gpm_at "doctor"' -l fix -d 'Perform the safe repairs (WAL mode, free pages, temp files of a killed archive run, lock files of a deleted database), each said as it is done.'
+complete -c gpm -n '__gpm_at "doctor"' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "export"' -l table -s t -x -d 'gpu_metrics or another time-series table (both stores); any other table or view of the database (SQLite only), e.g. gpus.'
 complete -c gpm -n '__gpm_at "export"' -l since -x -d 'Only rows at or after TIME: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM] (UTC when no offset), or ago as 7d, 12h, 30m.'
 complete -c gpm -n '__gpm_at "export"' -l until -x -d 'Only rows before TIME (same forms as --since).'

@@ -52,7 +52,13 @@ def exclusive_lock(path: str | os.PathLike, *, job: str, wait_secs: float = DEFA
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                if _still_linked(fd, path):
+                    break
+                # `gpm doctor --fix` removed the file while we waited on it: lock the new one.
+                fresh = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+                os.close(fd)
+                fd = fresh
+                continue
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     holder = _read_pid(fd)
@@ -66,6 +72,14 @@ def exclusive_lock(path: str | os.PathLike, *, job: str, wait_secs: float = DEFA
         yield HeldLock(path, fd)
     finally:
         os.close(fd)  # closing releases the flock
+
+
+def _still_linked(fd: int, path: Path) -> bool:
+    try:
+        here, there = os.fstat(fd), os.stat(path)
+    except FileNotFoundError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
 
 
 def _read_pid(fd: int) -> int | None:

@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("gpm.cli.classify_cmd:classify", "Classify processes described as JSON Lines (test rules)."),
     "ps": ("gpm.cli.ps:ps", "Show the processes on each GPU with category, label and reason."),
     "serve-metrics": ("gpm.cli.serve_metrics:serve_metrics", "Serve Prometheus /metrics (and push OTLP)."),
+    "doctor": ("gpm.cli.doctor:doctor", "Check database, disk, archive, GPUs, Ollama and locks; say what to do."),
     "ollama-watch": ("gpm.cli.ollama_watch:ollama_watch", "Record Ollama's loaded models and, via a proxy, its requests."),
 }
 
