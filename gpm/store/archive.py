@@ -692,7 +692,27 @@ def reclaim(conn: sqlite3.Connection) -> str:
         conn.execute("VACUUM")
         how = f"VACUUM ({free} of {pages} pages free)"
     else:
-        conn.execute("PRAGMA incremental_vacuum").fetchall()
+        # Python's sqlite3 steps a statement without result columns once, and each
+        # step frees one page; executescript steps it to the end (#12.4).
+        conn.executescript("PRAGMA incremental_vacuum")
         how = f"incremental_vacuum ({free} of {pages} pages free)"
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    left = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    if left:
+        how += f", {left} still free"
+    if not checkpoint(conn):
+        how += "; the WAL stays until a reader lets go of it"
     return how
+
+
+def checkpoint(conn: sqlite3.Connection, tries: int = 10) -> bool:
+    """Fold the WAL into the database file and truncate both; True when done.
+
+    The file on disk shrinks only here. A reader of another process (a daemon's
+    job mid-query) makes the checkpoint stop short: try again a moment later.
+    """
+    for attempt in range(tries):
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if not busy:
+            return True
+        time.sleep(0.05 * (attempt + 1))
+    return False
