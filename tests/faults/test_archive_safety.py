@@ -54,6 +54,78 @@ def manifest(db: Path) -> set[str]:
         return {row[0] for row in conn.execute("SELECT path FROM archive_files")}
 
 
+def two_databases(tmp_path: Path) -> tuple[Path, Path]:
+    """a.db and b.db with six days each; b's rows have a's keys (same GPUs, same times), other values."""
+    frame = trace_frame(2, 6, 900.0, start_ms=days_ago(6))
+    folder = tmp_path / "dbs"
+    a = stored_db(folder / "a.db", frame)
+    b = stored_db(folder / "b.db", frame.with_columns(pl.col("temperature_celsius") + 7))
+    return a, b
+
+
+# --------------------------------------------------------------------------- #12.3
+
+
+def test_two_databases_on_one_host_keep_their_own_history(tmp_path):
+    """Archived alternately with the default folders: each export returns exactly its own rows."""
+    a, b = two_databases(tmp_path)
+    expected = {a: exported(a), b: exported(b)}
+    assert expected[a].height == expected[b].height == 2 * 6 * 96
+    assert not expected[a].equals(expected[b])
+    for older_than in (4, 2):
+        for db in (a, b):
+            archive(db, older_than)
+    for db in (a, b):
+        assert exported(db).equals(expected[db])
+        assert manifest(db)
+        assert all(path.startswith("gpu_metrics/host=") for path in manifest(db))
+    # Each database its own folder beside it (the default database keeps $XDG_DATA_HOME/gpm/archive).
+    assert {p.name for p in (tmp_path / "dbs").glob("*-archive")} == {"a.db-archive", "b.db-archive"}
+    assert not (tmp_path / "home" / ".local/share/gpm/archive").exists()
+    for db in (a, b):
+        on_disk = {p.relative_to(Path(f"{db}-archive")).as_posix()
+                   for p in Path(f"{db}-archive").rglob("*.parquet")}
+        assert on_disk == manifest(db)
+    assert not list((tmp_path / "dbs").rglob("*.rejected"))
+
+
+def test_two_databases_sharing_one_explicit_folder_lose_nothing(tmp_path):
+    """One [storage] archive_dir for both, and a file neither wrote: nothing set aside, nothing lost."""
+    a, b = two_databases(tmp_path)
+    shared = tmp_path / "shared"
+    env = {"GPM_STORAGE_ARCHIVE_DIR": shared}
+    expected = {a: exported(a, env), b: exported(b, env)}
+    # A part file from a gpm before database ids, in the folder of a day both will archive.
+    stranger = shared / "gpu_metrics" / f"host={HOST}" / f"date={time.strftime('%Y-%m-%d', time.gmtime(days_ago(5) / 1000))}" / "part-1-old.parquet"
+    stranger.parent.mkdir(parents=True)
+    stranger.write_bytes(b"PAR1 someone else's")
+    for older_than in (4, 2):
+        for db in (a, b):
+            said = archive(db, older_than, env, verbose=True)
+            assert "not written by this database left alone" in said
+    for db in (a, b):
+        assert exported(db, env).equals(expected[db])
+    assert stranger.read_bytes() == b"PAR1 someone else's"
+    assert not list(shared.rglob("*.rejected"))
+    assert {p.relative_to(shared).as_posix() for p in shared.rglob("part-*-db*.parquet")} == manifest(a) | manifest(b)
+    assert not manifest(a) & manifest(b)
+
+
+def test_a_database_that_archived_before_ids_keeps_finding_its_files(tmp_path):
+    """Its manifest lists files in the old default folder; no folder recorded yet."""
+    db = stored_db(tmp_path / "dbs" / "old.db", trace_frame(2, 6, 900.0, start_ms=days_ago(6)))
+    legacy = tmp_path / "home" / ".local/share/gpm/archive"
+    expected = exported(db)
+    archive(db, 4, None, "--archive-dir", str(legacy))
+    with sqlite3.connect(db) as conn:  # as the migration leaves a database that archived before it
+        conn.execute("UPDATE archive_identity SET folder = NULL")
+    assert exported(db).equals(expected)
+    archive(db, 2)
+    assert exported(db).equals(expected)
+    assert {p.relative_to(legacy).as_posix() for p in legacy.rglob("*.parquet")} == manifest(db)
+    assert not Path(f"{db}-archive").exists()
+
+
 # --------------------------------------------------------------------------- #12.4
 
 
@@ -81,3 +153,4 @@ def test_archive_shrinks_the_file_when_a_minority_of_pages_is_freed(tmp_path):
     assert free == 0
     assert pages_after <= pages_before - free_before + 2  # every freed page given back (pointer maps aside)
     assert file_bytes(db) == pages_after * page_size  # the WAL folded in and truncated: the file did shrink
+
