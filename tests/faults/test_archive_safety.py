@@ -8,16 +8,22 @@ Every case runs the real `gpm` commands and checks rows (exported through
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import polars as pl
+import psutil
 
 from gpm.store.db import open_db
 from tests.benchmarks.trace import DAY_MS, trace_frame, write_trace
-from tests.conftest import run_gpm
+from tests.conftest import gpm_env, run_gpm
+from tests.fakes.nvml import Scenario
 
 HOST = "safety-host"
 ENV = {"GPM_SERVICE_HOSTNAME": HOST}
@@ -154,3 +160,67 @@ def test_archive_shrinks_the_file_when_a_minority_of_pages_is_freed(tmp_path):
     assert pages_after <= pages_before - free_before + 2  # every freed page given back (pointer maps aside)
     assert file_bytes(db) == pages_after * page_size  # the WAL folded in and truncated: the file did shrink
 
+
+# --------------------------------------------------------------------------- #12.12
+
+
+def group_alive(pgid: int) -> list[psutil.Process]:
+    """Processes of process group ``pgid`` that have not exited (a zombie holds nothing any more)."""
+    alive = []
+    for proc in psutil.process_iter():
+        try:
+            if os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE:
+                alive.append(proc)
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            continue
+    return alive
+
+
+def test_daemon_stopped_mid_archive_leaves_no_process_and_logs_what_it_committed(tmp_path, fake_nvml):
+    """SIGTERM while the daemon's `gpm archive` child commits day after day."""
+    fake_nvml.set(Scenario.many(1))
+    db = stored_db(tmp_path / "gpm.db", trace_frame(2, 8, 5.0, start_ms=days_ago(9)))
+    env = {**ENV, "GPM_STORAGE_RETENTION_DAYS": "1", "GPM_SERVICE_POLL_INTERVAL_SECS": "1",
+           "GPM_GPU_FALLBACK_TO_NVIDIA_SMI": "false"}
+    cutoff = days_ago(1)
+    expected = exported(db).filter(pl.col("ts_ms") < cutoff)
+    assert expected.height == 2 * 8 * 17_280
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "w") as log:
+        daemon = subprocess.Popen([sys.executable, "-m", "gpm", "--db", str(db), "daemon"],
+                                  env=gpm_env(fake_nvml.env(env)), stdout=subprocess.DEVNULL, stderr=log,
+                                  start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not manifest(db) and time.monotonic() < deadline:  # the first day committed
+            time.sleep(0.02)
+        assert manifest(db), log_path.read_text()
+        archiver = next(child for child in psutil.Process(daemon.pid).children() if "archive" in child.cmdline())
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=10) == 0
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+    # The archive child ended before the daemon exited; its day writers die with it.
+    assert not archiver.is_running() or archiver.status() == psutil.STATUS_ZOMBIE
+    deadline = time.monotonic() + 1
+    while group_alive(daemon.pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert group_alive(daemon.pid) == []
+
+    text = log_path.read_text()
+    assert "rolled back" not in text and "Traceback" not in text
+    said = re.search(r"`gpm archive` stopped with the daemon: (\d+) part files? \((\d+) rows\) committed this run; "
+                     r"the rest stays in the database for the next run", text)
+    assert said, text
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        files, rows = conn.execute("SELECT COUNT(*), SUM(row_count) FROM archive_files").fetchone()
+        left = conn.execute("SELECT COUNT(*) FROM gpu_metrics WHERE ts_ms < ?", (cutoff,)).fetchone()[0]
+    assert (int(said[1]), int(said[2])) == (files, rows)
+    assert 0 < rows < expected.height and rows + left == expected.height  # mid-run: every row exactly once
+    assert exported(db).filter(pl.col("ts_ms") < cutoff).equals(expected)
+    archive(db, 1)  # the next run finishes the job
+    assert exported(db).filter(pl.col("ts_ms") < cutoff).equals(expected)
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT SUM(row_count) FROM archive_files").fetchone()[0] == expected.height
