@@ -72,7 +72,7 @@ complete -c gpm -n '__gpm_at ""' -s v -l verbose -d 'More detail on stderr (-vv 
 complete -c gpm -n '__gpm_at ""' -s q -l quiet -d 'Print nothing but errors.'
 complete -c gpm -n '__gpm_at ""' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "archive"' -l older-than -x -d 'Move whole UTC days older than DAYS days (default: [storage] retention_days, 7).'
-complete -c gpm -n '__gpm_at "archive"' -l archive-dir -r -F -d 'Parquet archive folder (default: [storage] archive_dir, $XDG_DATA_HOME/gpm/archive).'
+complete -c gpm -n '__gpm_at "archive"' -l archive-dir -r -F -d 'Parquet archive folder (default: [storage] archive_dir, else the database\'s own: docs/archive.md).'
 complete -c gpm -n '__gpm_at "archive"' -l dry-run -d 'Say what would move (rows and days per table); change nothing.'
 complete -c gpm -n '__gpm_at "archive"' -l wait -x -d 'Seconds to wait for another running `gpm archive` before giving up (exit 75).'
 complete -c gpm -n '__gpm_at "archive"' -s h -l help -d 'Show this message and exit.'

@@ -126,7 +126,7 @@ SCHEMA: tuple[Key, ...] = (
     Key("storage", "enable_parquet_archival", "bool", True,
         "Let `gpm daemon` archive old rows to Parquet every archive_interval_secs."),
     Key("storage", "archive_dir", "path", "",
-        "Parquet archive folder; empty means $XDG_DATA_HOME/gpm/archive."),
+        "Parquet archive folder; empty means the database's own (docs/archive.md)."),
     Key("storage", "archive_interval_secs", "float", 3600.0,
         "How often `gpm daemon` runs the archive job.", min=60, max=604800),
     Key("telemetry", "enable_prometheus", "bool", False,
@@ -215,10 +215,11 @@ class Config(Plain):
 
     @property
     def archive_dir(self) -> "Path":
-        from pathlib import Path
+        """[storage] archive_dir when set, else the database's own folder (``gpm.store.archive.archive_folder``)."""
+        from gpm.store.archive import archive_folder
 
         value = self.values["storage.archive_dir"]
-        return Path(os.path.expanduser(value) if value else paths.default_archive_dir())
+        return archive_folder(self.db_file, os.path.expanduser(value) if value else None)
 
     @property
     def hostname(self) -> str:

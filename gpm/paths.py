@@ -42,8 +42,14 @@ def default_db_path() -> str:
     return os.path.join(data_home(), "gpm.db")
 
 
-def default_archive_dir() -> str:
-    return os.path.join(data_home(), "archive")
+def default_archive_dir(db_file: str | None = None) -> str:
+    """The default database's archive folder is ``$XDG_DATA_HOME/gpm/archive``;
+    any other database's sits beside it as ``<database>-archive`` (like
+    SQLite's ``-wal``), so that two databases never share one by default (#12.3).
+    """
+    if db_file is None or os.path.realpath(db_file) == os.path.realpath(default_db_path()):
+        return os.path.join(data_home(), "archive")
+    return os.path.abspath(db_file) + "-archive"
 
 
 def ensure_private_dir(path: str | os.PathLike) -> None:

@@ -15,7 +15,7 @@ import polars as pl
 import pytest
 
 from gpm.locks import exclusive_lock, lock_path
-from gpm.store.archive import archive, cutoff_ms, plan, recover, write_durably
+from gpm.store.archive import archive, cutoff_ms, database_id, owned_suffix, plan, recover, write_durably
 from gpm.store.db import open_db
 from gpm.store.history import scan
 from gpm.store.samples import GpuIds, save_samples
@@ -186,20 +186,22 @@ def test_orphans_and_temp_files_are_recovered_never_double_counted(tmp_path):
     folder = arch / "gpu_metrics" / f"host={HOST}" / "date=x"
     # Killed while writing: a temp file.  Killed after the rename: an orphan that
     # the manifest does not list (the rows are still in SQLite).
-    tmp_file = folder.with_name("date=2000-01-01") / ".part-1-dead.parquet.tmp"
+    # Recovery touches only the files that this database's id names (#12.3).
+    mine = owned_suffix(database_id(conn))
+    tmp_file = folder.with_name("date=2000-01-01") / f".part-1-dead{mine}.tmp"
     tmp_file.parent.mkdir(parents=True)
     tmp_file.write_bytes(b"PAR1 half written")
     orphan_dir = arch / "gpu_metrics" / f"host={HOST}" / f"date={time.strftime('%Y-%m-%d', time.gmtime(days_ago(3) / 1000))}"
-    orphan = orphan_dir / "part-1-orphan.parquet"
+    orphan = orphan_dir / f"part-1-orphan{mine}"
     write_durably(day, orphan, root=arch)
     # A foreign or damaged file: not our rows.
-    junk = orphan_dir / "part-2-junk.parquet"
+    junk = orphan_dir / f"part-2-junk{mine}"
     junk.write_bytes(b"not parquet")
     assert history(db, arch).equals(expected)  # the reader ignores all three
     result = recover(conn, arch, own_host=HOST)
     assert result.adopted == [str(orphan)]
     assert result.removed_tmp == [str(tmp_file)]
-    assert [Path(p).name for p in result.rejected] == ["part-2-junk.parquet.rejected"]
+    assert [Path(p).name for p in result.rejected] == [f"part-2-junk{mine}.rejected"]
     assert "not in the archive manifest" in result.problems[0]
     assert metric_count(db) == expected.height - day.height
     assert history(db, arch).equals(expected)

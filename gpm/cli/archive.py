@@ -14,7 +14,8 @@ from gpm.errors import EXIT_FAILURE
 @click.option("--older-than", "older_than", type=click.IntRange(min=1, max=36500), metavar="DAYS",
               help="Move whole UTC days older than DAYS days (default: [storage] retention_days, 7).")
 @click.option("--archive-dir", type=click.Path(file_okay=False),
-              help="Parquet archive folder (default: [storage] archive_dir, $XDG_DATA_HOME/gpm/archive).")
+              help="Parquet archive folder (default: [storage] archive_dir, else the database's own: "
+                   "docs/archive.md).")
 @click.option("--dry-run", is_flag=True, help="Say what would move (rows and days per table); change nothing.")
 @click.option("--wait", "wait_secs", type=click.FloatRange(min=0, max=3600), default=5.0, show_default=True,
               help="Seconds to wait for another running `gpm archive` before giving up (exit 75).")

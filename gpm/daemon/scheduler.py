@@ -31,6 +31,9 @@ class PeriodicJob:
     interval_secs: float
     close: Callable[[], None] | None = None
     first_delay_secs: float = 0.0
+    # Called (from another thread) when the daemon stops: cuts a long run short,
+    # e.g. the archive job's child process (#12.12).
+    interrupt: Callable[[], None] | None = None
 
 
 @dataclass
@@ -107,12 +110,13 @@ class Runner:
             self._wake.set()
 
     def stop(self) -> None:
-        """Ask the job to stop; a run in progress finishes first."""
+        """Ask the job to stop; a run in progress finishes first, unless the job can interrupt it."""
         self._stopping = True
         self._wake.set()
-        if isinstance(self.job, ServiceJob):
+        stop = self.job.shutdown if isinstance(self.job, ServiceJob) else self.job.interrupt
+        if stop is not None:
             try:
-                self.job.shutdown()
+                stop()
             except Exception:  # noqa: BLE001 - stopping must go on
                 self.log.exception("shutdown failed")
 

@@ -45,7 +45,8 @@ FILES = [
     ("$XDG_CONFIG_HOME/gpm/config.toml", "The configuration (`gpm config init` writes an example)."),
     ("$XDG_DATA_HOME/gpm/gpm.db", "The SQLite database (folder 0700, file 0600)."),
 ]
-ARCHIVE_FILE = ("$XDG_DATA_HOME/gpm/archive/", "Parquet files of archived rows.")
+ARCHIVE_FILE = ("$XDG_DATA_HOME/gpm/archive/", "Parquet files of the default database's archived rows "
+                "(another database's: <database>-archive/).")
 
 
 def escape(text: str) -> str:

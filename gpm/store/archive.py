@@ -22,6 +22,11 @@ database (then deletes them, in one transaction), sets it aside as
 after the commit but before SQLite's WAL reached the disk is the same case:
 the file was already durable.
 
+Recovery touches only files this database wrote: each part file's name ends
+in ``-db<database id>.parquet`` (``archive_identity``). Any other file in the
+folder (another database's, one from a gpm before the ids, a copy) is left
+as it is, listed or not (#12.3).
+
 Then ``reclaim`` gives the freed pages back to the file system.
 """
 
@@ -182,11 +187,12 @@ def archive(conn: sqlite3.Connection, archive_dir: str | os.PathLike, *, cutoff:
         except OSError as err:
             result.notes.append(f"day writers not started ({err}); archived by gpm itself")
     try:
+        database_id = remember_folder(conn, archive_dir)
         recover(conn, archive_dir, own_host=own_host, result=result)
         for spec, res in _resolved(conn, result.problems):
             table_result = result.tables.setdefault(spec.table, TableResult(spec.table))
             mover = _Mover(conn, archive_dir, res, cutoff=cutoff, own_host=own_host, result=result,
-                           table_result=table_result, progress=progress)
+                           table_result=table_result, progress=progress, database_id=database_id)
             # A day's DELETE touches ~10,000 pages: in a 64 MiB cache it does not spill
             # them to the WAL before COMMIT (20 % faster than SQLite's 2 MiB default).
             with _unchecked_deletes(conn, spec.table), _pragma(conn, "cache_size", -65536):
@@ -270,9 +276,17 @@ def sort_keys(res: Resolved) -> list[str]:
     return keys
 
 
-def part_name() -> str:
-    """A new part file's name: a day's files for every host of one run share it."""
-    return f"part-{time.time_ns() // 1_000_000}-{secrets.token_hex(4)}.parquet"
+def part_name(database_id: str) -> str:
+    """A new part file's name: a day's files for every host of one run share it.
+
+    It ends in ``owned_suffix(database_id)``: what lets recovery tell its own
+    orphans from another database's files in a shared folder.
+    """
+    return f"part-{time.time_ns() // 1_000_000}-{secrets.token_hex(4)}{owned_suffix(database_id)}"
+
+
+def owned_suffix(database_id: str) -> str:
+    return f"-db{database_id}.parquet"
 
 
 def file_frame(res: Resolved, raw: "pl.DataFrame", own_host: str, gpus: "pl.DataFrame | None") -> "pl.DataFrame":
@@ -337,8 +351,8 @@ class _Mover:
 
     def __init__(self, conn: sqlite3.Connection, archive_dir: Path, res: Resolved, *, cutoff: int,
                  own_host: str, result: ArchiveResult, table_result: TableResult,
-                 progress: Progress | None) -> None:
-        self.conn, self.archive_dir, self.res = conn, archive_dir, res
+                 progress: Progress | None, database_id: str) -> None:
+        self.conn, self.archive_dir, self.res, self.database_id = conn, archive_dir, res, database_id
         self.cutoff, self.own_host = cutoff, own_host
         self.result, self.table_result, self.progress = result, table_result, progress
         self.where = res.where(host=False, cutoff=True)
@@ -368,13 +382,14 @@ class _Mover:
         res = self.res
         jobs = ((lo, {"resolved": encode_resolved(res), "where": self.where, "params": self.params(lo),
                       "own_host": self.own_host, "archive_dir": str(self.archive_dir), "lo": lo,
-                      "name": part_name()})
+                      "name": part_name(self.database_id)})
                 for lo in self.days(self.conn))
         for (lo, job), parts in writers.map(jobs):
             if isinstance(parts, str):
                 self.result.notes.append(f"{res.table} {day_name(lo)}: written by gpm itself ({parts})")
                 _discard(self.archive_dir, res.table, lo, job["name"])
-                parts = write_day(self.read(self.conn, lo), res, self.archive_dir, lo, part_name())
+                name = part_name(self.database_id)
+                parts = write_day(self.read(self.conn, lo), res, self.archive_dir, lo, name)
             self.commit(lo, parts)
 
     def in_process(self) -> None:
@@ -400,7 +415,7 @@ class _Mover:
                 while (loaded := pending.result()) is not None:
                     lo, frame = loaded
                     pending = submit(self._next, days, reader)
-                    self.commit(lo, write_day(frame, self.res, self.archive_dir, lo, part_name()))
+                    self.commit(lo, write_day(frame, self.res, self.archive_dir, lo, part_name(self.database_id)))
         finally:
             if path:
                 reader.close()
@@ -550,6 +565,59 @@ def _makedirs_durably(path: Path, root: Path) -> None:
         fsync_dir(folder.parent)
 
 
+# --------------------------------------------------------------------------- which folder, which files
+
+
+def database_id(conn: sqlite3.Connection) -> str:
+    """The id in the names of the part files this database wrote (``owned_suffix``)."""
+    return conn.execute("SELECT database_id FROM archive_identity").fetchone()[0]
+
+
+def remember_folder(conn: sqlite3.Connection, archive_dir: Path) -> str:
+    """Record ``archive_dir`` as where this database archives (``archive_folder``); return its id."""
+    folder = os.path.abspath(archive_dir)
+    with write(conn):
+        conn.execute("UPDATE archive_identity SET folder = ? WHERE folder IS NOT ?", (folder, folder))
+    return database_id(conn)
+
+
+def archive_folder(db_file: str, explicit: str | os.PathLike | None = None) -> Path:
+    """Where the database ``db_file`` archives, in this order (#12.3):
+
+    ``explicit`` ([storage] archive_dir or --archive-dir); the folder its last
+    `gpm archive` recorded; for a database that archived before folders were
+    recorded, the one default of those days (``$XDG_DATA_HOME/gpm/archive``);
+    else its own default (``gpm.paths.default_archive_dir``).
+    """
+    from gpm.paths import default_archive_dir
+
+    if explicit:
+        return Path(explicit)
+    recorded, archived = _recorded_folder(db_file)
+    if recorded:
+        return Path(recorded)
+    return Path(default_archive_dir(None if archived else db_file))
+
+
+def _recorded_folder(db_file: str) -> tuple[str | None, bool]:
+    """(the folder recorded in the database, whether its manifest lists files); read-only, no migration."""
+    if not os.path.exists(db_file):
+        return None, False
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(db_file))}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error:
+        return None, False
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        row = conn.execute("SELECT folder FROM archive_identity").fetchone() if "archive_identity" in tables else None
+        archived = "archive_files" in tables and conn.execute("SELECT 1 FROM archive_files LIMIT 1").fetchone()
+        return (row[0] if row else None), bool(archived)
+    except sqlite3.Error:  # unreadable: the command that opens it says why
+        return None, False
+    finally:
+        conn.close()
+
+
 # --------------------------------------------------------------------------- recovery
 
 
@@ -568,23 +636,40 @@ def manifest_paths(conn: sqlite3.Connection, table: str) -> set[str]:
 
 def recover(conn: sqlite3.Connection, archive_dir: Path, *, own_host: str,
             result: ArchiveResult | None = None) -> ArchiveResult:
-    """Finish what an interrupted run left: temp files, orphan part files, missing files."""
+    """Finish what an interrupted run of this database left: temp files, orphan part files, missing files.
+
+    Only files whose name carries this database's id are touched (#12.3):
+    a file of another database sharing the folder is listed in that one's
+    manifest, and setting it aside would take its rows out of its history.
+    """
     result = result or ArchiveResult()
     hosts = owned_hosts(conn, own_host)
+    mine = owned_suffix(database_id(conn))
     for spec, res in _resolved(conn, []):
         table_dir = archive_dir / spec.table
         listed = manifest_paths(conn, spec.table)
+        others = 0
         for host in sorted(hosts):
             folder = table_dir / host_dir(host)
             if not folder.is_dir():
                 continue
             for path in sorted(folder.glob("date=*/.*.tmp")):
+                if not path.name.endswith(mine + ".tmp"):
+                    others += 1
+                    continue
                 path.unlink(missing_ok=True)
                 result.removed_tmp.append(str(path))
             for path in sorted(folder.glob("date=*/*.parquet")):
                 relative = path.relative_to(archive_dir).as_posix()
-                if relative not in listed:
+                if relative in listed:
+                    continue
+                if path.name.endswith(mine):
                     _adopt_or_reject(conn, archive_dir, res, path, host, result)
+                else:
+                    others += 1
+        if others:
+            result.notes.append(f"{table_dir}: {others} file{'s' if others != 1 else ''} not written by this "
+                                f"database left alone (another database's, or older than database ids in names)")
         for relative in sorted(listed):
             if not (archive_dir / relative).exists():
                 result.problems.append(f"{archive_dir / relative}: archived file is missing "
@@ -692,7 +777,27 @@ def reclaim(conn: sqlite3.Connection) -> str:
         conn.execute("VACUUM")
         how = f"VACUUM ({free} of {pages} pages free)"
     else:
-        conn.execute("PRAGMA incremental_vacuum").fetchall()
+        # Python's sqlite3 steps a statement without result columns once, and each
+        # step frees one page; executescript steps it to the end (#12.4).
+        conn.executescript("PRAGMA incremental_vacuum")
         how = f"incremental_vacuum ({free} of {pages} pages free)"
-    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+    left = conn.execute("PRAGMA freelist_count").fetchone()[0]
+    if left:
+        how += f", {left} still free"
+    if not checkpoint(conn):
+        how += "; the WAL stays until a reader lets go of it"
     return how
+
+
+def checkpoint(conn: sqlite3.Connection, tries: int = 10) -> bool:
+    """Fold the WAL into the database file and truncate both; True when done.
+
+    The file on disk shrinks only here. A reader of another process (a daemon's
+    job mid-query) makes the checkpoint stop short: try again a moment later.
+    """
+    for attempt in range(tries):
+        busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if not busy:
+            return True
+        time.sleep(0.05 * (attempt + 1))
+    return False
