@@ -85,7 +85,9 @@ class Key(Plain):
 
 
 def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x)
+    if isinstance(x, int):
+        return str(x)
+    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else str(x)
 
 
 DEFAULT_METRICS_PORT = 10435
@@ -248,6 +250,11 @@ class Config(Plain):
         return out
 
 
+def _shown(name: str) -> str:
+    """A section or key name from the file, on one line with control characters visible."""
+    return name if name.isprintable() else repr(name)[1:-1]
+
+
 def _did_you_mean(word: str, options: list[str]) -> str:
     import difflib  # only on the error path: it is not free to import
 
@@ -292,9 +299,10 @@ def _check(key: Key, value: Any, where: str) -> Any:
 
     original = value
 
-    def bad() -> ConfigError:
+    def bad(reason: str = "") -> ConfigError:
         shown = repr(original) if isinstance(original, str) else _toml_value_safe(original)
-        return ConfigError(f"{where}: [{key.section}] {key.name} = {shown}: expected {key.expected()}")
+        why = f" ({reason})" if reason else ""
+        return ConfigError(f"{where}: [{key.section}] {key.name} = {shown}: expected {key.expected()}{why}")
 
     t = key.type
     if t == "bool":
@@ -308,7 +316,10 @@ def _check(key: Key, value: Any, where: str) -> Any:
                 raise bad()
             value = int(value)
         if t == "float":
-            value = float(value)
+            try:
+                value = float(value)
+            except OverflowError:  # a TOML integer of hundreds of digits
+                raise bad() from None
             if value != value or value in (float("inf"), float("-inf")):
                 raise bad()
         if key.min is not None and value < key.min:
@@ -318,22 +329,29 @@ def _check(key: Key, value: Any, where: str) -> Any:
     elif t in ("str", "path"):
         if not isinstance(value, str):
             raise bad()
+        if "\0" in value:
+            raise bad("no file name, host name or command can hold a NUL character")
     elif t == "url":
-        if not isinstance(value, str) or not re.match(r"^https?://[^\s/]+", value):
+        if not isinstance(value, str):
             raise bad()
+        problem = url_problem(value)
+        if problem:
+            raise bad(problem)
     elif t == "listen":
         if not isinstance(value, str):
             raise bad()
         try:
             parse_listen(value)
-        except ValueError:
-            raise bad() from None
+        except ValueError as err:
+            raise bad(str(err) if str(err) != value else "") from None
     elif t == "choice":
         if value not in key.choices:
             raise bad()
     elif t == "str_list":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise bad()
+        if any("\0" in v for v in value):
+            raise bad("no file name can hold a NUL character")
     elif t == "table_list":
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise bad()
@@ -346,8 +364,63 @@ def _check(key: Key, value: Any, where: str) -> Any:
     return value
 
 
+_HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
+
+
+def host_problem(host: str) -> str | None:
+    """Why ``host`` cannot be an IP address or a DNS name, or None.
+
+    Checked when the configuration is read, so that ``gpm config check``
+    rejects what ``connect()`` or ``bind()`` would only reject later (#12.11).
+    """
+    import ipaddress
+
+    if ":" in host:
+        try:
+            ipaddress.IPv6Address(host.split("%", 1)[0])
+        except ValueError:
+            return f"{host!r} is not an IPv6 address"
+        return None
+    if re.fullmatch(r"[0-9.]+", host):
+        try:
+            ipaddress.IPv4Address(host)
+        except ValueError:
+            return f"{host!r} is not an IPv4 address"
+        return None
+    if not _HOST_NAME.match(host) or len(host) > 253:
+        return f"{host!r} is not a host name"
+    return None
+
+
+def url_problem(value: str) -> str | None:
+    """Why ``value`` is not an http(s) URL the Ollama and OTLP clients can use, or None.
+
+    The same ``urlsplit`` the clients call, so a URL that passes here does
+    not fail at use with "Invalid IPv6 URL" or "Port out of range".
+    """
+    from urllib.parse import urlsplit
+
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
+        return "a URL holds no spaces or control characters"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as err:
+        return str(err)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not parts.hostname:
+        return "the URL names no host"
+    if port == 0:
+        return "port 0 cannot be connected to"
+    return host_problem(parts.hostname)
+
+
 def parse_listen(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``"HOST:PORT"``, ``":PORT"``, ``"PORT"`` or ``"[::1]:PORT"`` -> (host, port)."""
+    """``"HOST:PORT"``, ``":PORT"``, ``"PORT"`` or ``"[::1]:PORT"`` -> (host, port).
+
+    A ValueError says what is wrong, or is only ``value`` when the form is.
+    """
     text = value.strip()
     if text.isdigit():
         host, port_text = default_host, text
@@ -356,13 +429,18 @@ def parse_listen(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]
         if end < 0 or not text[end + 1:].startswith(":"):
             raise ValueError(value)
         host, port_text = text[1:end], text[end + 2:]
+        if ":" not in host:
+            raise ValueError(f"{host!r} in brackets is not an IPv6 address")
     else:
         host, sep, port_text = text.rpartition(":")
         if not sep:
             raise ValueError(value)
         host = host or default_host
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
         raise ValueError(value)
+    problem = host_problem(host)
+    if problem:
+        raise ValueError(problem)
     return host, int(port_text)
 
 
@@ -400,6 +478,10 @@ def _read_toml(path: str) -> tuple[dict[str, Any], str]:
         return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: invalid TOML: {err}") from None
+    except ValueError as err:  # an integer of more than 4,300 digits
+        raise ConfigError(f"{path}: invalid TOML: {str(err).split(';')[0]}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
 def _apply_file(values: dict, sources: dict, path: str) -> None:
@@ -409,17 +491,17 @@ def _apply_file(values: dict, sources: dict, path: str) -> None:
             line = _key_line(text, section, None)
             where = f"{path}:{line}" if line else str(path)
             raise ConfigError(
-                f"{where}: unknown section [{section}]{_did_you_mean(section, list(SECTIONS))}"
+                f"{where}: unknown section [{_shown(section)}]{_did_you_mean(section, list(SECTIONS))}"
             )
         if not isinstance(table, dict):
-            raise ConfigError(f"{path}: '{section}' must be a [section] table, not a value")
+            raise ConfigError(f"{path}: '{_shown(section)}' must be a [section] table, not a value")
         known = {k.name: k for k in SECTIONS[section]}
         for name, value in table.items():
             line = _key_line(text, section, name)
             where = f"{path}:{line}" if line else str(path)
             if name not in known:
                 raise ConfigError(
-                    f"{where}: unknown key '{name}' in [{section}]{_did_you_mean(name, list(known))}"
+                    f"{where}: unknown key '{_shown(name)}' in [{section}]{_did_you_mean(name, list(known))}"
                 )
             key = known[name]
             values[key.dotted] = _check(key, value, where)
@@ -436,7 +518,7 @@ def _apply_env(values: dict, sources: dict, env: Mapping[str, str]) -> None:
         if key is None:
             if var.startswith(prefixes):
                 raise ConfigError(
-                    f"environment {var}: unknown setting{_did_you_mean(var, list(by_var))}"
+                    f"environment {_shown(var)}: unknown setting{_did_you_mean(var, list(by_var))}"
                 )
             continue
         where = f"environment {var}"
@@ -478,7 +560,8 @@ def _toml_value(value: Any) -> str:
     if isinstance(value, (int, float)):
         return _num(value)
     if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        text = value.replace("\\", "\\\\").replace('"', '\\"')
+        return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", text) + '"'
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
     raise TypeError(value)

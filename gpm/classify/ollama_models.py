@@ -8,11 +8,12 @@ folder and again only when a digest is not found (a model pulled since).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
 from pathlib import Path
+
+from gpm import jsontext
 
 _BLOB = re.compile(r"^(.*)/blobs/sha256[-:]([0-9a-f]{64})$")
 RESCAN_SECS = 30.0
@@ -40,7 +41,7 @@ class OllamaModels:
             for name in files:
                 path = Path(dirpath) / name
                 try:
-                    layers = json.loads(path.read_text(encoding="utf-8")).get("layers") or []
+                    layers = jsontext.loads(path.read_text(encoding="utf-8")).get("layers") or []
                 except (OSError, ValueError, AttributeError):
                     continue
                 model = _model_name(path.relative_to(root))

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import re
+import warnings
 from typing import TYPE_CHECKING, Any, Callable
 
 from gpm.classify import CATEGORIES, LazyPattern
@@ -92,9 +93,12 @@ def validate_rules(value: Any, where: str) -> list[dict]:
                 if not isinstance(pattern, str):
                     raise ConfigError(f"{at}: {key} must be a string (a regular expression)")
                 try:
-                    re.compile(pattern)
-                except re.error as err:
-                    raise ConfigError(f"{at}: {key} = {pattern!r} is not a valid regular expression: {err}") from None
+                    with warnings.catch_warnings():  # "possible nested set" would be a second stderr line
+                        warnings.simplefilter("ignore")
+                        re.compile(pattern)
+                except (re.error, OverflowError, RecursionError) as err:  # a{4294967296}, 5,000 nested groups
+                    reason = "nested too deeply" if isinstance(err, RecursionError) else err
+                    raise ConfigError(f"{at}: {key} = {pattern!r} is not a valid regular expression: {reason}") from None
                 norm[key] = pattern
         if "appid" in rule:
             appid = rule["appid"]

@@ -7,8 +7,13 @@ the modules of commands that were not asked for).
 
 from __future__ import annotations
 
+import errno
 import importlib
+import os
+import signal
 import sys
+from contextlib import contextmanager
+from typing import Iterator, NoReturn
 
 import click
 
@@ -35,14 +40,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+@contextmanager
+def _closed_pipe_as_reader_left() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if _is_closed_pipe(exc):
+            raise _ReaderLeft from None
+        raise
+
+
 def exit_codes_epilog() -> str:
     lines = ["\b", "Exit codes:"]
     lines += [f"  {code:<4} {text}" for code, text in EXIT_CODES.items()]
     return "\n".join(lines)
 
 
+class _ReaderLeft(Exception):
+    """stdout's reader left; carried past Click, which would make it exit 1."""
+
+
 class LazyGroup(click.Group):
     """A group whose subcommands are imported only when invoked."""
+
+    def make_context(self, *args, **kwargs) -> click.Context:
+        with _closed_pipe_as_reader_left():  # `gpm --help | head`
+            return super().make_context(*args, **kwargs)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(COMMANDS)
@@ -55,9 +78,13 @@ class LazyGroup(click.Group):
         return accept_global_options(getattr(importlib.import_module(module_name), attr))
 
     def invoke(self, ctx: click.Context):
-        """Run the subcommand; a database fault becomes one line naming the file (#12.11)."""
+        """Run the subcommand; a database fault becomes one line naming the file, and a
+        closed stdout is carried past Click as ``_ReaderLeft`` (#12.11)."""
         try:
-            return super().invoke(ctx)
+            with _closed_pipe_as_reader_left():
+                return super().invoke(ctx)
+        except _ReaderLeft:
+            raise
         except Exception as err:
             sqlite3 = sys.modules.get("sqlite3")
             app = ctx.obj
@@ -104,33 +131,73 @@ def cli(ctx: click.Context, db_path, config_path, verbose, quiet) -> None:
     ctx.obj.set_output(verbose, quiet)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: turns every failure into one line and a documented exit code."""
+def main(argv: list[str] | None = None) -> NoReturn:
+    """Entry point: every failure ends as one line on stderr and a documented exit code.
+
+    Ordinary problems are ``GpmError``s raised where they are understood; the
+    last handler below is for bugs only. Ctrl-C at any moment exits 130, and a
+    reader that leaves early (``gpm export | head``) ends the run quietly with
+    0, as it would a well-behaved Unix filter (#12.11).
+    """
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        code = _invoke(argv)
+        if sys.stdout is not None:
+            sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+    except KeyboardInterrupt:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
+        code = _fail("interrupted", EXIT_INTERRUPTED)
+    except OSError as exc:
+        if not _is_closed_pipe(exc):
+            raise
+        code = _reader_left()
+    sys.exit(code)
+
+
+def _invoke(argv: list[str] | None) -> int:
     try:
         cli.main(args=argv, prog_name="gpm", standalone_mode=False)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        return exc.exit_code
+    except click.exceptions.Abort:  # Click's name for a KeyboardInterrupt
+        raise KeyboardInterrupt from None
+    except click.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx else "gpm"
+        return _fail(f"{exc.format_message()} (see '{where} --help')", exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("gpm: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        return _fail(exc.format_message(), exc.exit_code)
     except GpmError as exc:
-        click.echo(f"gpm: {visible(str(exc))}", err=True)  # it may quote a file name or a value (#12.10)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("gpm: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    except BrokenPipeError:
-        # `gpm sample --json | head`: the reader left; that is not an error.
-        try:
-            sys.stdout = None  # type: ignore[assignment]
-        finally:
-            sys.exit(0)
-    except Exception as exc:  # noqa: BLE001 - the last line of defence
+        return _fail(str(exc), exc.exit_code)
+    except _ReaderLeft:
+        return _reader_left()
+    except Exception as exc:  # noqa: BLE001 - the last line of defence, for bugs only
         if "-v" in sys.argv or "-vv" in sys.argv or "--verbose" in sys.argv:
             raise
-        click.echo(f"gpm: internal error: {type(exc).__name__}: {exc} (run with -v for details)", err=True)
-        sys.exit(EXIT_FAILURE)
-    sys.exit(0)
+        return _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)", EXIT_FAILURE)
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    """One line on stderr; a closed stderr loses the line, never the exit code."""
+    try:
+        click.echo(f"gpm: {visible(message)}", err=True)  # it may quote a file name or a value (#12.10)
+    except OSError:
+        pass
+    return code
+
+
+def _is_closed_pipe(exc: BaseException) -> bool:
+    """EPIPE from Python, or from polars, whose Rust errors carry it only as text."""
+    return isinstance(exc, OSError) and (
+        exc.errno == errno.EPIPE or (exc.errno is None and f"(os error {errno.EPIPE})" in str(exc))
+    )
+
+
+def _reader_left() -> int:
+    """The reader of stdout is gone: send what is still buffered nowhere and exit 0."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout closed or replaced
+        pass
+    return 0

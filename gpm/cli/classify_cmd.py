@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import sys
+from typing import Iterator
 
 import click
 
+from gpm import jsontext
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import GpmError
 
 
 @click.command()
-@click.option("-i", "--input", "input_file", type=click.File("r", encoding="utf-8"), default="-",
+@click.option("-i", "--input", "input_file", type=click.File("rb"), default="-",
               show_default=True, help="JSON Lines file to read, or - for stdin.")
 @click.option("--steam-path", "steam_paths", multiple=True, type=click.Path(file_okay=False),
               help="A Steam install or library folder to read game names from "
@@ -53,12 +55,12 @@ def classify(app: AppContext, input_file, steam_paths: tuple[str, ...], explain:
     name = getattr(input_file, "name", "-")
     where = "stdin" if name in ("-", "<stdin>") else name
     out = sys.stdout
-    for number, line in enumerate(input_file, start=1):
+    for number, line in _numbered_lines(input_file, where):
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
+            obj = jsontext.loads(line)
+        except ValueError as err:  # JSONDecodeError or TooDeep
             raise GpmError(f"{where}:{number}: not valid JSON: {err.msg}") from None
         if not isinstance(obj, dict):
             raise GpmError(f"{where}:{number}: expected a JSON object, got {type(obj).__name__}")
@@ -73,3 +75,17 @@ def classify(app: AppContext, input_file, steam_paths: tuple[str, ...], explain:
             obj["signals"] = decision.signals
         out.write(json.dumps(obj) + "\n")
     out.flush()
+
+
+def _numbered_lines(stream, where: str) -> Iterator[tuple[int, str]]:
+    """(line number, text) of a JSON Lines stream read as bytes, so bad UTF-8 names its line."""
+    number = 0
+    try:
+        for number, raw in enumerate(stream, start=1):
+            try:
+                yield number, raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise GpmError(f"{where}:{number}: not UTF-8 text ({err.reason} at byte {err.start + 1} "
+                               f"of the line): JSON Lines must be UTF-8") from None
+    except OSError as err:
+        raise GpmError(f"{where}:{number + 1}: cannot read: {err.strerror or err}") from None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import click
@@ -67,6 +66,7 @@ def init(app: AppContext, force: bool, target: str | None, to_stdout: bool) -> N
     """Write a commented example configuration (never overwrites without --force)."""
     from gpm import paths
     from gpm.config import example_toml
+    from gpm.report.output import write_atomic
 
     text = example_toml()
     if to_stdout:
@@ -75,11 +75,9 @@ def init(app: AppContext, force: bool, target: str | None, to_stdout: bool) -> N
     path = Path(target or app.config_path or paths.default_config_path()).expanduser()
     if path.exists() and not force:
         raise GpmError(f"{path}: already exists (use --force to overwrite)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise GpmError(f"{path}: cannot create folder {path.parent}: {err.strerror}") from None
+    write_atomic(path, text)
     app.say(f"wrote {path}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import GpmError
+from gpm.report.output import check_output
 
 FORMATS = ("csv", "parquet", "jsonl")
 
@@ -70,6 +72,8 @@ def export(app: AppContext, table: str, since: int | None, until: int | None, fm
         fmt = fmt if fmt in FORMATS else "csv"
     if fmt == "parquet" and output is None:
         raise click.UsageError("--format parquet needs --output FILE")
+    if output is not None:
+        check_output(Path(output))
     db_path = cfg.db_path if cfg.db_path.exists() else None
     if table in BY_TABLE:
         spec = BY_TABLE[table]
@@ -79,21 +83,27 @@ def export(app: AppContext, table: str, since: int | None, until: int | None, fm
         frame = frame.sort(order, maintain_order=True).collect()
     else:
         frame = _plain_table(app, table, since, until, hosts)
-    if fmt == "parquet":
-        frame.write_parquet(output, compression="zstd")
-        return
     if fmt == "csv":
         frame = frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"))
-    sink = open(output, "wb") if output else sys.stdout.buffer
+    if output is None:
+        _write(frame, fmt, sys.stdout.buffer)  # a closed pipe is main()'s to handle
+        return
     try:
-        if fmt == "csv":
-            frame.write_csv(sink)
-        else:
-            frame.write_ndjson(sink)
-        sink.flush()
-    finally:
-        if output:
-            sink.close()
+        with open(output, "wb") as sink:
+            _write(frame, fmt, sink)
+    except OSError as err:
+        reason = err.strerror or re.sub(r"\s*\(os error \d+\).*", "", str(err))
+        raise GpmError(f"--output {output}: cannot write: {reason}") from None
+
+
+def _write(frame, fmt: str, sink) -> None:
+    if fmt == "parquet":
+        frame.write_parquet(sink, compression="zstd")
+    elif fmt == "csv":
+        frame.write_csv(sink)
+    else:
+        frame.write_ndjson(sink)
+    sink.flush()
 
 
 def _plain_table(app: AppContext, table: str, since, until, hosts):

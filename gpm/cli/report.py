@@ -67,9 +67,15 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     from gpm.errors import EXIT_USAGE, GpmError
     from gpm.gpu.model import now_ms as clock
     from gpm.report import make_report
-    from gpm.report.period import resolve_period
+    from gpm.report.output import check_output
+    from gpm.report.period import check_timezone, resolve_period
     from gpm.report.render import render
 
+    tz_warning = check_timezone()
+    if tz_warning:
+        app.warn(tz_warning)
+    if output is not None:
+        check_output(output)
     if fmt == "csv" and len(sections) > 1:
         raise GpmError("--format csv prints one section: give --section once", EXIT_USAGE)
     if weeks and (week or since or until or gpus):

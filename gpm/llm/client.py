@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import errno
 import http.client
-import json
 import socket
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from gpm import jsontext
 
 
 def describe_error(err: BaseException) -> str:
@@ -152,7 +153,7 @@ class OllamaClient:
         if resp.status != 200:
             raise OllamaUnavailable(f"{where}: HTTP {resp.status} {resp.reason}")
         try:
-            return json.loads(body)
+            return jsontext.loads(body)  # too deep is malformed too (#12.11)
         except ValueError:
             raise OllamaUnavailable(f"{where}: answer is not JSON") from None
 

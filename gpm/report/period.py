@@ -7,16 +7,23 @@ read on Monday morning should start at the user's Monday, not UTC's.
 
 from __future__ import annotations
 
+import os
 import re
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from gpm.errors import GpmError, EXIT_USAGE
+from gpm.timespec import MAX_MS, MIN_MS, RANGE_TEXT
 
 DAY_MS = 86_400_000
+MIN_YEAR, MAX_YEAR = 1970, 9999  # MIN_MS and MAX_MS as years, for dates and ISO weeks
 _RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)\s*(s|m|h|d|w)$")
 _UNIT_SECS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _WEEK = re.compile(r"^(\d{4})-?W(\d{1,2})$", re.IGNORECASE)
+# A POSIX TZ rule (std name, then an offset), which needs no zoneinfo file.
+_POSIX_TZ = re.compile(r"^(?:[A-Za-z]{3,}|<[A-Za-z0-9+-]{3,}>)[+-]?\d")
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,32 @@ class Period:
     @property
     def seconds(self) -> float:
         return (self.until_ms - self.since_ms) / 1000
+
+
+def check_timezone(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Refuse a local offset Python cannot represent; say when TZ names no known zone.
+
+    The C library accepts ``TZ='XXX-25:59'``, but a ``datetime`` offset must
+    stay under 24 hours, so every local conversion would fail (#12.11). An
+    unknown zone name is no error to the C library either: it silently means
+    UTC, which the returned warning says.
+    """
+    tz = environ.get("TZ")
+    for ts in (time.time(), time.time() - 182 * 86400):  # both halves of a DST year
+        offset = time.localtime(ts).tm_gmtoff
+        if abs(offset) >= 86400:
+            sign, minutes = "-" if offset < 0 else "+", abs(offset) // 60
+            raise GpmError(
+                f"TZ={tz!r}: a UTC offset of {sign}{minutes // 60:02d}:{minutes % 60:02d} is out of range "
+                "(it must be under 24 hours): set TZ to a zone such as Europe/Berlin, or unset it",
+                EXIT_USAGE,
+            )
+    if not tz or _POSIX_TZ.match(tz.lstrip(":")):
+        return None
+    folder = environ.get("TZDIR") or "/usr/share/zoneinfo"
+    if os.path.isfile(os.path.join(folder, tz.lstrip(":"))):
+        return None
+    return f"TZ={tz!r} is no time zone known here (no such file in {folder}): days and weeks are in UTC"
 
 
 def local_midnight_ms(day: date) -> int:
@@ -50,6 +83,9 @@ def week_bounds(iso_week: str) -> tuple[int, int]:
     if not m:
         raise GpmError(f"--week {iso_week!r}: expected an ISO week like 2026-W47", EXIT_USAGE)
     year, week = int(m.group(1)), int(m.group(2))
+    if not MIN_YEAR <= year < MAX_YEAR:
+        raise GpmError(f"--week {iso_week!r} is out of range: weeks of the years {MIN_YEAR} to "
+                       f"{MAX_YEAR - 1} are allowed", EXIT_USAGE)
     try:
         monday = date.fromisocalendar(year, week, 1)
     except ValueError:
@@ -73,12 +109,15 @@ def parse_time(text: str, now_ms: int, option: str) -> int:
     value = text.strip()
     rel = _RELATIVE.match(value.lower())
     if rel:
-        return now_ms - int(float(rel.group(1)) * _UNIT_SECS[rel.group(2)] * 1000)
+        ago_ms = float(rel.group(1)) * _UNIT_SECS[rel.group(2)] * 1000
+        return _in_range(now_ms - ago_ms if ago_ms <= now_ms else MIN_MS - 1, text, option)
     if value.lower() == "now":
         return now_ms
     try:
         if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
-            return local_midnight_ms(date.fromisoformat(value))
+            day = date.fromisoformat(value)
+            return _in_range(local_midnight_ms(day) if MIN_YEAR <= day.year < MAX_YEAR else MIN_MS - 1,
+                             text, option)
         dt = datetime.fromisoformat(value.replace("Z", "+00:00").replace(" ", "T"))
     except ValueError:
         raise GpmError(
@@ -86,8 +125,16 @@ def parse_time(text: str, now_ms: int, option: str) -> int:
             "or a relative time (7d, 24h, 90m)", EXIT_USAGE,
         ) from None
     if dt.tzinfo is None:
+        if not MIN_YEAR <= dt.year < MAX_YEAR:  # local time near year 1 or 9999 has no timestamp
+            return _in_range(MIN_MS - 1, text, option)
         dt = dt.astimezone()
-    return int(dt.timestamp() * 1000)
+    return _in_range(dt.timestamp() * 1000, text, option)
+
+
+def _in_range(ms: float, text: str, option: str) -> int:
+    if not MIN_MS <= ms < MAX_MS:
+        raise GpmError(f"{option} {text!r} is out of range: {RANGE_TEXT}", EXIT_USAGE)
+    return int(ms)
 
 
 def resolve_period(*, now_ms: int, week: str | None = None, since: str | None = None,

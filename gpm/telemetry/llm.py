@@ -14,7 +14,6 @@ Loaded models come from Ollama's ``/api/ps`` (``fetch_loaded_models``).
 from __future__ import annotations
 
 import bisect
-import json
 import os
 import sqlite3
 import threading
@@ -22,6 +21,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+
+from gpm import jsontext
 
 # Advisory ExplicitBucketBoundaries of the GenAI semantic conventions
 # (semantic-conventions v1.41.1, model/gen-ai/metrics.yaml).
@@ -296,4 +297,4 @@ def parse_ps(payload: Mapping[str, Any]) -> list[LoadedModel]:
 def fetch_loaded_models(api_url: str, timeout: float) -> list[LoadedModel]:
     """GET ``{api_url}/api/ps``; raises OSError/ValueError when Ollama is down or odd."""
     with urllib.request.urlopen(api_url.rstrip("/") + "/api/ps", timeout=timeout) as resp:
-        return parse_ps(json.loads(resp.read()))
+        return parse_ps(jsontext.loads(resp.read()))  # too deep is a ValueError too (#12.11)
