@@ -60,10 +60,12 @@ def _global_params() -> list[click.Option]:
     """The root's --db, --config, -v and -q, for use after a subcommand (hidden in its help)."""
     common: dict[str, Any] = {"expose_value": False, "hidden": True}
     return [
-        click.Option(["--db"], type=click.Path(dir_okay=False), callback=_late_db, **common),
-        click.Option(["--config"], type=click.Path(dir_okay=False), callback=_late_config, **common),
-        click.Option(["-v", "--verbose"], count=True, callback=_late_verbose, **common),
-        click.Option(["-q", "--quiet"], is_flag=True, callback=_late_quiet, **common),
+        click.Option(["--db"], type=click.Path(dir_okay=False), callback=_late_db,
+                     help="As gpm --db.", **common),
+        click.Option(["--config"], type=click.Path(dir_okay=False), callback=_late_config,
+                     help="As gpm --config.", **common),
+        click.Option(["-v", "--verbose"], count=True, callback=_late_verbose, help="As gpm -v.", **common),
+        click.Option(["-q", "--quiet"], is_flag=True, callback=_late_quiet, help="As gpm -q.", **common),
     ]
 
 
