@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from gpm.errors import LockedError
+from gpm.errors import EXIT_NOPERM, GpmError, LockedError
 from gpm.paths import ensure_private_dir
 
 DEFAULT_WAIT_SECS = 5.0
@@ -45,8 +45,12 @@ def exclusive_lock(path: str | os.PathLike, *, job: str, wait_secs: float = DEFA
     that holds it.
     """
     path = Path(path)
-    ensure_private_dir(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        ensure_private_dir(path.parent)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as err:
+        raise GpmError(f"{path}: cannot create the lock file: {err.strerror}; "
+                       f"make {path.parent.parent} writable for this user", EXIT_NOPERM) from None
     try:
         deadline = time.monotonic() + wait_secs
         while True:

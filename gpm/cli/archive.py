@@ -47,9 +47,10 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
     })
     cutoff = store_archive.cutoff_ms(cfg["storage.retention_days"])
     loud = app.verbose > 0 or (not app.quiet and sys.stdout.isatty())
-    with exclusive_lock(lock_path(cfg.db_path, "archive"), job="archive", wait_secs=wait_secs) as lock:
-        conn = app.open_db()
-        try:
+    # The database first: a read-only or damaged one is named as such, not as its lock file.
+    conn = app.open_db()
+    try:
+        with exclusive_lock(lock_path(cfg.db_path, "archive"), job="archive", wait_secs=wait_secs) as lock:
             if dry_run:
                 _dry_run(app, store_archive.plan(conn, cutoff=cutoff, own_host=cfg.hostname), cutoff)
                 return
@@ -71,8 +72,8 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
             finally:
                 if bar is not None:
                     bar.render_finish()
-        finally:
-            conn.close()
+    finally:
+        conn.close()
     if loud:
         _summary(app, result, cfg.archive_dir)
     if app.verbose:

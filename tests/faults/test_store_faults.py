@@ -249,15 +249,11 @@ COMMANDS = {
 
 
 def _cases():
-    lock_in_folder = pytest.mark.xfail(
-        strict=True, reason="`gpm archive` takes its lock file in the database's folder first "
-                            "(gpm/locks.py): PermissionError as an internal error, outside the store's area")
     for broken in BROKEN:
         for command in COMMANDS:
             if broken == "unwritable-folder" and command == "export":
                 continue  # a reader of a database that does not exist: nothing to write, nothing broken
-            marks = lock_in_folder if command == "archive" and broken in ("read-only", "unwritable-folder") else ()
-            yield pytest.param(broken, command, marks=marks, id=f"{broken}-{command}")
+            yield pytest.param(broken, command, id=f"{broken}-{command}")
 
 
 @pytest.mark.parametrize(("broken", "command"), list(_cases()))
