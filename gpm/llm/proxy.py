@@ -21,6 +21,14 @@ once finished, to ``sink(row)`` — in the same thread, after the client got
 the last byte. ``stop()`` cancels what is still in flight and records it as
 interrupted before returning.
 
+Hostile clients (#12.7): connections are served by
+``gpm.http_server.BoundedHTTPServer`` (idle ones cost no thread; bounded
+connections, workers and header time). A request body is read under a
+read timeout and never buffered beyond ``MAX_RECORDED_REQUEST_BYTES``: a
+larger one, announced or chunked, is streamed to Ollama and not recorded. A
+malformed Content-Length or chunk size, or a body nested too deeply to
+parse, is answered 400 with the reason, logged in one line.
+
 Telemetry: with ``hooks`` (a ``gpm.telemetry.proxy_hooks.ProxyHooks``), each
 recorded request is begun when it arrives, its W3C trace-context headers
 are replaced by the hooks' (with OTLP on: gpm's span, child of the caller's,
@@ -30,17 +38,20 @@ it. The proxy itself never imports OpenTelemetry.
 
 from __future__ import annotations
 
+import errno
 import http.client
+import itertools
 import json
 import logging
+import re
 import selectors
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
+from gpm.http_server import BoundedHTTPServer, Limits, PooledHandler, shutdown_socket as _shutdown
 from gpm.llm.client import Upstream, describe_error as _reason
 from gpm.llm.record import ExchangeRecorder, is_recorded
 
@@ -55,7 +66,10 @@ HOP_BY_HOP = frozenset({
 })
 PIECE_BYTES = 64 * 1024
 CONNECT_TIMEOUT_SECS = 10.0
-MAX_RECORDED_REQUEST_BYTES = 64 * 1024 * 1024
+# A recorded request is parsed whole; a bigger one is forwarded unrecorded. 32 MiB keeps
+# the proxy under 100 MB however large the body (#12.7); a base64 image of 20 MB fits.
+MAX_RECORDED_REQUEST_BYTES = 32 * 1024 * 1024
+WRITE_TIMEOUT_SECS = 600.0  # a client that stops reading its stream is let go after this long
 INTERRUPTED = "interrupted: gpm proxy stopped"
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})  # W3C trace context: the hooks' replace them
 CLIENT_GONE = "client disconnected"
@@ -70,6 +84,14 @@ def _hop_by_hop(headers) -> set[str]:
 
 class _ClientGone(Exception):
     pass
+
+
+class _BadRequest(Exception):
+    """The client sent something no server could serve: answered with ``status``."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
 
 
 class Exchange:
@@ -105,13 +127,6 @@ class Exchange:
             sock = self._upstream_sock
         if sock is not None:
             _shutdown(sock)
-
-
-def _shutdown(sock: socket.socket) -> None:
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 class DisconnectWatcher:
@@ -172,32 +187,15 @@ class DisconnectWatcher:
         self._selector.close()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 128
-    proxy: "RecordingProxy"
-
-    def process_request(self, request, client_address):
-        self.proxy._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request):
-        self.proxy._connections.discard(request)
-        super().shutdown_request(request)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
+class _Handler(PooledHandler):
     disable_nagle_algorithm = True
-    timeout = 600  # an idle keep-alive client is let go after this long
-    server: _Server
+    proxy: "RecordingProxy"
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - BaseHTTPRequestHandler API
         log.debug("%s %s", self.address_string(), format % args)
 
     def _dispatch(self) -> None:
-        self.server.proxy._handle(self)
+        self.proxy._handle(self)
 
     do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _dispatch
 
@@ -208,11 +206,36 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
 
+_DIGITS = re.compile(rb"[0-9]+")
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+
+
+def _content_length(headers) -> int | None:
+    """The body length the client announced, None without one; ``_BadRequest`` when it is no length."""
+    values = headers.get_all("Content-Length") or []
+    if not values:
+        return None
+    texts = {v.strip() for value in values for v in value.split(",")}
+    if len(texts) != 1 or not _DIGITS.fullmatch(next(iter(texts)).encode("latin-1", "replace")):
+        raise _BadRequest(400, f"bad Content-Length {', '.join(values)[:40]!r}: not a number of bytes")
+    return int(next(iter(texts)))
+
+
+def _read(rfile, reader):
+    """``reader(rfile)`` with a client that stalls or hangs up turned into our exceptions."""
+    try:
+        return reader(rfile)
+    except TimeoutError:
+        raise _BadRequest(408, "request body stalled (no bytes for the read timeout)") from None
+    except OSError:
+        raise _ClientGone() from None
+
+
 def _read_length(rfile, length: int):
     """Yield a body of ``length`` bytes in pieces as it arrives."""
     remaining = length
     while remaining:
-        data = rfile.read(min(remaining, PIECE_BYTES))
+        data = _read(rfile, lambda f: f.read(min(remaining, PIECE_BYTES)))
         if not data:
             raise _ClientGone()
         remaining -= len(data)
@@ -222,16 +245,38 @@ def _read_length(rfile, length: int):
 def _read_chunked(rfile):
     """Yield the pieces of a chunked request body (trailers are dropped)."""
     while True:
-        line = rfile.readline(65537)
+        line = _read(rfile, lambda f: f.readline(1026))
         if not line:
             raise _ClientGone()
-        size = int(line.split(b";", 1)[0].strip() or b"0", 16)
+        size_text = line.split(b";", 1)[0].strip()
+        if not _HEX.fullmatch(size_text) or len(size_text) > 15:
+            raise _BadRequest(400, f"bad chunk size {size_text[:20].decode('latin-1')!r} in the chunked body")
+        size = int(size_text, 16)
         if size == 0:
-            while rfile.readline(65537) not in (b"\r\n", b"\n", b""):
-                pass
-            return
+            for _ in range(100):
+                if _read(rfile, lambda f: f.readline(8194)) in (b"\r\n", b"\n", b""):
+                    return
+            raise _BadRequest(400, "more than 100 trailer lines after the chunked body")
         yield from _read_length(rfile, size)
-        rfile.readline(3)
+        if _read(rfile, lambda f: f.readline(3)).strip():
+            raise _BadRequest(400, "chunk longer than its size in the chunked body")
+
+
+def _pieces(data: bytearray):
+    """``data`` in pieces, without a copy of the whole."""
+    view = memoryview(data)
+    for start in range(0, len(data), PIECE_BYTES):
+        yield bytes(view[start:start + PIECE_BYTES])
+
+
+def _take(pieces, limit: int) -> tuple[bytearray, bool]:
+    """Up to ``limit`` bytes of ``pieces`` (a bit more at most one piece); whether they ended."""
+    body = bytearray()
+    for piece in pieces:
+        body += piece
+        if len(body) > limit:
+            return body, False
+    return body, True
 
 
 class RecordingProxy:
@@ -252,14 +297,13 @@ class RecordingProxy:
     """
 
     def __init__(self, listen: tuple[str, int], api_url: str, *, sink: Sink | None = None, host: str = "",
-                 store_prompts: bool = False, hooks=None) -> None:
+                 store_prompts: bool = False, hooks=None, limits: Limits = Limits()) -> None:
         self.upstream = Upstream.parse(api_url)
         self.api_url = api_url
         self.sink = sink
         self.host = host or socket.gethostname()
         self.store_prompts = store_prompts
         self.hooks = hooks
-        self._connections: set = set()
         self._inflight: set[Exchange] = set()
         self._inflight_cv = threading.Condition()
         self._sink_lock = threading.Lock()
@@ -267,9 +311,8 @@ class RecordingProxy:
         self._serving = threading.Event()
         self._thread: threading.Thread | None = None
         family = socket.AF_INET6 if ":" in listen[0] else socket.AF_INET
-        server_cls = type("_BoundServer", (_Server,), {"address_family": family})
-        self._server = server_cls(listen, _Handler)
-        self._server.proxy = self
+        handler = type("_BoundHandler", (_Handler,), {"proxy": self})
+        self._server = BoundedHTTPServer(listen, handler, limits, family=family)
         self._watcher = DisconnectWatcher()
 
     @property
@@ -316,8 +359,7 @@ class RecordingProxy:
             leftovers = list(self._inflight)
         for exchange in leftovers:  # stuck (e.g. in a client write): record them now
             self._record(exchange, time.perf_counter(), INTERRUPTED)
-        for conn in list(self._connections):
-            _shutdown(conn)
+        self._server.close_active()
         self._server.server_close()
         self._watcher.close()
 
@@ -365,6 +407,10 @@ class RecordingProxy:
         except _ClientGone:
             error = CLIENT_GONE
             h.close_connection = True
+        except _BadRequest as bad:
+            log.info("%s: %s %s: %s (%d)", h.client_address[0], h.command, h.path[:200], bad, bad.status)
+            h.close_connection = True  # what follows the bad part cannot be told from a request
+            error = self._refuse(h, exchange, bad.status, f"gpm proxy: {bad}")
         finally:
             self._watcher.unwatch(exchange)
             error = exchange.cancel_reason or error
@@ -381,23 +427,33 @@ class RecordingProxy:
         recorded = is_recorded(method, endpoint)
         drop = _hop_by_hop(h.headers) | {"expect", "content-length"}
         headers = [(k, v) for k, v in h.headers.items() if k.lower() not in drop]
-        chunked_in = "chunked" in (h.headers.get("Transfer-Encoding") or "").lower()
-        length = int(h.headers.get("Content-Length") or 0) if not chunked_in else None
-        body_iter = _read_chunked(h.rfile) if chunked_in else _read_length(h.rfile, length or 0)
+        coding = (h.headers.get("Transfer-Encoding") or "").strip().lower()
+        if coding and coding != "chunked":
+            raise _BadRequest(501 if "chunked" not in coding else 400,
+                              f"Transfer-Encoding {coding[:40]!r} not supported (only chunked)")
+        chunked_in = coding == "chunked"
+        length = None if chunked_in else _content_length(h.headers) or 0
+        body_iter = _read_chunked(h.rfile) if chunked_in else _read_length(h.rfile, length)
 
-        body: bytes | None = None
+        body: bytearray | None = None
         if recorded:
             if length is not None and length > MAX_RECORDED_REQUEST_BYTES:
                 recorded = False
             else:
-                body = b"".join(body_iter)
+                body, whole = _take(body_iter, MAX_RECORDED_REQUEST_BYTES)
+                if not whole:  # chunked and too big to record: stream it all, the part read first
+                    body_iter, body, recorded = itertools.chain(_pieces(body), body_iter), None, False
+        if body is not None:
+            try:
                 exchange.recorder = ExchangeRecorder(endpoint, body, t0=t0, ts_ms=ts_ns // 1_000_000,
                                                      host=self.host, store_prompts=self.store_prompts)
-                if self.hooks is not None:
-                    exchange.hook = self.hooks.begin(h.headers, start_ns=ts_ns)
-                    trace = exchange.hook.forward_headers()
-                    headers = [(k, v) for k, v in headers if k.lower() not in _TRACE_HEADERS]
-                    headers += trace.items()
+            except RecursionError:
+                raise _BadRequest(400, "request body is JSON nested too deeply to parse") from None
+            if self.hooks is not None:
+                exchange.hook = self.hooks.begin(h.headers, start_ns=ts_ns)
+                trace = exchange.hook.forward_headers()
+                headers = [(k, v) for k, v in headers if k.lower() not in _TRACE_HEADERS]
+                headers += trace.items()
         if self._stopping:
             return self._refuse(h, exchange, 503, "gpm proxy is stopping")
 
@@ -417,7 +473,7 @@ class RecordingProxy:
                     upstream.putheader(key, value)
                 if body is not None:
                     upstream.putheader("Content-Length", str(len(body)))
-                    upstream.endheaders(body)
+                    upstream.endheaders(bytes(body) if len(body) <= PIECE_BYTES else body)  # small: one packet
                 elif chunked_in:
                     upstream.putheader("Transfer-Encoding", "chunked")
                     upstream.endheaders()
@@ -431,10 +487,14 @@ class RecordingProxy:
                     for piece in body_iter:
                         upstream.send(piece)
                 self._watcher.watch(exchange)
+                h.connection.settimeout(WRITE_TIMEOUT_SECS)
                 resp = upstream.getresponse()
             except (OSError, http.client.HTTPException) as err:
                 if exchange.cancel_reason:
                     return exchange.cancel_reason
+                if getattr(err, "errno", None) in (errno.EMFILE, errno.ENFILE):  # ours, not Ollama's
+                    return self._refuse(h, exchange, 503, f"gpm proxy is out of file descriptors "
+                                                          f"({err.strerror}); raise ulimit -n")
                 reason = _reason(err)
                 return self._refuse(h, exchange, 502, f"gpm proxy: cannot reach Ollama at {self.api_url}: {reason}")
             return self._relay(h, exchange, method, resp)
@@ -454,8 +514,9 @@ class RecordingProxy:
         try:
             h.wfile.write(
                 b"HTTP/1.1 %d %s\r\nContent-Type: application/json; charset=utf-8\r\n"
-                b"Content-Length: %d\r\n\r\n%s"
-                % (status, h.responses.get(status, ("",))[0].encode(), len(body), body)
+                b"Content-Length: %d\r\n%s\r\n%s"
+                % (status, h.responses.get(status, ("",))[0].encode(), len(body),
+                   b"Connection: close\r\n" if h.close_connection else b"", body)
             )
         except OSError:
             pass

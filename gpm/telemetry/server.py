@@ -3,18 +3,24 @@
 Standard library HTTP (threaded, daemon threads) plus prometheus_client's
 encoders, so the OpenMetrics format is served to scrapers that ask for it.
 ``/`` is a small page linking to ``/metrics``; every other path is a 404.
+
+Served by ``gpm.http_server.BoundedHTTPServer`` (#12.8): the old listen
+backlog of 5 let 12 to 63 of 200 concurrent scrapes time out. Now the
+backlog is 1024, scrapes run on up to ``LIMITS.max_active`` threads with the
+rest queued, and a slow or idle client holds no thread.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client.exposition import choose_encoder
 
 from gpm import __version__
 from gpm.errors import GpmError
+from gpm.http_server import BoundedHTTPServer, Limits, PooledHandler
 from gpm.telemetry.prometheus import make_registry
 from gpm.telemetry.state import MetricsState
 
@@ -28,9 +34,9 @@ INDEX_HTML = f"""<!doctype html>
 """.encode()
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+# A scrape reads no body and builds its answer in milliseconds: few threads, short timeouts.
+LIMITS = Limits(max_connections=512, max_active=16, head_timeout_secs=5.0, idle_timeout_secs=30.0,
+                read_timeout_secs=10.0, max_head_bytes=16 * 1024, queue_timeout_secs=15.0)
 
 
 class MetricsServer:
@@ -45,7 +51,7 @@ class MetricsServer:
         self.host = host
         self.port = port
         self.registry = make_registry(state, per_process=per_process)
-        self._httpd: _Server | None = None
+        self._httpd: BoundedHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
     @property
@@ -62,10 +68,9 @@ class MetricsServer:
 
     def start(self) -> "MetricsServer":
         handler = _handler_for(self.registry)
-        family = _family(self.host)
-        server_cls = type("_BoundServer", (_Server,), {"address_family": family})
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         try:
-            self._httpd = server_cls((self.host, self.port), handler)
+            self._httpd = BoundedHTTPServer((self.host, self.port), handler, LIMITS, family=family)
         except OSError as err:
             raise GpmError(f"cannot listen on {self.host}:{self.port}: {err.strerror or err}") from None
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="gpm-metrics",
@@ -76,6 +81,7 @@ class MetricsServer:
     def stop(self) -> None:
         if self._httpd is not None:
             self._httpd.shutdown()
+            self._httpd.close_active()
             self._httpd.server_close()
             self._httpd = None
         if self._thread is not None:
@@ -89,14 +95,8 @@ class MetricsServer:
         self.stop()
 
 
-def _family(host: str):
-    import socket
-
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
 def _handler_for(registry):
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(PooledHandler):
         server_version = f"gpm/{__version__}"
 
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming

@@ -90,7 +90,7 @@ class FakeOllama:
     def __init__(self, *, first_token_delay: float = 0.05, token_interval: float = 0.01, tokens: int = 8,
                  prompt_tokens: int = 26, load_duration_ns: int = 2154458, version: str = VERSION,
                  loaded: list[dict] | None = None, pull_steps: int = 5, pull_interval: float = 0.02,
-                 port: int = 0) -> None:
+                 port: int = 0, max_body_bytes: int | None = None) -> None:
         self.first_token_delay = first_token_delay
         self.token_interval = token_interval
         self.tokens = tokens
@@ -102,6 +102,8 @@ class FakeOllama:
         self.pull_interval = pull_interval
         self.received: collections.deque = collections.deque(maxlen=2000)  # (method, path, headers, body)
         self.cancelled = 0  # streams whose client went away before the end
+        self.max_body_bytes = max_body_bytes  # a longer body is read, counted, dropped and answered 413
+        self.body_bytes: list[int] = []  # the size of every request body received
         self._lock = threading.Lock()
         fake = self
 
@@ -146,17 +148,34 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     # -- plumbing ----------------------------------------------------------
-    def _body(self) -> bytes:
+    def _body(self) -> bytes | None:
+        """The request body; None when it was longer than ``max_body_bytes`` (then not kept)."""
+        limit = self.server_fake.max_body_bytes
+        pieces, total = [], 0
+
+        def keep(data: bytes) -> None:
+            nonlocal total
+            total += len(data)
+            if limit is None or total <= limit:
+                pieces.append(data)
+            else:
+                pieces.clear()
+
         if "chunked" in (self.headers.get("Transfer-Encoding") or ""):
-            out = b""
             while True:
                 size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
                 if size == 0:
                     self.rfile.readline()
-                    return out
-                out += self.rfile.read(size)
+                    break
+                while size:
+                    data = self.rfile.read(min(size, 1 << 20))
+                    size -= len(data)
+                    keep(data)
                 self.rfile.readline()
-        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        else:
+            keep(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+        self.server_fake.body_bytes.append(total)
+        return b"".join(pieces) if limit is None or total <= limit else None
 
     def _json(self, status: int, obj) -> None:
         data = json.dumps(obj).encode()
@@ -215,6 +234,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _route(self):
         fake = self.server_fake
         body = self._body()
+        if body is None:
+            return self._json(413, {"error": "request body too large"})
         path = urlsplit(self.path).path
         with fake._lock:
             fake.received.append((self.command, self.path, list(self.headers.items()), body))
