@@ -188,3 +188,14 @@ def test_the_proxys_error_unless_ollama_named_one():
     row = record("/api/generate", {"model": "m"}, "application/x-ndjson",
                  [(0.1, line + ndjson({"error": "CUDA error"}))], error="client disconnected")
     assert row["error"] == "CUDA error"
+
+
+def test_deeply_nested_json_from_ollama_is_a_malformed_line_not_a_crash():
+    """5,000 nested arrays raise RecursionError in json.loads; it is malformed input (#12.11)."""
+    deep = b"[" * 5000 + b"]" * 5000 + b"\n"
+    final = {"model": "m", "done": True, "eval_count": 3, "prompt_eval_count": 2}
+    row = record("/api/generate", {"model": "m", "prompt": "hi"}, "application/x-ndjson",
+                 [(0.1, deep), (0.5, ndjson(final))], end=0.5)
+    assert (row["completion_tokens"], row["prompt_tokens"]) == (3, 2)
+    deep_request = ExchangeRecorder("/api/generate", b"[" * 5000 + b"]" * 5000, t0=0.0, ts_ms=0, host="box")
+    assert deep_request.finish(1.0, 1000)["model"] is None

@@ -20,6 +20,8 @@ the first piece of generated content (text, thinking or a tool call).
 from __future__ import annotations
 
 import json
+
+from gpm import jsontext
 from typing import Any
 
 RECORDED_ENDPOINTS = frozenset({
@@ -92,7 +94,7 @@ class ExchangeRecorder:
         self.store_prompts = store_prompts
         self.openai = endpoint.startswith("/v1/")
         try:
-            request = json.loads(request_body) if request_body else {}
+            request = jsontext.loads(request_body) if request_body else {}
         except ValueError:
             request = {}
         if not isinstance(request, dict):
@@ -160,7 +162,7 @@ class ExchangeRecorder:
             if line == b"[DONE]" or not line:
                 return
         try:
-            obj = json.loads(line)
+            obj = jsontext.loads(line)
         except ValueError:
             self.malformed += 1
             return
@@ -227,7 +229,7 @@ class ExchangeRecorder:
         """The ``llm_requests`` row (without ``id``); ``error`` is the proxy's own, if any."""
         if self.kind == "json" and self._buffer and not self._overflow:
             try:
-                obj = json.loads(bytes(self._buffer))
+                obj = jsontext.loads(bytes(self._buffer))
             except ValueError:
                 self.malformed += 1
             else:
