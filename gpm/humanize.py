@@ -218,7 +218,8 @@ def table(columns: list[Column], rows: list[list], width: int | None = None,
     the columns listed in ``give_way`` (indexes, first to give way first)
     shrink, each down to its ``min_width`` (default: its header's width),
     and their cells are cut with ``…``: a long reason or command line goes
-    before a number does.
+    before a number does. A terminal too narrow even then cuts each line
+    at its edge, rather than let it wrap.
     """
     if width is None:
         width = terminal_size()[0]
@@ -234,8 +235,9 @@ def table(columns: list[Column], rows: list[list], width: int | None = None,
         excess -= take
 
     def line(values: list[str]) -> str:
-        return "  ".join(pad(cut(v, w), w, c.right) for v, w, c in zip(values, widths, columns)).rstrip()
+        text = "  ".join(pad(cut(v, w), w, c.right) for v, w, c in zip(values, widths, columns)).rstrip()
+        return cut(text, width)
 
-    out = [line([c.header for c in columns]), "  ".join("-" * w for w in widths)]
+    out = [line([c.header for c in columns]), cut("  ".join("-" * w for w in widths), width)]
     out += [line(r) for r in cells]
     return "\n".join(out)

@@ -19,6 +19,7 @@ import time
 import pytest
 
 from gpm.humanize import display_width
+from tests.conftest import FIXTURES
 from tests.terminal import run_in_pty, user_env
 
 GiB = 1 << 30
@@ -26,6 +27,7 @@ LONG_GPU = "NVIDIA RTX 4000 SFF Ada Generation with an Unusually Long Board Name
 WIDE_GPU = "NVIDIA 演算加速装置 超長名前モデル"
 LONG_PROGRAM = "inference-server-with-a-long-program-name"
 WIDE_PROGRAM = "推論サーバー長い名前"
+LONG_MODEL = "hf.co/bartowski/Meta-Llama-3.1-70B-Instruct-GGUF:Q4_K_M-with-a-long-tag"
 #: The sequences the live view draws with; any other escape is a finding.
 CSI = re.compile(r"\x1b\[(\?25[lh]|H|K|J)")
 
@@ -40,6 +42,7 @@ COMMANDS = [
     pytest.param(["sample"], None, id="sample"),
     pytest.param(["sample", "--follow", "-i", "0.1"], 20, id="sample-follow"),
     pytest.param(["config", "show"], None, id="config-show"),
+    pytest.param(["ollama-watch"], None, id="ollama-watch"),
     pytest.param(["report", "--week", "2025-W47"], None, id="report", marks=_report_wide()),
 ]
 
@@ -59,11 +62,15 @@ def screen_lines(text: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """Three GPUs (a long name, a wide one, an A100) and real processes on
-    them: a long program name, a wide one, and python with a long command line."""
+    """Three GPUs (a long name, a wide one, an H100) and real processes on
+    them: a long program name, a wide one, and python with a long command
+    line; a fake Ollama with a model of a long name loaded."""
     from tests.fakes.nvml import FakeProcess, Scenario, make_gpu
 
+    from tests.fakes.ollama_server import PS_MODEL, FakeOllama
+
     home = tmp_path_factory.mktemp("width")
+    ollama = FakeOllama(loaded=[{**PS_MODEL, "name": LONG_MODEL, "model": LONG_MODEL}])
     tools = home / "tools"
     tools.mkdir()
     for name in (LONG_PROGRAM, WIDE_PROGRAM):
@@ -84,8 +91,11 @@ def world(tmp_path_factory):
         env = user_env(home, scenario)
         for var in ("COLUMNS", "LINES"):  # the size comes from the terminal
             env.pop(var, None)
+        ollama.start()
+        env["GPM_OLLAMA_API_URL"] = ollama.url
         yield env
     finally:
+        ollama.stop()
         for p in procs:
             p.kill()
             p.wait()
@@ -156,3 +166,66 @@ def test_live_view_only_on_a_terminal(world):
     out = b"".join(first) + rest
     assert b"\x1b" not in out
     assert len(out.splitlines()) >= 6 and all(line.startswith(b'{"ts"') for line in out.splitlines())
+
+
+# ---- the helpers, on data --------------------------------------------------
+
+def test_short_gpu_name_on_every_name_in_the_real_captures():
+    """One rule for names never seen: the vendor and GeForce go, the model stays."""
+    from gpm.humanize import short_gpu_name
+
+    captures = FIXTURES / "nvidia-smi"
+    if not captures.is_dir():
+        pytest.skip(f"no nvidia-smi captures at {captures}")
+    names = {m for f in captures.glob("*.xml") for m in re.findall(r"<product_name>([^<]*)</product_name>",
+                                                                    f.read_text(errors="replace"))}
+    assert len(names) >= 10
+    shown = {n: short_gpu_name(n) for n in names}
+    assert all(0 < display_width(s) <= 20 for s in shown.values()), shown
+    assert not [s for s in shown.values() if s.startswith(("NVIDIA", "GeForce"))], shown
+    assert shown.get("NVIDIA GeForce RTX 4090", "RTX 4090") == "RTX 4090"
+    assert shown.get("Tesla T4", "Tesla T4") == "Tesla T4"
+    assert shown.get("NVIDIA RTX 4000 SFF Ada Generation", "RTX 4000 SFF Ada") == "RTX 4000 SFF Ada"
+
+
+def test_short_gpu_name_examples():
+    from gpm.humanize import short_gpu_name
+
+    assert short_gpu_name("NVIDIA GeForce RTX 4090") == "RTX 4090"
+    assert short_gpu_name("NVIDIA A100-SXM4-80GB") == "A100-SXM4-80GB"
+    assert short_gpu_name("NVIDIA GeForce RTX 3060 Laptop GPU") == "RTX 3060 Laptop"
+    assert short_gpu_name("NVIDIA") == "NVIDIA"
+    assert short_gpu_name(None) == "?"
+    assert short_gpu_name(LONG_GPU) == "RTX 4000 SFF Ada Ge…"
+    assert short_gpu_name(WIDE_GPU) == "演算加速装置 超長名…"  # 12 + 1 + 6 + 1 columns
+    assert short_gpu_name("NVIDIA \x1b[2JEvil") == "\\x1b[2JEvil", "escapes are shown, and counted as shown"
+
+
+def test_cut_and_table_count_columns_as_the_terminal_does():
+    from gpm.humanize import Column, cut, table
+
+    assert display_width("推論") == 4 and display_width("e\u0301") == 1
+    assert cut("推論サーバー", 7) == "推論サ…" and display_width(cut("推論サーバー", 7)) == 7
+    assert cut("abc", 3) == "abc" and cut("abcd", 3) == "ab…"
+    columns = [Column("GPU", right=True), Column("Name", min_width=6), Column("Memory", right=True),
+               Column("Reason")]
+    rows = [[0, "推論サーバー長い名前", "5.0 GiB", "a reason far too long to be shown whole"]]
+    # the reason gives way first, down to its header; then the name
+    assert table(columns, rows, 50, give_way=(3, 1)).split("\n")[2] == \
+        "  0  推論サーバー長い名前  5.0 GiB  a reason far…"
+    # a wide character that does not fit leaves a column of padding
+    assert table(columns, rows, 36, give_way=(3, 1)).split("\n")[2] == "  0  推論サーバー…   5.0 GiB  a rea…"
+    assert all(display_width(line) <= 20 for line in table(columns, rows, 20, give_way=(3, 1)).split("\n"))
+
+
+def test_a_proxied_request_line_fits_and_keeps_its_numbers():
+    from gpm.cli.ollama_watch import _request_line
+
+    row = {"endpoint": "/v1/chat/completions", "model": LONG_MODEL, "status": 200, "prompt_tokens": 26,
+           "completion_tokens": 512, "ttft_seconds": 0.25, "tokens_per_second": 41.5, "duration_seconds": 12.5,
+           "error": None, "done_reason": "stop"}
+    line = _request_line(row, 80)
+    assert display_width(line) <= 80
+    assert line.startswith("/v1/chat/co… hf.co/bartow… "), "endpoint and model share what is left"
+    assert line.endswith(" 200 26 in 512 out ttft 0.250s 41.5 tok/s 12.500s stop")
+    assert _request_line(row, 200) == f"/v1/chat/completions {LONG_MODEL} " + line.split(" ", 2)[2]
