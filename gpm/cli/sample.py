@@ -95,9 +95,10 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
 
     Reads each GPU through NVML (nvidia-smi when NVML cannot be used) with
     the processes on it. Silent on success when stdout is not a terminal or
-    with -q; a table on a terminal; JSON Lines with --json. Repeats on a
-    drift-free schedule with --count/--follow; Ctrl-C or SIGTERM stops after
-    the current write.
+    with -q; a table on a terminal (with --follow, redrawn in place with a
+    minute of utilization and power history); JSON Lines with --json.
+    Repeats on a drift-free schedule with --count/--follow; Ctrl-C or
+    SIGTERM stops after the current write.
 
     \b
     Exit codes: 0 ok; 1 a GPU failed to read (the others are stored) or
