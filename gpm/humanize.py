@@ -14,9 +14,21 @@ started a process or named a file. Two things can go wrong with them:
   that shows text reversed (issue #12.10). ``visible`` spells each one out
   (``\\x1b``, ``\\n``, ``\\u202e``) in every human-readable output; JSON
   output stays exact and does not use it.
+
+Human units (GiB, W, 3h 25m) and widths live here too: every human-readable
+output fits the terminal (issue #13.1). ``display_width`` counts what a
+terminal shows (East Asian wide characters take two columns), ``cut``
+shortens a string to a width with ``…``, ``short_gpu_name`` is the one way a
+GPU is named in a table, and ``table`` lays out rows whose columns give way
+in a stated order so that the numbers always show.
 """
 
 from __future__ import annotations
+
+import re
+import shutil
+
+from gpm.plain import Plain
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -74,3 +86,158 @@ def visible_rows(rows: list[list], markdown: bool = False) -> list[list]:
     ready for ``tabulate``; numbers and None pass through."""
     show = md_cell if markdown else visible
     return [[show(v) if isinstance(v, str) else v for v in row] for row in rows]
+
+
+# ---- units ---------------------------------------------------------------
+
+def fmt_opt(value, fmt: str, missing: str = "-") -> str:
+    return missing if value is None else fmt.format(value)
+
+
+def fmt_bytes(n: int | float | None, missing: str = "-") -> str:
+    if n is None:
+        return missing
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit in ("B", "KiB") else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} PiB"  # pragma: no cover
+
+
+def fmt_duration(seconds: float | None, missing: str = "-") -> str:
+    if seconds is None:
+        return missing
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s}s"
+    minutes, s = divmod(s, 60)
+    if minutes < 60:
+        return f"{minutes}m {s:02d}s" if s else f"{minutes}m"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours}h {minutes:02d}m"
+    days, hours = divmod(hours, 24)
+    return f"{days}d {hours}h"
+
+
+# ---- widths --------------------------------------------------------------
+
+ELLIPSIS = "…"
+
+
+def terminal_size() -> tuple[int, int]:
+    """(columns, lines) of the terminal on stdout; 80x24 when unknown or not a
+    terminal. ``$COLUMNS``/``$LINES`` win, as ``shutil.get_terminal_size`` has it."""
+    size = shutil.get_terminal_size((80, 24))
+    return (size.columns if size.columns > 0 else 80), (size.lines if size.lines > 0 else 24)
+
+
+def _char_width(c: str) -> int:
+    if c.isascii():
+        return 1
+    import unicodedata  # not on the cron path: only non-ASCII text needs it
+
+    if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
+
+
+def display_width(text: str) -> int:
+    """Columns ``text`` takes on a terminal; make it ``visible`` first (an
+    escape sequence is not one column per character)."""
+    if text.isascii():
+        return len(text)
+    return sum(_char_width(c) for c in text)
+
+
+def cut(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns, ending in ``…`` when shortened."""
+    if display_width(text) <= width:
+        return text
+    if width <= 0:
+        return ""
+    room, out = width - 1, []
+    for c in text:
+        w = _char_width(c)
+        if w > room:
+            break
+        out.append(c)
+        room -= w
+    return "".join(out).rstrip() + ELLIPSIS
+
+
+def cut_start(text: str, width: int) -> str:
+    """``text`` in at most ``width`` columns, its start given way to ``…``:
+    for paths, whose end says the most."""
+    return cut(text[::-1], width)[::-1]
+
+
+def pad(text: str, width: int, right: bool = False) -> str:
+    """``text`` padded with spaces to ``width`` columns (display width)."""
+    fill = " " * max(0, width - display_width(text))
+    return fill + text if right else text + fill
+
+
+# The vendor and the consumer brand say nothing in a table of one vendor's
+# GPUs; the model (RTX 4090, A100-SXM4-80GB, Tesla T4, Quadro P2000) stays.
+_GPU_NOISE = re.compile(r"^(?:NVIDIA(?:\s+Corporation)?\s+)?(?:GeForce\s+)?", re.IGNORECASE)
+_GPU_TAIL = re.compile(r"(\S)\s+(?:Generation|GPU)$", re.IGNORECASE)
+GPU_NAME_WIDTH = 20
+
+
+def short_gpu_name(name: str | None, width: int = GPU_NAME_WIDTH) -> str:
+    """The name a table shows for a GPU, the same everywhere:
+    ``NVIDIA GeForce RTX 4090`` -> ``RTX 4090``, ``NVIDIA A100-SXM4-80GB`` ->
+    ``A100-SXM4-80GB``; made ``visible`` and cut to ``width`` with ``…``.
+    A name that is only the vendor stays as it is; no name is ``?``."""
+    text = " ".join(visible(name or "").split())
+    short = _GPU_TAIL.sub(r"\1", _GPU_NOISE.sub("", text)) or text
+    return cut(short or "?", width)
+
+
+class Column(Plain):
+    """A table column: its header, whether it is right-aligned (numbers), and
+    the narrowest it may become when the table must give way (default: its
+    header's width)."""
+
+    __slots__ = ("header", "right", "min_width")
+
+    def __init__(self, header: str, right: bool = False, min_width: int | None = None) -> None:
+        self.header = header
+        self.right = right
+        self.min_width = min_width
+
+
+def table(columns: list[Column], rows: list[list], width: int | None = None,
+          give_way: tuple[int, ...] = ()) -> str:
+    """Rows laid out as tabulate's "simple" format does, in at most ``width``
+    columns (default: the terminal's).
+
+    Cells are made ``visible``; None is empty. When the table is too wide,
+    the columns listed in ``give_way`` (indexes, first to give way first)
+    shrink, each down to its ``min_width`` (default: its header's width),
+    and their cells are cut with ``…``: a long reason or command line goes
+    before a number does. A terminal too narrow even then cuts each line
+    at its edge, rather than let it wrap.
+    """
+    if width is None:
+        width = terminal_size()[0]
+    cells = [["" if v is None else visible(str(v)) for v in row] for row in rows]
+    widths = [max([display_width(c.header)] + [display_width(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    excess = sum(widths) + 2 * (len(columns) - 1) - width
+    for i in give_way:
+        if excess <= 0:
+            break
+        floor = columns[i].min_width if columns[i].min_width is not None else display_width(columns[i].header)
+        take = min(excess, max(0, widths[i] - floor))
+        widths[i] -= take
+        excess -= take
+
+    def line(values: list[str]) -> str:
+        text = "  ".join(pad(cut(v, w), w, c.right) for v, w, c in zip(values, widths, columns)).rstrip()
+        return cut(text, width)
+
+    out = [line([c.header for c in columns]), cut("  ".join("-" * w for w in widths), width)]
+    out += [line(r) for r in cells]
+    return "\n".join(out)

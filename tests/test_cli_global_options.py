@@ -45,7 +45,7 @@ def test_config_after_a_nested_subcommand(tmp_path):
     cfg.write_text("[service]\npoll_interval_secs = 7\n")
     result = run_gpm("config", "show", "--config", cfg, check=True)
     line = next(line for line in result.stdout.splitlines() if line.startswith("service.poll_interval_secs"))
-    assert line.split()[1] == "7.0" and str(cfg) in line
+    assert line.split()[1:] == ["7.0", "c.toml:2"] and str(cfg) in result.stdout
 
 
 def test_subcommand_help_stays_uncluttered():

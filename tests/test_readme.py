@@ -23,24 +23,18 @@ runnable command prints there, to refresh the README after an output change.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import functools
 import getpass
 import os
 import re
-import select
 import shutil
-import signal
-import socket
-import struct
 import subprocess
 import sys
-import termios
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.conftest import REPO, gpm_env
+from tests.conftest import REPO
+from tests.terminal import run_in_pty, user_env
 
 README = REPO / "README.md"
 DOCS = REPO / "docs"
@@ -126,31 +120,7 @@ def output_mismatch(expected: list[str], actual: list[str]) -> str | None:
 def run_in_terminal(command: str, env: dict, cwd: Path, timeout: float = 60) -> tuple[int, list[str]]:
     """Run ``command`` as a user would type it into an 80x24 terminal: its exit
     code and the lines it printed (stdout and stderr)."""
-    master, slave = os.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen(["bash", "-c", command], stdin=slave, stdout=slave, stderr=slave,
-                            env=env, cwd=cwd, start_new_session=True)
-    os.close(slave)
-    out = b""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([master], [], [], 0.2)
-            if not ready:
-                continue
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: every holder of the terminal has gone
-                break
-            if not chunk:
-                break
-            out += chunk
-        else:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise AssertionError(f"{command!r} still running after {timeout} s:\n{out.decode()}")
-    finally:
-        os.close(master)
-    code = proc.wait(timeout=10)
+    code, out = run_in_pty(["bash", "-c", command], env, cwd=cwd, timeout=timeout)
     text = out.decode("utf-8", "replace").replace("\r\n", "\n")
     user = getpass.getuser()
     return code, [re.sub(rf"(?<!\S){re.escape(user)}(?!\S)", "me", line) for line in text.split("\n")]
@@ -160,8 +130,7 @@ def run_in_terminal(command: str, env: dict, cwd: Path, timeout: float = 60) -> 
 def world(home: Path):
     """The machine the README's commands run on (see the module docstring);
     yields the environment for them."""
-    from tests.fakes.nvml import FakeProcess, Scenario, build_fake_nvml, fake_env, make_gpu
-    from tests.test_report import fill_week
+    from tests.fakes.nvml import FakeProcess, Scenario, make_gpu
 
     GiB = 1 << 30
     tools = home / "tools"
@@ -186,17 +155,9 @@ def world(home: Path):
             make_gpu(0, processes=[FakeProcess(pid=procs[0].pid, used_memory=5 * GiB, sm_util=40)]),
             make_gpu(1, processes=[FakeProcess(pid=procs[1].pid, used_memory=21 * GiB, sm_util=90)]),
         ]).write(scenario)
-        env = fake_env(build_fake_nvml(), scenario, gpm_env({
-            "HOME": home, "XDG_CONFIG_HOME": home / ".config", "XDG_DATA_HOME": home / ".local/share",
-            "XDG_STATE_HOME": home / ".local/state", "XDG_CACHE_HOME": home / ".cache",
-            "TZ": "UTC", "NO_COLOR": "1", "PAGER": "cat", "TERM": "xterm", "COLUMNS": "80", "LINES": "24",
-            "PATH": os.pathsep.join([str(tools), os.environ.get("PATH", "")]),
-        }))
-        for var in [v for v in env if v.startswith("GPM_")]:
-            del env[var]
-        data = home / ".local/share/gpm"
-        data.mkdir(parents=True, mode=0o700)
-        fill_week(data / "gpm.db", host=socket.gethostname())
+        env = user_env(home, scenario, {
+            "COLUMNS": "80", "LINES": "24", "PATH": os.pathsep.join([str(tools), os.environ.get("PATH", "")]),
+        })
         yield env
     finally:
         for p in procs:

@@ -9,6 +9,7 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import GpmError
+from gpm.humanize import Column, cut_start, display_width, table, terminal_size, visible
 
 
 @click.group()
@@ -37,13 +38,32 @@ def show(app: AppContext, as_json: bool) -> None:
             }
         click.echo(json.dumps(out, indent=2))
         return
-    from tabulate import tabulate
+    width = terminal_size()[0]
+    rows = [[f"{k.section}.{k.name}", json.dumps(cfg[k.dotted]), _short_source(cfg, k.dotted)] for k in SCHEMA]
+    missing = "" if cfg.config_file_found else " (not present)"
+    click.echo(_path_line(f"config file{missing}:", str(cfg.config_path), width))
+    click.echo(_path_line("database:", str(cfg.db_path), width))
+    # a long value (a path, a list) gives way before its source, the key last (#13.1)
+    columns = [Column("key", min_width=16), Column("value", min_width=12), Column("source", min_width=8)]
+    click.echo(table(columns, rows, width, give_way=(1, 2, 0)))
 
-    rows = [[f"{k.section}.{k.name}", json.dumps(cfg[k.dotted]), cfg.source(k.dotted)] for k in SCHEMA]
-    where = cfg.config_path if cfg.config_file_found else f"{cfg.config_path} (not present)"
-    click.echo(f"config file: {where}")
-    click.echo(f"database:    {cfg.db_path}")
-    click.echo(tabulate(rows, headers=["key", "value", "source"]))
+
+def _path_line(label: str, path: str, width: int) -> str:
+    """``label path`` on one line when it fits the terminal; else the path
+    alone on the next line, whole when it fits there (#13.1)."""
+    path = visible(path)
+    if display_width(label) + 1 + display_width(path) <= width:
+        return f"{label} {path}"
+    return f"{label}\n  {cut_start(path, width - 2)}"
+
+
+def _short_source(cfg, dotted: str) -> str:
+    """A value from the config file by its file name and line (``config.toml:3``):
+    the full path is on the ``config file:`` line, once, not on every row (#13.1)."""
+    source, path = cfg.source(dotted), str(cfg.config_path)
+    if source == path or source.startswith(path + ":"):
+        return os.path.basename(path) + source[len(path):]
+    return source
 
 
 @config.command()

@@ -11,32 +11,40 @@ import click
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
-from gpm.humanize import visible, visible_rows
+from gpm.humanize import Column, cut, display_width, fmt_bytes, fmt_opt, table, terminal_size, visible
 
 
-def _models_table(sessions: list[dict]) -> str:
-    from tabulate import tabulate
+# The model's name gives way before its size or where it runs (#13.1).
+_MODEL_COLUMNS = [Column("Model", min_width=12), Column("Size", right=True), Column("Processor"),
+                  Column("Context", right=True), Column("Quant"), Column("Params")]
 
-    from gpm.cli.units import fmt_bytes, fmt_opt
 
+def _models_table(sessions: list[dict], width: int) -> str:
     rows = []
     for s in sessions:
         size, vram = s["size_bytes"], s["size_vram_bytes"]
         gpu = f"{100 * vram / size:.0f}% GPU" if size and vram is not None else "-"
         rows.append([s["model"], fmt_bytes(size), gpu, fmt_opt(s["context_length"], "{}"),
                      s["quantization"] or "-", s["parameter_size"] or "-"])
-    return tabulate(visible_rows(rows), headers=["Model", "Size", "Processor", "Context", "Quant", "Params"])
+    return table(_MODEL_COLUMNS, rows, width, give_way=(0, 5, 4))
 
 
-def _request_line(row: dict) -> str:
+def _request_line(row: dict, width: int) -> str:
+    """One proxied request (``/api/chat llama3.2 200 26 in 8 out ttft 0.051s 98.2 tok/s 0.132s stop``);
+    the endpoint and model are cut so the numbers fit the terminal."""
     def num(value, fmt):
         return "-" if value is None else fmt.format(value)
 
-    state = row["error"] or row["done_reason"] or "ok"
-    return (f"{visible(row['endpoint'])} {visible(row['model'] or '?')} status={row['status']} "
-            f"prompt={num(row['prompt_tokens'], '{}')} completion={num(row['completion_tokens'], '{}')} "
-            f"ttft={num(row['ttft_seconds'], '{:.3f}s')} tok/s={num(row['tokens_per_second'], '{:.1f}')} "
-            f"duration={row['duration_seconds']:.3f}s {state}")
+    state = visible(row["error"] or row["done_reason"] or "ok")
+    numbers = (f" {row['status']} {num(row['prompt_tokens'], '{}')} in {num(row['completion_tokens'], '{}')} out"
+               f" ttft {num(row['ttft_seconds'], '{:.3f}s')} {num(row['tokens_per_second'], '{:.1f}')} tok/s"
+               f" {row['duration_seconds']:.3f}s {state}")
+    endpoint, model = visible(row["endpoint"]), visible(row["model"] or "?")
+    room = width - display_width(numbers) - 1
+    if display_width(endpoint) + display_width(model) > room:
+        model = cut(model, max(8, room - min(display_width(endpoint), room // 2)))
+        endpoint = cut(endpoint, max(4, room - display_width(model)))
+    return cut(f"{endpoint} {model}{numbers}", width)
 
 
 @click.command("ollama-watch")
@@ -131,7 +139,7 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
                     for s in sessions:
                         emit(json.dumps(s))
                 elif tty:
-                    emit(_models_table(sessions) if sessions else "no model loaded")
+                    emit(_models_table(sessions, terminal_size()[0]) if sessions else "no model loaded")
     finally:
         if proxy is not None:
             proxy.stop()  # ends the spans of requests still in flight, as interrupted
@@ -166,7 +174,7 @@ def _start_proxy(app: AppContext, cfg, listen: tuple[str, int], as_json: bool, t
         if as_json:
             emit(json.dumps(row))
         elif tty:
-            emit(_request_line(row))
+            emit(_request_line(row, terminal_size()[0]))
 
     hooks = None
     if tracer is not None:

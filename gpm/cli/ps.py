@@ -10,7 +10,7 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import GpmError
-from gpm.humanize import visible, visible_rows
+from gpm.humanize import Column, fmt_bytes, fmt_duration, table, terminal_size, visible
 
 
 def _iso(ms: int | None) -> str | None:
@@ -40,7 +40,6 @@ def _rows(samples, results) -> list[dict]:
 
 def _explain(pid: int, samples, results, clf) -> str:
     from gpm.classify.rules import classify
-    from gpm.cli.units import fmt_bytes, fmt_duration
 
     where = [(s, p) for s in samples for p in s.processes if p.pid == pid]
     if where:
@@ -116,10 +115,17 @@ def ps(app: AppContext, as_json: bool, explain_pid: int | None) -> None:
     if not rows:
         app.say("no processes on any GPU" if samples else "no GPUs found")
         return
-    from tabulate import tabulate
+    click.echo(_table(rows, terminal_size()[0]))
 
-    from gpm.cli.units import fmt_bytes
 
-    table = [[r["gpu_index"], r["pid"], r["user"] or "?", r["name"] or "?", r["category"], r["label"],
+# Reason gives way first, then the label, the name and the user: the GPU,
+# PID, category and memory always show (#13.1).
+_COLUMNS = [Column("GPU", right=True), Column("PID", right=True), Column("User", min_width=4),
+            Column("Name", min_width=6), Column("Category"), Column("Label", min_width=6),
+            Column("Memory", right=True), Column("Reason", min_width=6)]
+
+
+def _table(rows: list[dict], width: int) -> str:
+    cells = [[r["gpu_index"], r["pid"], r["user"] or "?", r["name"] or "?", r["category"], r["label"],
               fmt_bytes(r["used_memory_bytes"]), r["reason"]] for r in rows]
-    click.echo(tabulate(visible_rows(table), headers=["GPU", "PID", "User", "Name", "Category", "Label", "Memory", "Reason"]))
+    return table(_COLUMNS, cells, width, give_way=(7, 5, 3, 2))

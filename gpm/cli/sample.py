@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 
@@ -9,28 +10,37 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
-from gpm.humanize import visible, visible_rows
+from gpm.humanize import terminal_size, visible
+from gpm.view import History, frame, sample_table
 
 
-def _table(samples, host: str) -> str:
-    from tabulate import tabulate
+class _LiveView:
+    """``--follow`` on a terminal: each sample redrawn in place (#13.5), the
+    cursor hidden while drawing and shown again however the loop ends, the
+    last frame left on screen."""
 
-    from gpm.cli.units import fmt_bytes, fmt_opt
+    def __init__(self, out, host: str, interval: float) -> None:
+        self.out, self.host, self.interval = out, host, interval
+        self.history = History()
 
-    rows = []
-    for s in samples:
-        if not s.ok:
-            rows.append([s.index, s.name or "?", f"FAILED: {s.status}", "", "", "", ""])
-            continue
-        mem = f"{fmt_bytes(s.memory_used_bytes)} / {fmt_bytes(s.memory_total_bytes)}"
-        power = fmt_opt(s.power_watts, "{:.0f} W")
-        if s.power_limit_watts is not None and s.power_watts is not None:
-            power += f" / {s.power_limit_watts:.0f} W"
-        rows.append([
-            s.index, s.name, fmt_opt(s.utilization_gpu_percent, "{}%"), mem,
-            fmt_opt(s.temperature_celsius, "{}°C"), power, len(s.processes),
-        ])
-    return tabulate(visible_rows(rows), headers=["GPU", "Name", "Util", "Memory", "Temp", "Power", "Procs"])
+    def __enter__(self) -> "_LiveView":
+        self.out.write(HIDE_CURSOR)
+        return self
+
+    def draw(self, samples) -> None:
+        self.history.add(samples)
+        width, height = terminal_size()
+        text = frame(samples, self.history, width, height, self.interval, self.host)
+        self.out.write(HOME + CLEAR_LINE.join(text.split("\n")) + CLEAR_LINE + CLEAR_BELOW)
+        self.out.flush()
+
+    def __exit__(self, *exc) -> None:
+        self.out.write(SHOW_CURSOR + "\n")
+        self.out.flush()
+
+
+HOME, CLEAR_LINE, CLEAR_BELOW = "\x1b[H", "\x1b[K\n", "\x1b[J"
+HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 
 
 def _write_textfile(path: str, sampler, samples, duration_seconds: float) -> None:
@@ -85,9 +95,10 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
 
     Reads each GPU through NVML (nvidia-smi when NVML cannot be used) with
     the processes on it. Silent on success when stdout is not a terminal or
-    with -q; a table on a terminal; JSON Lines with --json. Repeats on a
-    drift-free schedule with --count/--follow; Ctrl-C or SIGTERM stops after
-    the current write.
+    with -q; a table on a terminal (with --follow, redrawn in place with a
+    minute of utilization and power history); JSON Lines with --json.
+    Repeats on a drift-free schedule with --count/--follow; Ctrl-C or
+    SIGTERM stops after the current write.
 
     \b
     Exit codes: 0 ok; 1 a GPU failed to read (the others are stored) or
@@ -101,6 +112,8 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
     conn = None if no_store else app.open_db()
     sampler = Sampler(cfg, conn=conn)
     show_table = not as_json and not app.quiet and sys.stdout.isatty()
+    live = _LiveView(sys.stdout, sampler.host, cfg["service.poll_interval_secs"]) \
+        if show_table and follow else contextlib.nullcontext()
     reported: dict[int, str] = {}
     failed = stopped_early = False
     taken = -1
@@ -108,7 +121,7 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
         sampler.open()
         if sampler.reader is not None and sampler.reader.source != "nvml" and cfg["gpu.enable_nvml"]:
             app.warn("NVML unavailable; using nvidia-smi")
-        with Stopper() as stopper:
+        with Stopper() as stopper, live:
             for taken in ticks(cfg["service.poll_interval_secs"], None if follow else count, stopper):
                 t0 = time.perf_counter()
                 samples = sampler.sample(store=not no_store)
@@ -130,8 +143,10 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
                     for s in samples:
                         out.write(json.dumps(s.to_json(sampler.host)) + "\n")
                     out.flush()
+                elif follow and show_table:
+                    live.draw(samples)
                 elif show_table:
-                    click.echo(_table(samples, sampler.host))
+                    click.echo(sample_table(samples, terminal_size()[0]))
                 if not samples and not app.quiet and not as_json:
                     click.echo("gpm: no GPUs found", err=True)
             stopped_early = stopper.stopped and not follow and taken + 1 < count
