@@ -143,7 +143,10 @@ class SamplingJob:
         return None
 
     def _report(self, samples, source: str) -> None:
+        known = set(self.reported)
         for s in samples:
+            if known and s.index not in known:
+                self.log.info("GPU %d (%s) is a new GPU: sampling it too", s.index, s.uuid or s.name or "?")
             if self.reported.get(s.index, "ok") != s.status:
                 if s.ok:
                     self.log.info("GPU %d (%s) reads again", s.index, s.uuid or s.name or "?")
