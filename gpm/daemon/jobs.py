@@ -95,6 +95,7 @@ class SamplingJob:
     log: logging.Logger = field(default_factory=lambda: job_logger("sample"))
     sampler: object = None
     no_gpu_reason: str | None = None
+    read_error: str | None = None
     reported: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -129,9 +130,29 @@ class SamplingJob:
             samples = sampler.sample()
         except sqlite3.Error:
             raise
+        except NoBackendError as err:
+            # The backend opened but this read failed (nvidia-smi hung, failed
+            # or printed garbage): a GPU fault, said once and retried at the
+            # poll interval, not a job failure backed off for minutes (#12.3).
+            state = self.ctx.shared.get(METRICS_STATE)
+            if state is not None:
+                from gpm.telemetry.state import collector_name
+
+                state.forget_gpus()
+                state.publish_collector(collector_name(sampler.reader.source), False, 0.0, str(err))
+            sampler.close()
+            if str(err) != self.read_error:
+                self.log.warning("GPUs not read: %s; retrying every %g s", err, cfg["service.poll_interval_secs"])
+                self.read_error = str(err)
+                self.ctx.set_status("sample", f"GPUs not read ({err})")
+            self.ctx.mark_ready()
+            return None
         except Exception:
             sampler.close()  # reopen the backend on the next try
             raise
+        if self.read_error is not None:
+            self.log.info("GPUs read again")
+            self.read_error = None
         state = self.ctx.shared.get(METRICS_STATE)
         if state is not None:
             state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=time.perf_counter() - t0)
