@@ -102,6 +102,7 @@ class SamplingJob:
     db: object = None  # gpm.store.db.FollowedDb
     no_gpu_reason: str | None = None
     store_problem: str | None = None
+    read_error: str | None = None
     reported: dict[int, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -135,9 +136,29 @@ class SamplingJob:
         t0 = time.perf_counter()
         try:
             samples = sampler.sample(store=False)
+        except NoBackendError as err:
+            # The backend opened but this read failed (nvidia-smi hung, failed
+            # or printed garbage): a GPU fault, said once and retried at the
+            # poll interval, not a job failure backed off for minutes (#12.3).
+            state = self.ctx.shared.get(METRICS_STATE)
+            if state is not None:
+                from gpm.telemetry.state import collector_name
+
+                state.forget_gpus()
+                state.publish_collector(collector_name(sampler.reader.source), False, 0.0, str(err))
+            sampler.close()
+            if str(err) != self.read_error:
+                self.log.warning("GPUs not read: %s; retrying every %g s", err, cfg["service.poll_interval_secs"])
+                self.read_error = str(err)
+                self.ctx.set_status("sample", f"GPUs not read ({err})")
+            self.ctx.mark_ready()
+            return None
         except Exception:
             sampler.close()  # reopen the backend on the next try
             raise
+        if self.read_error is not None:
+            self.log.info("GPUs read again")
+            self.read_error = None
         if samples and self._store(samples):
             self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
                            samples[0].ts_ms)
@@ -174,7 +195,10 @@ class SamplingJob:
         return True
 
     def _report(self, samples, source: str) -> None:
+        known = set(self.reported)
         for s in samples:
+            if known and s.index not in known:
+                self.log.info("GPU %d (%s) is a new GPU: sampling it too", s.index, s.uuid or s.name or "?")
             if self.reported.get(s.index, "ok") != s.status:
                 if s.ok:
                     self.log.info("GPU %d (%s) reads again", s.index, s.uuid or s.name or "?")

@@ -46,6 +46,12 @@ _INIT_REASONS = {
         "no permission to open the GPU (check access to /dev/nvidia*)",
     pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES:
         "NVML could not allocate resources to initialise",
+    pynvml.NVML_ERROR_INSUFFICIENT_SIZE:
+        "NVML answered 'Insufficient Size' at start-up: the driver's NVML is older than "
+        "nvidia-ml-py expects (upgrade the NVIDIA driver, or install an older nvidia-ml-py)",
+    pynvml.NVML_ERROR_UNKNOWN:
+        "NVML answered 'Unknown Error' at start-up: the driver is in a bad state "
+        "(look for NVRM/Xid lines in `dmesg`; a reboot or GPU reset usually clears it)",
 }
 
 
@@ -86,7 +92,8 @@ def _text(value) -> str | None:
 class _Static(Plain):
     """What is read once per GPU when NVML opens."""
 
-    __slots__ = ("handle", "index", "uuid", "name", "pci_bus_id", "serial", "failed", "last_process_ts")
+    __slots__ = ("handle", "index", "uuid", "name", "pci_bus_id", "serial", "failed", "last_process_ts",
+                 "reopen")
 
     def __init__(self, handle: object, index: int, failed: str | None = None) -> None:
         self.handle = handle
@@ -97,6 +104,7 @@ class _Static(Plain):
         self.pci_bus_id: str | None = None
         self.serial: str | None = None
         self.last_process_ts = 0  # for nvmlDeviceGetProcessUtilization
+        self.reopen = False  # failed at its last read: get a fresh handle first
 
 
 class NvmlReader:
@@ -120,7 +128,8 @@ class NvmlReader:
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as err:
-            reason = _INIT_REASONS.get(err.value, f"NVML failed to initialise: {err}")
+            reason = _INIT_REASONS.get(
+                err.value, f"NVML failed to initialise: {err} ({error_name(err)}; see `nvidia-smi` and `dmesg`)")
             raise NoBackendError(reason) from None
         except OSError as err:  # pragma: no cover - ctypes trouble
             raise NoBackendError(f"NVML could not be loaded: {err}") from None
@@ -140,20 +149,29 @@ class NvmlReader:
         self._gpus = [self._open_gpu(i) for i in range(count)]
         return self
 
-    def _open_gpu(self, index: int) -> _Static:
+    def _open_gpu(self, index: int, known: _Static | None = None) -> _Static:
+        """Open GPU ``index``; a GPU that fails again keeps the identity ``known`` had,
+        so its failed rows stay with that GPU instead of an anonymous ``index:N``."""
         try:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         except pynvml.NVMLError as err:
-            return _Static(handle=None, index=index, failed=error_name(err))
-        gpu = _Static(handle=handle, index=index)
-        try:
-            gpu.uuid = _text(_field(pynvml.nvmlDeviceGetUUID, handle))
-            gpu.name = _text(_field(pynvml.nvmlDeviceGetName, handle))
-            pci = _field(pynvml.nvmlDeviceGetPciInfo, handle)
-            gpu.pci_bus_id = _text(pci.busId) if pci is not None else None
-            gpu.serial = _text(_field(pynvml.nvmlDeviceGetSerial, handle))
-        except _GpuFailed as failed:
-            gpu.failed = failed.reason
+            gpu = _Static(handle=None, index=index, failed=error_name(err))
+        else:
+            gpu = _Static(handle=handle, index=index)
+            try:
+                gpu.uuid = _text(_field(pynvml.nvmlDeviceGetUUID, handle))
+                gpu.name = _text(_field(pynvml.nvmlDeviceGetName, handle))
+                pci = _field(pynvml.nvmlDeviceGetPciInfo, handle)
+                gpu.pci_bus_id = _text(pci.busId) if pci is not None else None
+                gpu.serial = _text(_field(pynvml.nvmlDeviceGetSerial, handle))
+            except _GpuFailed as failed:
+                gpu.failed = failed.reason
+        if known is not None:
+            if gpu.failed and gpu.uuid in (None, known.uuid):
+                gpu.uuid, gpu.name = known.uuid, known.name
+                gpu.pci_bus_id, gpu.serial = known.pci_bus_id, known.serial
+            if gpu.uuid == known.uuid:
+                gpu.last_process_ts = known.last_process_ts
         return gpu
 
     @property
@@ -171,8 +189,33 @@ class NvmlReader:
     def read(self, *, processes: bool = True) -> list[GpuSample]:
         if not self._opened:
             self.open()
+        self._rescan()
         ts = now_ms()
-        return [self._read_gpu(gpu, ts, processes) for gpu in self._gpus]
+        samples = [self._read_gpu(gpu, ts, processes) for gpu in self._gpus]
+        for gpu, sample in zip(self._gpus, samples):
+            gpu.reopen = not sample.ok
+        return samples
+
+    def _rescan(self) -> None:
+        """Follow the GPUs as they come and go while a daemon keeps NVML open.
+
+        A GPU added at run time (hot-plug, a VM given one more) is opened
+        and read from now on; an index that vanished is recorded as lost
+        rather than read through a stale handle into a row of Nones; a GPU
+        that failed at its last read gets a fresh handle, so one that comes
+        back (after a reset, a driver reload) reads again without a restart.
+        """
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+        except pynvml.NVMLError:
+            count = len(self._gpus)  # the reads below say what is wrong
+        for index in range(len(self._gpus), count):
+            self._gpus.append(self._open_gpu(index))
+        for index, gpu in enumerate(self._gpus):
+            if index >= count:
+                gpu.failed, gpu.reopen = "gpu_is_lost", True
+            elif gpu.reopen:
+                self._gpus[index] = self._open_gpu(index, known=gpu)
 
     def _read_gpu(self, gpu: _Static, ts: int, with_processes: bool) -> GpuSample:
         s = GpuSample(

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import os
 import re
+import selectors
 import shutil
 import signal
 import subprocess
+import time
 import xml.etree.ElementTree as ET
 
 from gpm.errors import NoBackendError
@@ -389,6 +391,14 @@ def _first_line(*texts: bytes) -> str:
     return ""
 
 
+# A real `nvidia-smi -q -x` prints ~10 KiB per GPU and a few hundred bytes per process.
+MAX_OUTPUT_BYTES = 32 * _MIB
+
+
+class _TooMuchOutput(Exception):
+    pass
+
+
 class SmiReader:
     """Samples every GPU by running ``nvidia-smi -q -x``.
 
@@ -462,9 +472,14 @@ class SmiReader:
                 f"{err.strerror or err}"
             ) from None
         try:
-            out, err = proc.communicate(timeout=self.timeout_secs)
-        except subprocess.TimeoutExpired:
+            out, err = self._collect(proc)
+        except (subprocess.TimeoutExpired, _TooMuchOutput) as why:
             self._kill(proc)
+            if isinstance(why, _TooMuchOutput):
+                raise NoBackendError(
+                    f"nvidia-smi printed more than {MAX_OUTPUT_BYTES // _MIB} MiB (killed); "
+                    f"run `{self.executable} -q -x` to see what it prints"
+                ) from None
             raise NoBackendError(
                 f"nvidia-smi timed out after {self.timeout_secs:g} s (killed)"
             ) from None
@@ -481,6 +496,37 @@ class SmiReader:
                 f"nvidia-smi failed ({how})" + (f": {line}" if line else "")
             )
         return out
+
+    def _collect(self, proc: subprocess.Popen) -> tuple[bytes, bytes]:
+        """Its stdout and stderr by the deadline, reading at most ``MAX_OUTPUT_BYTES``.
+
+        ``communicate()`` would buffer whatever a broken nvidia-smi prints
+        until the timeout: gigabytes from one stuck in a loop (#12.3).
+        Raises ``TimeoutExpired`` or ``_TooMuchOutput``; the caller kills.
+        """
+        deadline = time.monotonic() + self.timeout_secs
+        out, err = bytearray(), bytearray()
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ, out)
+            sel.register(proc.stderr, selectors.EVENT_READ, err)
+            while sel.get_map():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, self.timeout_secs)
+                for key, _ in sel.select(left):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        sel.unregister(key.fileobj)
+                    elif key.data is out:
+                        out += chunk
+                        if len(out) > MAX_OUTPUT_BYTES:
+                            raise _TooMuchOutput
+                    elif len(err) < 1 << 16:  # its first lines say enough
+                        err += chunk
+        proc.wait(timeout=max(deadline - time.monotonic(), 0.01))
+        for pipe in (proc.stdout, proc.stderr):
+            pipe.close()
+        return bytes(out), bytes(err)
 
     @staticmethod
     def _kill(proc: subprocess.Popen) -> None:

@@ -131,6 +131,11 @@ def parse_ps(payload: Any) -> list[LoadedModel]:
     return out
 
 
+# /api/ps with dozens of models is a few KiB; an answer past this is a broken
+# server or something else on that port, and must not grow the watcher (#12.3).
+MAX_ANSWER_BYTES = 16 * 2**20
+
+
 class OllamaClient:
     """``version()`` and ``ps()`` against one Ollama server."""
 
@@ -145,7 +150,11 @@ class OllamaClient:
         try:
             conn.request("GET", self.upstream.prefix + path, headers={"Accept": "application/json"})
             resp = conn.getresponse()
-            body = resp.read()
+            body = resp.read(MAX_ANSWER_BYTES + 1)
+            if len(body) > MAX_ANSWER_BYTES:
+                raise OllamaUnavailable(f"{where}: answer larger than {MAX_ANSWER_BYTES // 2**20} MiB (not read)")
+            if resp.length:  # Content-Length promised more: the server died mid-answer
+                raise OllamaUnavailable(f"{where}: connection cut after {len(body)} bytes of the answer")
         except (OSError, http.client.HTTPException) as err:
             raise OllamaUnavailable(f"{where}: {describe_error(err)}") from None
         finally:

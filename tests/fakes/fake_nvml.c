@@ -33,6 +33,8 @@
  *     max_clock_graphics|max_clock_sm|max_clock_mem|max_clock_video MHz
  *     clocks_event_reasons MASK   encoder %   decoder %
  *     lost_after N      after N calls taking this GPU's handle: GPU_IS_LOST
+ *     slow_ms N         every call taking this GPU's handle first sleeps N ms
+ *                       (outside the library's lock: other GPUs answer meanwhile)
  *     fail <nvmlFunction> <ERROR>   e.g. fail nvmlDeviceGetFanSpeed NOT_SUPPORTED
  *     process pid=N mem=BYTES|na type=compute|graphics|both [sm=%] [memutil=%]
  *             [enc=%] [dec=%] [name=REST OF LINE]
@@ -180,6 +182,7 @@ typedef struct {
     opt_t clock[4], max_clock[4];
     opt_t fan, pstate, reasons, enc, dec;
     long long lost_after; /* -1: never */
+    unsigned long long slow_ms;
     fail_t fails[MAX_FAILS];
     int nfails;
     proc_t procs[MAX_PROCS];
@@ -453,6 +456,7 @@ static int parse_gpu_key(gpu_t *g, const char *key, char *value) {
         g->lost_after = (long long)v;
         return 0;
     }
+    if (strcmp(key, "slow_ms") == 0) return parse_ull(value, &g->slow_ms);
     if (strcmp(key, "fail") == 0) return add_fail(g->fails, &g->nfails, value);
     if (strcmp(key, "process") == 0) return parse_process(g, value);
     return -1;
@@ -650,8 +654,26 @@ static nvmlReturn_t device_enter(nvmlDevice_t dev, const char *fn, gpu_t **out) 
     return r;
 }
 
+/* A slow GPU: sleep its slow_ms before the call, without holding the lock. */
+static void device_delay(nvmlDevice_t dev) {
+    unsigned long long ms = 0;
+    LOCK();
+    maybe_reload();
+    if (g_world && dev >= &g_handles[0] && dev < &g_handles[MAX_GPUS]) {
+        int index = (int)(dev - g_handles);
+        if (index < g_world->ngpus)
+            ms = g_world->gpus[index].slow_ms;
+    }
+    pthread_mutex_unlock(&g_lock);
+    if (ms) {
+        struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
 #define DEVICE_ENTER(dev)                                                      \
     gpu_t *g = NULL;                                                           \
+    device_delay(dev);                                                         \
     LOCK();                                                                    \
     {                                                                          \
         nvmlReturn_t r_ = device_enter((dev), __func__, &g);                   \

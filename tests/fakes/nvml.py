@@ -142,6 +142,9 @@ class FakeGpu:
     lost_after: int | None = None
     #: the error nvmlDeviceGetHandleByIndex (and ByUUID/ByPciBusId) answers
     handle_error: str | None = None
+    #: every call taking the GPU's handle first sleeps this long (a GPU whose
+    #: driver calls became slow); the other GPUs answer meanwhile
+    slow_ms: int = 0
 
     def lines(self) -> list[str]:
         out = ["gpu"]
@@ -182,6 +185,8 @@ class FakeGpu:
         put("encoder", self.encoder_util)
         put("decoder", self.decoder_util)
         put("lost_after", self.lost_after)
+        if self.slow_ms:
+            put("slow_ms", int(self.slow_ms))
         if self.handle_error is not None:
             out.append(f"fail nvmlDeviceGetHandleByIndex {_error_name(self.handle_error)}")
         for fn, err in self.fails.items():

@@ -21,6 +21,13 @@ then "length"). Models named for faults misbehave on purpose:
 (a final ``{"error": ...}`` line, as Ollama sends after a failure) and
 ``missing`` (404, model not found).
 
+``fake.faults[path] = mode`` makes every request for ``path`` misbehave:
+``hang`` (no answer until the fake stops, or 30 s), ``die`` (headers and a
+few bytes of a longer body, then the connection is cut), ``garbage`` (200
+with bytes that are not JSON), ``huge`` (the real answer padded into one
+10 MB line of valid JSON) and ``endless`` (a chunked answer that never ends,
+until the client goes away or 30 s pass).
+
 Run alone (for benchmarks): ``python tests/fakes/ollama_server.py --port 0``
 prints its URL and serves until SIGTERM or stdin closes.
 """
@@ -104,6 +111,8 @@ class FakeOllama:
         self.cancelled = 0  # streams whose client went away before the end
         self.max_body_bytes = max_body_bytes  # a longer body is read, counted, dropped and answered 413
         self.body_bytes: list[int] = []  # the size of every request body received
+        self.faults: dict[str, str] = {}  # path -> fault mode (see the module docstring)
+        self.released = threading.Event()  # set at stop(): hanging handlers return
         self._lock = threading.Lock()
         fake = self
 
@@ -127,6 +136,7 @@ class FakeOllama:
         return self
 
     def stop(self) -> None:
+        self.released.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
@@ -212,6 +222,41 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         raise _Cut()
 
+    def _fault(self, mode: str) -> None:
+        fake = self.server_fake
+        if mode == "hang":
+            fake.released.wait(30)
+            return self._cut()
+        if mode == "die":
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json; charset=utf-8")
+            self.send_header("Content-Length", "4096")
+            self.end_headers()
+            self.wfile.write(b'{"models": [{"name": "gem')
+            self.wfile.flush()
+            return self._cut()
+        if mode == "garbage":
+            data = b"\x00\xff<html>502 Bad Gateway</html>{{{"
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+            return None
+        if mode == "huge":
+            return self._json(200, {"models": fake.loaded, "version": fake.version, "padding": "x" * 10_000_000})
+        if mode == "endless":
+            self._start_stream("application/json")
+            piece = b'{"models": [' + b" " * 65536
+            deadline = time.monotonic() + 30
+            try:
+                while time.monotonic() < deadline and not fake.released.is_set():
+                    self._chunk(piece)
+            except OSError:
+                pass
+            return self._cut()
+        raise ValueError(f"unknown fault mode {mode!r}")
+
     @staticmethod
     def _sleep_until(t: float) -> None:
         delay = t - time.perf_counter()
@@ -239,6 +284,11 @@ class _Handler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path
         with fake._lock:
             fake.received.append((self.command, self.path, list(self.headers.items()), body))
+        if path in fake.faults:
+            try:
+                return self._fault(fake.faults[path])
+            except (_Cut, OSError):
+                return None
         try:
             request = json.loads(body) if body else {}
         except ValueError:
