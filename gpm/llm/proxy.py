@@ -53,6 +53,7 @@ from urllib.parse import urlsplit
 
 from gpm.http_server import BoundedHTTPServer, Limits, PooledHandler, shutdown_socket as _shutdown
 from gpm.llm.client import Upstream, describe_error as _reason
+from gpm.jsontext import TooDeep
 from gpm.llm.record import ExchangeRecorder, is_recorded
 
 log = logging.getLogger("gpm.llm.proxy")
@@ -447,7 +448,7 @@ class RecordingProxy:
             try:
                 exchange.recorder = ExchangeRecorder(endpoint, body, t0=t0, ts_ms=ts_ns // 1_000_000,
                                                      host=self.host, store_prompts=self.store_prompts)
-            except RecursionError:
+            except TooDeep:
                 raise _BadRequest(400, "request body is JSON nested too deeply to parse") from None
             if self.hooks is not None:
                 exchange.hook = self.hooks.begin(h.headers, start_ns=ts_ns)

@@ -95,6 +95,8 @@ class ExchangeRecorder:
         self.openai = endpoint.startswith("/v1/")
         try:
             request = jsontext.loads(request_body) if request_body else {}
+        except jsontext.TooDeep:
+            raise  # the proxy answers 400: nothing sane to forward
         except ValueError:
             request = {}
         if not isinstance(request, dict):
