@@ -521,8 +521,8 @@ def test_ranges():
     assert resolve_period(now_ms=now, since="2025-11-17T09:00+01:00").since_ms == MON + 8 * HOUR
 
 
-def test_sparkline_marks_missing_days():
-    assert sparkline([0, 50, 100, None], 100) == "▁▅█·"
+def test_sparkline_marks_missing_days_and_draws_nothing_for_zero():
+    assert sparkline([0, 50, 100, None, 1], 100) == " ▅█·▁"
 
 
 def test_help_documents_every_option(gpm):
