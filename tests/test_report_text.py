@@ -100,3 +100,16 @@ def test_a_footnote_only_under_rows_that_carry_its_mark(gpm, week_db, tmp_path):
     assert column(section(text, "LLM requests per model"), "Energy") == ["-", "-"]
     assert "*" not in "".join(column(section(text, "LLM requests per model"), "Energy"))
     assert "measured requests only" not in text
+
+
+def test_a_missing_archived_file_is_reported_once(gpm, week_db, tmp_path):
+    """The report reads the archive around its cached hours in three spans,
+    and the history reader said so for each of them."""
+    report(gpm, week_db, "-o", tmp_path / "cache-the-hours.txt")
+    archive = tmp_path / "archive"
+    archive_db(week_db, archive, "lab")
+    gone = sorted((archive / "gpu_metrics").rglob("*.parquet"))[0]
+    gone.unlink()
+    proc = gpm("--db", week_db, "report", "--week", WEEK, "--archive-dir", archive, env=UTC)
+    assert proc.returncode == 0
+    assert proc.stderr.splitlines() == [f"{gone}: archived file is missing"]
