@@ -33,7 +33,7 @@ def report(gpm, db: Path, *args) -> str:
 def test_every_duration_column_has_one_unit(gpm, week_db):
     text = report(gpm, week_db)
     # Before: 8h 00m, 24h 00m and 5d 13h in one column; 1h 59m beside 59m 50s.
-    assert column(section(text, "Gaps (sampler not running)"), "Length") == ["8.0 h", "24.0 h", "133.0 h"]
+    assert column(section(text, "Gaps (sampler not running)"), "Length") == ["24.0 h", "133.0 h"]
     assert column(section(text, "Workload mix"), "GPU time") == ["2.0 h", "1.0 h", "1.0 h", "2.0 h", "0.5 h"]
     assert column(section(text, "LLM models loaded"), "Loaded") == ["9.9 min", "8.4 min"]
     lines = text.splitlines()
@@ -113,3 +113,32 @@ def test_a_missing_archived_file_is_reported_once(gpm, week_db, tmp_path):
     proc = gpm("--db", week_db, "report", "--week", WEEK, "--archive-dir", archive, env=UTC)
     assert proc.returncode == 0
     assert proc.stderr.splitlines() == [f"{gone}: archived file is missing"]
+
+
+def test_an_unknown_gpu_is_a_usage_error_naming_the_known_ones(gpm, week_db):
+    # Before: exit 0 and a report of a 7-day gap.
+    proc = gpm("--db", week_db, "report", "--week", WEEK, "--gpu", "7", env=UTC)
+    assert (proc.returncode, proc.stdout) == (2, "")
+    assert proc.stderr.splitlines() == ["gpm: --gpu 7: no such GPU; known GPUs: 0 (NVIDIA GeForce RTX 4090), "
+                                        "1 (NVIDIA GeForce RTX 4090) (give an index or a UUID prefix)"]
+
+
+def test_a_new_database_says_how_to_start_sampling(gpm, tmp_path):
+    db = tmp_path / "new.db"
+    proc = gpm("--db", db, "report", env=UTC)
+    assert proc.returncode == 0
+    assert proc.stdout.splitlines() == [f"gpm report: nothing sampled yet (database {db}).",
+                                        "Take a sample now:        gpm sample",
+                                        "Keep sampling (systemd):  gpm install systemd --user --write",
+                                        "Then run `gpm report` again."]
+
+
+def test_the_range_before_the_first_sample_ever_is_no_gap(gpm, week_db):
+    before = report(gpm, week_db).split("\nGaps")[0]
+    assert "lab: first sample ever 2025-11-17 08:00; the range before it is not counted." in before
+    coverage = json.loads(report(gpm, week_db, "--format", "json"))["coverage"][0]
+    assert coverage["gaps"][0]["start_ms"] == MON + 10 * HOUR - 10_000
+    assert coverage["before_first_sample_seconds"] == 8 * 3600
+    earlier = json.loads(gpm("--db", week_db, "report", "--week", "2025-W46", "--format", "json",
+                             env=UTC, check=True).stdout)["coverage"][0]
+    assert (earlier["gaps"], earlier["gap_seconds"], earlier["coverage_ratio"]) == ([], 0.0, None)

@@ -12,6 +12,14 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.report.render import SECTIONS as _SECTIONS
 
 
+NOTHING_YET = """\
+gpm report: nothing sampled yet (database {db}).
+Take a sample now:        gpm sample
+Keep sampling (systemd):  gpm install systemd --user --write
+Then run `gpm report` again.
+"""
+
+
 @click.command()
 @click.option("--week", metavar="YYYY-Www", help="One ISO week, e.g. 2026-W47 (Monday to Monday, local time).")
 @click.option("--since", metavar="WHEN",
@@ -100,6 +108,8 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
         else:
             period = resolve_period(now_ms=now, week=week, since=since, until=until)
             rep = compute(period)
+            if rep.nothing_recorded() and fmt in ("text", "markdown"):
+                return NOTHING_YET.format(db=db_path)
             if not gpus:
                 save_week(conn, rep)
         color = (fmt == "text" and output is None and sys.stdout.isatty()

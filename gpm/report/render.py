@@ -156,10 +156,10 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
     if section == "coverage":
         if human:
             return (["Host", "Sampled", "Coverage", "Gaps", "Gap time", "First sample", "Last sample"],
-                    [[c["host"], d(c["sampled_seconds"]), pct(c["coverage_ratio"] * 100, 1), len(c["gaps"]),
+                    [[c["host"], d(c["sampled_seconds"]), pct(_pct(c["coverage_ratio"]), 1), len(c["gaps"]),
                       d(c["gap_seconds"]), fmt_local(c["first_sample_ms"]) if c["first_sample_ms"] else "-",
                       fmt_local(c["last_sample_ms"]) if c["last_sample_ms"] else "-"] for c in report.coverage])
-        keys = ["host", "range_seconds", "sampled_seconds", "coverage_ratio", "gap_seconds",
+        keys = ["host", "range_seconds", "before_first_sample_seconds", "sampled_seconds", "coverage_ratio", "gap_seconds",
                 "first_sample_ms", "last_sample_ms"]
         return keys + ["gaps"], [[c[k] for k in keys] + [len(c["gaps"])] for c in report.coverage]
     if section == "gaps":
@@ -425,6 +425,10 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
         if color and section == "gaps":
             table = click.style(table, fg="yellow")
         lines.append(table)
+        if section == "coverage":
+            note = "\n".join(f"{c['host']}: first sample ever {fmt_local(report.first_samples[c['host']])}; "
+                              "the range before it is not counted." for c in report.coverage
+                              if c.get("before_first_sample_seconds"))
         if section == "gpus" and any(_integrated(g) for g in report.gpus):
             note = INTEGRATED_NOTE
         if section == "llm" and any(_unmeasured(m) for m in report.llm):
