@@ -142,3 +142,63 @@ def test_the_range_before_the_first_sample_ever_is_no_gap(gpm, week_db):
     earlier = json.loads(gpm("--db", week_db, "report", "--week", "2025-W46", "--format", "json",
                              env=UTC, check=True).stdout)["coverage"][0]
     assert (earlier["gaps"], earlier["gap_seconds"], earlier["coverage_ratio"]) == ([], 0.0, None)
+
+
+def on_a_terminal(args: list, env: dict, rows: int = 24, cols: int = 80) -> tuple[int, str]:
+    """Run `gpm ARGS` with stdin and stdout on a pseudo-terminal of ROWS x COLS; (exit code, what it showed)."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import threading
+
+    from tests.conftest import gpm_env
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+    shown = bytearray()
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            shown.extend(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    proc = subprocess.run([sys.executable, "-m", "gpm", *map(str, args)], stdin=slave, stdout=slave,
+                          stderr=subprocess.PIPE, env=gpm_env({**env, "COLUMNS": cols, "LINES": rows}),
+                          timeout=60)
+    os.close(slave)
+    reader.join(timeout=5)
+    os.close(master)
+    return proc.returncode, shown.decode("utf-8", "replace").replace("\r\n", "\n")
+
+
+def test_a_long_text_report_on_a_terminal_goes_through_the_pager(gpm, week_db, tmp_path):
+    paged = tmp_path / "paged.txt"
+    pager = tmp_path / "pager"
+    pager.write_text(f"#!/bin/sh\ncat > '{paged}'\n")
+    pager.chmod(0o755)
+    env = {**UTC, "PAGER": pager}
+    args = ["--db", week_db, "report", "--week", WEEK]
+    piped = gpm(*args, env=env, check=True).stdout
+    assert not paged.exists(), "piped output is never paged"
+    code, shown = on_a_terminal(args, env)
+    assert code == 0 and shown == ""
+    assert paged.read_text(encoding="utf-8") == piped and len(piped.splitlines()) > 24
+    paged.unlink()
+    # What fits the terminal, a file (-o) and json are written as they are.
+    code, shown = on_a_terminal([*args, "--section", "coverage"], env)
+    assert code == 0 and shown.startswith("gpm report: 2025-W47") and not paged.exists()
+    code, _ = on_a_terminal([*args, "-o", tmp_path / "week.txt"], env)
+    assert code == 0 and not paged.exists() and (tmp_path / "week.txt").read_text(encoding="utf-8") == piped
+    code, shown = on_a_terminal([*args, "--format", "json"], env)
+    assert code == 0 and json.loads(shown)["report"]["iso_week"] == WEEK and not paged.exists()
