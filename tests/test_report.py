@@ -231,16 +231,16 @@ def test_json_of_a_known_week_is_exact(gpm, week_db):
                    "since": "2025-11-17T00:00:00.000Z", "until": "2025-11-24T00:00:00.000Z",
                    "range_seconds": 604800.0, "iso_week": WEEK, "busy_threshold_percent": 5.0},
         "coverage": [{
+            # The first sample ever is Monday 08:00: the 8 hours before it are no gap.
             "host": "lab", "range_seconds": 604800.0, "first_sample_ms": MON + 8 * HOUR,
-            "last_sample_ms": last, "sampled_seconds": 10780.0, "coverage_ratio": 0.0178,
-            "gap_seconds": 594020.0,
+            "last_sample_ms": last, "before_first_sample_seconds": 28800.0, "sampled_seconds": 10780.0,
+            "coverage_ratio": 0.0187, "gap_seconds": 565220.0,
             "gaps": [
-                {"start_ms": MON, "end_ms": MON + 8 * HOUR, "seconds": 28800.0},
                 {"start_ms": MON + 10 * HOUR - 10_000, "end_ms": MON + 34 * HOUR, "seconds": 86410.0},
                 {"start_ms": last, "end_ms": MON + week_ms, "seconds": (MON + week_ms - last) / 1000},
             ],
         }],
-        "hosts": [{"host": "lab", "sampled_seconds": 10780.0, "coverage_ratio": 0.0178, "gpus": 2,
+        "hosts": [{"host": "lab", "sampled_seconds": 10780.0, "coverage_ratio": 0.0187, "gpus": 2,
                    "gpu_sampled_seconds": 21560.0, "busy_seconds": 17960.0,
                    "utilization_mean_percent": 30.0, "energy_joules": 3118400.0,
                    "energy_methods": ["energy_counter", "integrated_power"], "throttled_seconds": 590.0}],
@@ -482,7 +482,6 @@ def test_csv_gives_one_section_in_machine_units(gpm, week_db):
                env=UTC, check=True)
     assert proc.stdout.splitlines() == [
         "host,start_ms,end_ms,seconds",
-        f"lab,{MON},{MON + 8 * HOUR},28800.0",
         f"lab,{MON + 10 * HOUR - 10_000},{MON + 34 * HOUR},86410.0",
         f"lab,{MON + 35 * HOUR - 10_000},{MON + 7 * 24 * HOUR},478810.0",
     ]
@@ -495,7 +494,7 @@ def test_gpu_filter_and_empty_range(gpm, week_db):
     assert [g["gpu_index"] for g in only["gpus"]] == [1]
     by_uuid = report_json(gpm, week_db, "--week", WEEK, "--gpu", "GPU-0aaa")
     assert [g["gpu_index"] for g in by_uuid["gpus"]] == [0]
-    empty = gpm("--db", week_db, "report", "--week", "2025-W40", env=UTC, check=True).stdout
+    empty = gpm("--db", week_db, "report", "--week", "2025-W48", env=UTC, check=True).stdout
     assert "Per GPU: omitted, no GPU samples in this range." in empty
     assert "Coverage" in empty and "0.0%" in empty
 
@@ -521,8 +520,8 @@ def test_ranges():
     assert resolve_period(now_ms=now, since="2025-11-17T09:00+01:00").since_ms == MON + 8 * HOUR
 
 
-def test_sparkline_marks_missing_days():
-    assert sparkline([0, 50, 100, None], 100) == "▁▅█·"
+def test_sparkline_marks_missing_days_and_draws_nothing_for_zero():
+    assert sparkline([0, 50, 100, None, 1], 100) == " ▅█·▁"
 
 
 def test_help_documents_every_option(gpm):

@@ -9,7 +9,16 @@ from pathlib import Path
 import click
 
 from gpm.cli.context import AppContext, pass_app
+from gpm.cli.pager import echo_paged
 from gpm.report.render import SECTIONS as _SECTIONS
+
+
+NOTHING_YET = """\
+gpm report: nothing sampled yet (database {db}).
+Take a sample now:        gpm sample
+Keep sampling (systemd):  gpm install systemd --user --write
+Then run `gpm report` again.
+"""
 
 
 @click.command()
@@ -58,7 +67,9 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     samples are still in the database. A section without data is one line
     saying why. A report over one whole, finished ISO week is stored in
     weekly_summaries for `--weeks`. Closed hours are cached in report_hours
-    (also kept current by `gpm archive`).
+    (also kept current by `gpm archive`). On a terminal, a text report
+    longer than the screen goes through $PAGER (default: less -FRX), as git
+    does; never when piped, with --output, or in other formats.
 
     \b
     Exit codes: 0 ok; 1 error (e.g. unreadable archive); 2 usage or config
@@ -106,6 +117,8 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
         else:
             period = resolve_period(now_ms=now, week=week, since=since, until=until)
             rep = compute(period)
+            if rep.nothing_recorded() and fmt in ("text", "markdown"):
+                return NOTHING_YET.format(db=db_path)
             if not gpus:
                 save_week(conn, rep)
         color = (fmt == "text" and output is None and sys.stdout.isatty()
@@ -114,7 +127,11 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
 
     try:
         if output is None:
-            click.echo(run(), nl=False)
+            text = run()
+            if fmt == "text":
+                echo_paged(text)
+            else:
+                click.echo(text, nl=False)
             return
         from gpm.locks import exclusive_lock, lock_path
         from gpm.report.output import write_atomic

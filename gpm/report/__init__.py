@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+from gpm.errors import EXIT_USAGE, GpmError
 from gpm.report.build import Report, build_gpu_report
 from gpm.report.partials import Selection
 from gpm.report.period import Period
@@ -31,14 +32,43 @@ def _tables(conn: sqlite3.Connection | None) -> set[str]:
     return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
 
 
+def known_gpus(conn: sqlite3.Connection | None, hosts: tuple[str, ...] = ()) -> list[tuple]:
+    """(host, index, uuid, name, first sample ms) of every GPU the database has ever sampled."""
+    if conn is None or "gpus" not in _tables(conn):
+        return []
+    rows = conn.execute("SELECT host, gpu_index, uuid, name, first_seen_ms FROM gpus ORDER BY host, gpu_index, uuid")
+    return [r for r in rows if not hosts or r[0] in hosts]
+
+
+def _printable(text: str | None) -> str:
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in (text or "?"))
+
+
+def check_gpus(sel: Selection, known: list[tuple]) -> None:
+    """``--gpu`` naming no GPU the database knows is a usage error that lists those it knows (#13.2)."""
+    if not sel.gpus or not known or any(sel.gpu_matches(uuid, index) for _, index, uuid, _, _ in known):
+        return
+    multi = len({host for host, *_ in known}) > 1
+    names = ", ".join(f"{f'{host}:' if multi else ''}{index} ({_printable(name)})"
+                      for host, index, _, name, _ in known)
+    raise GpmError(f"--gpu {_printable(' '.join(sel.gpus))}: no such GPU; known GPUs: {names} "
+                   "(give an index or a UUID prefix)", EXIT_USAGE)
+
+
 def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archive_dir: Path | None,
                 period: Period, hosts: tuple[str, ...] = (), gpus: tuple[str, ...] = (),
                 busy_threshold: float, now_ms: int, own_host: str | None = None,
                 use_cache: bool = True) -> Report:
     """The full report over ``period`` from the database and the archive."""
-    from gpm.report.source import gpu_partials
+    from gpm.report.source import archive_first_samples, gpu_partials
 
     sel = Selection(period.since_ms, period.until_ms, hosts, gpus)
+    known = known_gpus(conn, hosts)
+    first_samples = archive_first_samples(archive_dir, hosts)
+    if set(first_samples) <= {host for host, *_ in known}:  # else GPUs only the archive knows
+        check_gpus(sel, known)
+    for host, _, _, _, first in known:
+        first_samples[host] = min(first_samples.get(host, first), first)
     known_hosts = list(hosts)
     if not hosts and "gpus" in _tables(conn):
         # A host with no sample in the range is shown with 0 % coverage.
@@ -46,7 +76,8 @@ def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archiv
     partials, hist, reduced = gpu_partials(conn, db_path, archive_dir, sel, busy_threshold,
                                   now_ms=now_ms, own_host=own_host, use_cache=use_cache)
     report = build_gpu_report(partials, hist, period, busy_threshold=busy_threshold,
-                              generated_ms=now_ms, hosts=known_hosts, reduced=reduced)
+                              generated_ms=now_ms, hosts=known_hosts, reduced=reduced,
+                              first_samples=first_samples)
     if not report.gpus:
         for section in ("gpus", "days"):
             report.omitted[section] = "no GPU samples in this range"

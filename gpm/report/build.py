@@ -3,6 +3,8 @@
 Pure functions over Polars frames; nothing here reads a database or prints.
 Definitions (also in the README):
 
+- before the first sample: the part of the range before a host's first
+  sample ever (``gpus.first_seen_ms``) is neither a gap nor in the coverage.
 - sampled time: the sum of the intervals between consecutive samples that are
   not gaps; a gap is an interval longer than ``gap_ms`` (60 s, or 5 times the
   usual sampling interval when that is longer): the sampler was not running.
@@ -55,6 +57,12 @@ class Report:
     host_usage: dict[str, dict] = field(default_factory=dict)
     # section name -> one line saying why it is not in this report
     omitted: dict[str, str] = field(default_factory=dict)
+    # host -> its first GPU sample ever (database and archive)
+    first_samples: dict[str, int] = field(default_factory=dict)
+
+    def nothing_recorded(self) -> bool:
+        """No GPU sample ever, nor any process run or LLM request in the range: a new database."""
+        return not (self.first_samples or self.gpus or self.workload or self.llm or self.models)
 
 
 def _with_intervals(partials: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
@@ -166,8 +174,12 @@ def gpu_figures(frame: "pl.DataFrame", hist: "pl.DataFrame") -> list[dict]:
     return out
 
 
-def host_coverage(frame: "pl.DataFrame", period: Period, gap_ms: int, hosts: list[str]) -> list[dict]:
+def host_coverage(frame: "pl.DataFrame", period: Period, gap_ms: int, hosts: list[str],
+                  first_samples: dict[str, int] | None = None) -> list[dict]:
     """Per host: the span sampled and every gap (the sampler was not running).
+
+    The range before the host's first sample ever (``first_samples``) is
+    not a gap: gpm was not installed yet; coverage is of the rest (#13.2).
 
     Each row (a GPU's minute, or quarter with no gap inside) is an interval
     sampled without a gap, so the host's gaps are the holes longer than the
@@ -184,14 +196,17 @@ def host_coverage(frame: "pl.DataFrame", period: Period, gap_ms: int, hosts: lis
     out = []
     for host in hosts:
         gaps: list[dict] = []
+        start = min(max(period.since_ms, (first_samples or {}).get(host, period.since_ms)), period.until_ms)
         if host not in bounds:
-            gaps.append(_gap(period.since_ms, period.until_ms))
+            if start < period.until_ms:
+                gaps.append(_gap(start, period.until_ms))
             first = last = None
             sampled = 0.0
         else:
             first, last = bounds[host]
-            if first - period.since_ms > gap_ms:
-                gaps.append(_gap(period.since_ms, first))
+            start = min(start, first)
+            if first - start > gap_ms:
+                gaps.append(_gap(start, first))
             inner = [_gap(start, end) for start, end in
                      holes.filter(pl.col("host") == host).select("prev_end", "first_ts_ms").iter_rows()]
             gaps.extend(inner)
@@ -203,8 +218,9 @@ def host_coverage(frame: "pl.DataFrame", period: Period, gap_ms: int, hosts: lis
             "range_seconds": _r(period.seconds),
             "first_sample_ms": first,
             "last_sample_ms": last,
+            "before_first_sample_seconds": _r((start - period.since_ms) / 1000),
             "sampled_seconds": _r(sampled),
-            "coverage_ratio": _r(sampled / period.seconds, 4),
+            "coverage_ratio": _r(sampled / ((period.until_ms - start) / 1000), 4) if period.until_ms > start else None,
             "gap_seconds": _r(sum(gap["seconds"] for gap in gaps)),
             "gaps": gaps,
         })
@@ -282,22 +298,24 @@ def _totals(gpus: list[dict], base: dict) -> dict:
 
 def build_gpu_report(partials: "pl.DataFrame", hist: "pl.DataFrame", period: Period, *,
                      busy_threshold: float, generated_ms: int, hosts: list[str] | None = None,
-                     reduced: "pl.DataFrame | None" = None) -> Report:
+                     reduced: "pl.DataFrame | None" = None, first_samples: dict[str, int] | None = None,
+                     ) -> Report:
     """The GPU sections of the report (coverage, hosts, per GPU, per day), from
     minute partials and, for reduced days, quarter rows with their spare minutes."""
     from gpm.report.quarters import resolve
 
-    report = Report(period=period, generated_ms=generated_ms, busy_threshold_percent=busy_threshold)
+    report = Report(period=period, generated_ms=generated_ms, busy_threshold_percent=busy_threshold,
+                    first_samples=dict(first_samples or {}))
     host_names = sorted(set(hosts or []) | set(partials["host"].unique().to_list())
                         | (set(reduced["host"].unique().to_list()) if reduced is not None else set()))
     if partials.is_empty() and (reduced is None or reduced.is_empty()):
-        report.coverage = host_coverage(partials, period, 60_000, host_names)
+        report.coverage = host_coverage(partials, period, 60_000, host_names, first_samples)
         report.hosts, report.fleet = hosts_and_fleet([], report.coverage)
         return report
     partials, gap_ms = resolve(partials, reduced if reduced is not None else partials.clear())
     frame = _with_intervals(partials, gap_ms)
     report.gpus = gpu_figures(frame, hist)
-    report.coverage = host_coverage(frame, period, gap_ms, host_names)
+    report.coverage = host_coverage(frame, period, gap_ms, host_names, first_samples)
     report.hosts, report.fleet = hosts_and_fleet(report.gpus, report.coverage)
     methods = {(g["host"], g["gpu_uuid"]): g["energy_method"] for g in report.gpus}
     report.days = daily(frame, period, methods)

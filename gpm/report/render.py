@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
+from dataclasses import dataclass
 from typing import Callable
 
-from gpm.cli.units import fmt_bytes, fmt_duration
+from gpm.cli.units import fmt_bytes
 from gpm.humanize import visible_rows
 from gpm.report.build import METHOD_INTEGRATED, Report
 from gpm.report.partials import THROTTLING
@@ -31,10 +33,53 @@ STRIP_WIDTH = 53
 INTEGRATED_NOTE = "* no energy counter: integrated power over the sampled intervals (gaps not counted)."
 LLM_NOTE = "* measured requests only (their GPU samples are in the database); J/tok per generated token."
 JSON_VERSION = 1
+UNKNOWN = "–"  # a count nobody reported (not zero)
 
 
 def kwh(joules: float | None) -> str:
-    return "-" if joules is None else f"{joules / 3.6e6:.2f} kWh"
+    """Energy in kWh, or in Wh under 0.1 kWh (``46 Wh``, not ``0.05 kWh``)."""
+    if joules is None:
+        return "-"
+    wh = joules / 3600
+    if round(wh, 1) < 10:
+        return f"{wh:.1f} Wh"
+    return f"{wh:.0f} Wh" if round(wh) < 100 else f"{wh / 1000:.2f} kWh"
+
+
+@dataclass(frozen=True)
+class Durations:
+    """A text cell with durations that take their column's unit (#13.8): ``text``
+    has one ``{}`` per value of ``seconds`` (None shows as ``-``)."""
+
+    text: str
+    seconds: tuple[float | None, ...]
+
+
+def _d(seconds: float | None) -> Durations:
+    return Durations("{}", (seconds,))
+
+
+DURATION_UNITS = ((3600, "h"), (60, "min"), (1, "s"))
+
+
+def duration_unit(longest: float) -> tuple[int, str]:
+    """Hours once a column holds an hour or more, else minutes, else seconds."""
+    return next((size, name) for size, name in DURATION_UNITS if longest >= size or size == 1)
+
+
+def in_units(rows: list[list]) -> list[list]:
+    """Every ``Durations`` cell of a column in the one unit its longest value calls
+    for, so that ``28h 10m`` never stands beside ``4d 0h``."""
+    out = [list(r) for r in rows]
+    for col in range(len(out[0]) if out else 0):
+        values = [v for r in out if isinstance(r[col], Durations) for v in r[col].seconds if v is not None]
+        size, name = duration_unit(max(values, default=0))
+        digits = 0 if size == 1 else 1
+        for r in out:
+            if isinstance(r[col], Durations):
+                r[col] = r[col].text.format(*["-" if v is None else f"{v / size:.{digits}f} {name}"
+                                              for v in r[col].seconds])
+    return out
 
 
 def pct(x: float | None, digits: int = 0) -> str:
@@ -42,15 +87,16 @@ def pct(x: float | None, digits: int = 0) -> str:
 
 
 def sparkline(values: list[float | None], top: float | None = None) -> str:
-    """One block per value, scaled to ``top`` (default: the largest); ``·`` = no data."""
+    """One block per value, scaled to ``top`` (default: the largest); ``·`` = no data,
+    a space = nothing (zero), so that only a value above zero draws a block."""
     known = [v for v in values if v is not None]
     top = top if top is not None else (max(known) if known else 0)
     out = []
     for v in values:
         if v is None:
             out.append("·")
-        elif top <= 0:
-            out.append(BLOCKS[0])
+        elif v <= 0 or top <= 0:
+            out.append(" ")
         else:
             out.append(BLOCKS[min(len(BLOCKS) - 1, max(0, round(v / top * (len(BLOCKS) - 1))))])
     return "".join(out)
@@ -102,14 +148,19 @@ def _gpu_name(report: Report, g: dict) -> str:
 
 def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list[list]]:
     """(headers, rows) of a section; ``human`` picks display units over machine units."""
-    d = fmt_duration if human else (lambda s: s)
+    headers, rows = _table(report, section, human)
+    return headers, in_units(rows) if human else rows
+
+
+def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[list]]:
+    d = _d if human else (lambda s: s)
     if section == "coverage":
         if human:
             return (["Host", "Sampled", "Coverage", "Gaps", "Gap time", "First sample", "Last sample"],
-                    [[c["host"], d(c["sampled_seconds"]), pct(c["coverage_ratio"] * 100, 1), len(c["gaps"]),
+                    [[c["host"], d(c["sampled_seconds"]), pct(_pct(c["coverage_ratio"]), 1), len(c["gaps"]),
                       d(c["gap_seconds"]), fmt_local(c["first_sample_ms"]) if c["first_sample_ms"] else "-",
                       fmt_local(c["last_sample_ms"]) if c["last_sample_ms"] else "-"] for c in report.coverage])
-        keys = ["host", "range_seconds", "sampled_seconds", "coverage_ratio", "gap_seconds",
+        keys = ["host", "range_seconds", "before_first_sample_seconds", "sampled_seconds", "coverage_ratio", "gap_seconds",
                 "first_sample_ms", "last_sample_ms"]
         return keys + ["gaps"], [[c[k] for k in keys] + [len(c["gaps"])] for c in report.coverage]
     if section == "gaps":
@@ -133,12 +184,13 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
         if human:
             return (["GPU", "Name", "Busy", "Util avg/p95", "Temp avg/max", "Peak mem", "Power", "Energy"],
                     [[_gpu_name(report, g), _short(g["gpu_name"]),
-                      f"{d(g['busy_seconds'])} {pct(_share(g['busy_seconds'], g['sampled_seconds']))}",
+                      Durations("{} " + pct(_share(g["busy_seconds"], g["sampled_seconds"])),
+                                (g["busy_seconds"],)),
                       f"{_num(g['utilization_mean_percent'])}/{pct(g['utilization_p95_percent'])}",
                       f"{_num(g['temperature_mean_celsius'])}/{_num(g['temperature_max_celsius'])}°C",
                       fmt_bytes(g["memory_peak_bytes"]),
                       "-" if g["power_mean_watts"] is None else f"{g['power_mean_watts']:.0f} W",
-                      kwh(g["energy_joules"]) + ("*" if g["energy_method"] == METHOD_INTEGRATED else "")]
+                      kwh(g["energy_joules"]) + ("*" if _integrated(g) else "")]
                      for g in report.gpus])
         keys = ["host", "gpu_index", "gpu_uuid", "gpu_name", "samples", "sampled_seconds", "busy_seconds",
                 "utilization_mean_percent", "utilization_p95_percent", "temperature_mean_celsius",
@@ -150,7 +202,7 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
             return (["GPU", "Throttled", "Share", "Why"],
                     [[_gpu_name(report, g), d(g["throttled_seconds"]),
                       pct(_share(g["throttled_seconds"], g["sampled_seconds"]), 1),
-                      ", ".join(f"{k} {d(v)}" for k, v in g["throttle_reasons_seconds"].items() if v) or "-"]
+                      _reasons(g["throttle_reasons_seconds"])]
                      for g in report.gpus])
         keys = [f"{r}_seconds" for r in THROTTLING]
         return (["host", "gpu_index", "gpu_uuid", "throttled_seconds", *keys],
@@ -192,7 +244,7 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
     if section == "games":
         if human:
             return (["Game", "Sessions", "Hours", "Energy", "Last played"],
-                    [[_short(g["game"], 32), g["sessions"], d(g["gpu_seconds"]), kwh(g["energy_joules"]),
+                    [[_short(g["game"], 32), g["sessions"], f"{g['gpu_seconds'] / 3600:.1f}", kwh(g["energy_joules"]),
                       fmt_local(g["last_seen_ms"])] for g in report.games])
         keys = ["game", "sessions", "gpu_seconds", "energy_joules", "first_seen_ms", "last_seen_ms"]
         return keys, [[g[k] for k in keys] for g in report.games]
@@ -201,7 +253,7 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
             return (["Model", "Req", "Err", "In/out tok", "Tok/s p50/95", "TTFT p50/95", "TPOT",
                      "Energy", "J/tok"],
                     [[_short(m["model"], 14), m["requests"], m["errors"],
-                      f"{_count(m['prompt_tokens'])}/{_count(m['completion_tokens'])}",
+                      _tokens(m["prompt_tokens"], m["completion_tokens"]),
                       f"{_num(m['tokens_per_second_p50'])}/{_num(m['tokens_per_second_p95'])}",
                       f"{_secs(m['ttft_seconds_p50'])}/{_secs(m['ttft_seconds_p95'])}",
                       _secs(m["tpot_seconds_p50"], 3), _joules(m, report),
@@ -233,6 +285,28 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
     return [], []
 
 
+def _integrated(g: dict) -> bool:
+    """Whether a GPU's energy carries the ``*`` of INTEGRATED_NOTE."""
+    return g["energy_method"] == METHOD_INTEGRATED and g["energy_joules"] is not None
+
+
+def _unmeasured(m: dict) -> bool:
+    """Whether a model's energy carries the ``*`` of LLM_NOTE (some of its requests not measured)."""
+    return m["energy_joules"] is not None and m["measured_requests"] < m["requests"]
+
+
+def _reasons(seconds: dict[str, float]) -> "Durations | str":
+    reasons = {k: v for k, v in seconds.items() if v}
+    return Durations(", ".join(f"{k} {{}}" for k in reasons), tuple(reasons.values())) if reasons else "-"
+
+
+def _tokens(prompt: int | None, completion: int | None) -> str:
+    """``in/out``; a count no request reported is ``–`` (unknown), not 0."""
+    if prompt is None and completion is None:
+        return UNKNOWN
+    return f"{UNKNOWN if prompt is None else f'{prompt:,}'}/{UNKNOWN if completion is None else f'{completion:,}'}"
+
+
 def _top_use(by_category: dict[str, float]) -> str:
     """The category that used the most process energy, with its share."""
     total = sum(by_category.values())
@@ -258,8 +332,7 @@ def _joules(m: dict, report: Report) -> str:
     """Energy of the measured requests; a ``*`` when some requests were not measured."""
     if m["energy_joules"] is None:
         return "-"
-    text = f"{m['energy_joules'] / 3600:.1f} Wh" if m["energy_joules"] < 3.6e6 else kwh(m["energy_joules"])
-    return text + ("*" if m["measured_requests"] < m["requests"] else "")
+    return kwh(m["energy_joules"]) + ("*" if _unmeasured(m) else "")
 
 
 def _share(part: float | None, whole: float | None) -> float | None:
@@ -350,17 +423,30 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
             lines.append("")
         # Names, labels and models came from outside: no escape sequence or
         # newline reaches the terminal or splits a row, no | a Markdown cell (#12.10).
-        table = tabulate(visible_rows(rows, markdown), headers=headers, tablefmt=fmt, disable_numparse=True)
+        table = tabulate(visible_rows(rows, markdown), headers=headers, tablefmt=fmt, disable_numparse=True,
+                         colalign=_alignment(rows) if rows else None)
         if color and section == "gaps":
             table = click.style(table, fg="yellow")
         lines.append(table)
-        if section == "gpus" and any(g["energy_method"] == METHOD_INTEGRATED for g in report.gpus):
+        if section == "coverage":
+            note = "\n".join(f"{c['host']}: first sample ever {fmt_local(report.first_samples[c['host']])}; "
+                              "the range before it is not counted." for c in report.coverage
+                              if c.get("before_first_sample_seconds"))
+        if section == "gpus" and any(_integrated(g) for g in report.gpus):
             note = INTEGRATED_NOTE
-        if section == "llm" and any(m["measured_requests"] < m["requests"] for m in report.llm):
+        if section == "llm" and any(_unmeasured(m) for m in report.llm):
             note = LLM_NOTE
         if note:
             lines.append(note)
     return "\n".join(lines) + "\n"
+
+
+NUMBER = re.compile(r"(\d[\d.,]*[a-zA-Z%]*( \S+)?( \d+%)?\*?|-|–)")
+
+
+def _alignment(rows: list[list]) -> list[str]:
+    """Columns of figures (a number, its unit, a share) aligned right, to compare at a glance."""
+    return ["right" if all(NUMBER.fullmatch(str(r[i])) for r in rows) else "left" for i in range(len(rows[0]))]
 
 
 def _gap_seconds(report: Report, i: int) -> float:

@@ -280,3 +280,27 @@ def gpu_partials(conn: sqlite3.Connection | None, db_path: Path | None, archive_
     hist = pl.concat([hist, rows_hist.select(hist.columns).cast(hist.schema)]).group_by(
         "host", "gpu_uuid", "util").agg(pl.col("n").sum())
     return partials, hist, q.drop_cut_quarters(rows, sel)
+
+
+def archive_first_samples(archive_dir: Path | None, hosts: tuple[str, ...] = ()) -> dict[str, int]:
+    """host -> its first archived GPU sample: the earliest day folder's first
+    row (the database's ``gpus`` table knows only the hosts it sampled)."""
+    from gpm.store.archive import host_of
+    from gpm.store.history import scan_files
+
+    table_dir = Path(archive_dir) / "gpu_metrics" if archive_dir else None
+    if table_dir is None or not table_dir.is_dir():
+        return {}
+    out = {}
+    for host_folder in sorted(table_dir.glob("host=*")):
+        host = host_of(host_folder.name)
+        if hosts and host not in hosts:
+            continue
+        for day_folder in sorted(host_folder.glob("date=*")):
+            files = sorted(str(f) for f in day_folder.glob("*.parquet"))
+            if files:
+                first = scan_files("gpu_metrics", files).select("ts_ms").min().collect().item()
+                if first is not None:
+                    out[host] = first
+                    break
+    return out

@@ -80,6 +80,7 @@ def trend_row(iso_week: str, rows: list[dict]) -> dict:
     start, end = week_bounds(iso_week)
     energies = [r["energy_joules"] for r in rows if r["energy_joules"] is not None]
     sampled = sum(r["gpu_sampled_seconds"] for r in rows)
+    ratios = [r["coverage_ratio"] for r in rows if r["coverage_ratio"] is not None]
     util = [(r["utilization_mean_percent"], r["gpu_sampled_seconds"]) for r in rows
             if r["utilization_mean_percent"] is not None]
     util_den = sum(w for _, w in util)
@@ -95,7 +96,7 @@ def trend_row(iso_week: str, rows: list[dict]) -> dict:
         "week_end_ms": end,
         "hosts": len(rows),
         "gpus": sum(r["gpus"] for r in rows),
-        "coverage_ratio": round(sum(r["coverage_ratio"] for r in rows) / len(rows), 4) if rows else None,
+        "coverage_ratio": round(sum(ratios) / len(ratios), 4) if ratios else None,
         "gpu_sampled_seconds": round(sampled, 3),
         "busy_seconds": round(sum(r["busy_seconds"] for r in rows), 3),
         "utilization_mean_percent": round(sum(u * w for u, w in util) / util_den, 2) if util_den else None,

@@ -222,8 +222,9 @@ def llm_models(requests: "pl.DataFrame") -> list[dict]:
             "model": model,
             "requests": rq.height,
             "errors": rq["error"].is_not_null().sum(),
-            "prompt_tokens": rq["prompt_tokens"].sum() or 0,
-            "completion_tokens": rq["completion_tokens"].sum() or 0,
+            # None when no request reported the count: unknown, not zero (#13.8).
+            "prompt_tokens": rq["prompt_tokens"].sum() if rq["prompt_tokens"].count() else None,
+            "completion_tokens": rq["completion_tokens"].sum() if rq["completion_tokens"].count() else None,
             "tokens_per_second_p50": _r(percentile(known("tokens_per_second"), 0.50), 2),
             "tokens_per_second_p95": _r(percentile(known("tokens_per_second"), 0.95), 2),
             "ttft_seconds_p50": _r(percentile(known("ttft_seconds"), 0.50)),

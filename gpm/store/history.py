@@ -36,6 +36,9 @@ if TYPE_CHECKING:
     import polars as pl
 
 log = logging.getLogger(__name__)
+# A missing part file is reported once per process: a report scans a table
+# several times (once per span it reads), and said it each time (#13.8).
+_reported_missing: set[Path] = set()
 
 
 def scan(
@@ -172,8 +175,10 @@ def _part_files(archive_dir: Path, spec: TimeSeries, since_ms, until_ms, wanted,
     if owned:
         present = {Path(p).relative_to(archive_dir).as_posix() for p in out}
         for relative in sorted(listed - present):
-            if not (archive_dir / relative).exists():
-                log.warning("%s: archived file is missing", archive_dir / relative)
+            missing = archive_dir / relative
+            if missing not in _reported_missing and not missing.exists():
+                _reported_missing.add(missing)
+                log.warning("%s: archived file is missing", missing)
     return out
 
 
