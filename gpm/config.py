@@ -6,7 +6,7 @@ names the file (and line) or the variable, the key, the value and what was
 expected: a monitor started from cron has nobody watching a traceback.
 
 The schema lives in ``SCHEMA`` below; it also produces the commented example
-that ``gpm config init`` writes and the table in the README.
+that ``gpm config init`` writes and the table in docs/configuration.md.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Pure bookkeeping, no sockets: the proxy calls ``started()`` with the
 response head, ``feed()`` with every piece of body as it arrives (with the
 monotonic time it arrived) and ``finish()`` once. The parsing follows
-Ollama's API (see README "ollama" and ../shared/reference/ollama-api.md):
+Ollama's API (see docs/ollama.md and ../shared/reference/ollama-api.md):
 
 * native ``/api/*``: NDJSON; the ``done: true`` line carries Ollama's metrics in
   nanoseconds, each omitted when zero (so missing means unknown); a stream can

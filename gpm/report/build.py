@@ -1,7 +1,7 @@
 """Stage two: per-minute partials -> the ``Report`` (figures in machine units).
 
 Pure functions over Polars frames; nothing here reads a database or prints.
-Definitions (also in the README):
+Definitions (also in docs/report.md):
 
 - before the first sample: the part of the range before a host's first
   sample ever (``gpus.first_seen_ms``) is neither a gap nor in the coverage.
