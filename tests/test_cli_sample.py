@@ -243,7 +243,7 @@ def test_count_and_interval_follow_a_drift_free_schedule(fake_nvml, tmp_path):
 def test_follow_stops_cleanly_on_sigterm(fake_nvml, tmp_path):
     db = tmp_path / "gpm.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpm", "--db", str(db), "sample", "--follow", "-i", "0.1"],
+        [sys.executable, "-m", "gpm", "--db", str(db), "sample", "--follow", "-i", "0.1", "--json"],
         env=gpm_env(fake_nvml.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 15
@@ -258,7 +258,7 @@ def test_follow_stops_cleanly_on_sigterm(fake_nvml, tmp_path):
     out, err = proc.communicate(timeout=5)
     assert proc.returncode == 0, err
     assert err == ""
-    assert len(rows(db, "SELECT ts_ms FROM gpu_metrics")) >= 3
+    assert len(rows(db, "SELECT ts_ms FROM gpu_metrics")) == len(out.splitlines()) >= 3  # every sample shown is stored
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 

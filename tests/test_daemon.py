@@ -218,7 +218,7 @@ def test_starts_without_a_gpu_and_picks_one_up_when_the_driver_loads(fake_nvml, 
     fake_nvml.set(Scenario(init_error="DRIVER_NOT_LOADED"))
     listener = NotifyListener()
     try:
-        d = daemons(tmp_path, fast_env(fake_nvml, NOTIFY_SOCKET=listener.name))
+        d = daemons(tmp_path, fast_env(fake_nvml, NOTIFY_SOCKET=listener.name), "--log-level", "debug")
         # ready (the daemon is up and doing its job: waiting for the driver)
         messages = listener.drain(until="READY=1")
         assert any("STATUS=waiting for a GPU" in m for m in messages)
@@ -234,7 +234,8 @@ def test_starts_without_a_gpu_and_picks_one_up_when_the_driver_loads(fake_nvml, 
     finally:
         listener.close()
     assert rc == 0
-    assert d.metric_rows() >= 3
+    stored = len(re.findall(r"stored 3 GPUs at", d.log))
+    assert stored >= 1 and d.metric_rows() == 3 * stored  # every sample logged as stored is there
 
 
 def test_journald_lines_have_a_priority_and_no_timestamp(fake_nvml, tmp_path):
@@ -377,7 +378,7 @@ def test_watches_ollama_and_records_requests_through_the_proxy(fake_nvml, tmp_pa
     assert [s.name for s in spans] == ["text_completion llama3.2"]  # the request's span (gen_ai naming)
     conn = sqlite3.connect(d.db)
     try:
-        assert conn.execute("SELECT COUNT(*) FROM llm_sessions").fetchone()[0] >= 1
+        assert conn.execute("SELECT model FROM llm_sessions").fetchall() == [("gemma4",)]  # what /api/ps shows
         assert conn.execute("SELECT COUNT(*) FROM llm_requests").fetchone()[0] == 1
         assert conn.execute("SELECT COUNT(*) FROM gpu_metrics").fetchone()[0] >= 3
     finally:
