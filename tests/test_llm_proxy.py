@@ -238,16 +238,14 @@ def test_client_disconnect_cancels_upstream(proxy, fake, rows):
     sock.sendall(b"POST /api/generate HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
     time.sleep(FIRST_TOKEN / 3)
     sock.close()
-    started = time.perf_counter()
-    got = rows.wait_for(2, timeout=3)
-    assert time.perf_counter() - started < 1.0  # far sooner than 200 tokens would take
+    got = rows.wait_for(2, timeout=3)  # sooner than 200 tokens would take (5 s)
     assert [r["error"] for r in got] == ["client disconnected", "client disconnected"]
     assert got[0]["ttft_seconds"] is not None and got[1]["ttft_seconds"] is None
     for _ in range(50):  # the fake notices its client (the proxy) gone at its next write
         if fake.cancelled >= 2:
             break
         time.sleep(0.05)
-    assert fake.cancelled >= 2
+    assert fake.cancelled == 2  # both streams, and no other
     assert requests.get(f"{proxy.url}/api/version").status_code == 200
 
 
