@@ -4,6 +4,10 @@
 repeat work on a fixed grid (start + k * interval) instead of sleeping
 "interval" after each run, so a slow run never shifts later samples. A signal
 only sets an event: the work in hand (a database write) finishes first.
+
+Every loop reads the time from an injected ``clock`` and waits through an
+injected ``wait``, so tests run a schedule on a fake clock and check its exact
+times instead of measuring gaps between real sleeps (#14.8).
 """
 
 from __future__ import annotations
@@ -12,14 +16,23 @@ import itertools
 import signal
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
+
+Wait = Callable[[threading.Event, float], bool]
+
+
+def wait(event: threading.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event``; True when it was set. The real
+    wait, the default wherever a fake one can be injected."""
+    return event.wait(seconds)
 
 
 class Stopper:
     """Turns SIGTERM/SIGINT into a flag that sleeping loops wake up for."""
 
-    def __init__(self) -> None:
+    def __init__(self, wait: Wait = wait) -> None:
         self.event = threading.Event()
+        self.wait = wait
         self.signal: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -46,7 +59,7 @@ class Stopper:
         """Sleep unless stopped; True when woken by a stop."""
         if seconds <= 0:
             return self.event.is_set()
-        return self.event.wait(seconds)
+        return self.wait(self.event, seconds)
 
     def __enter__(self) -> "Stopper":
         return self.install()
@@ -55,7 +68,8 @@ class Stopper:
         self.restore()
 
 
-def ticks(interval: float, count: int | None, stopper: Stopper, clock=time.monotonic) -> Iterator[int]:
+def ticks(interval: float, count: int | None, stopper: Stopper,
+          clock: Callable[[], float] = time.monotonic) -> Iterator[int]:
     """Yield 0, 1, 2... on the grid start + k*interval until count runs or a stop.
 
     A run that overran its slot skips the missed slots rather than bursting

@@ -270,7 +270,7 @@ def test_temp_file_fix_then_all_well(archived, fake_nvml):
     tmp = parts[0].parent / ".part-9-killed.parquet.tmp"
     tmp.write_bytes(b"x")
     reductions = sorted(arch.glob("gpu_reductions/host=test-host/date=*"))
-    assert reductions  # `gpm archive` stores the report's reduction of each day beside the parts
+    assert [r.name for r in reductions] == [p.parent.name for p in parts]  # one reduction per archived day
     reduction_tmp = reductions[0] / ".hist.pq.tmp"
     reduction_tmp.write_bytes(b"y")
     code, found = findings(db, env=fake_nvml.env(), archive=arch)

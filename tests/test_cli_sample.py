@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import FIXTURES, gpm_env, run_gpm
+from tests.fakes.clock import FakeClock
 from tests.fakes.nvml import FakeProcess, Scenario, make_gpu
 
 MiB = 1024 * 1024
@@ -214,17 +215,16 @@ def test_count_and_interval_follow_a_drift_free_schedule(fake_nvml, tmp_path):
     db = tmp_path / "gpm.db"
     result = run_gpm("--db", db, "sample", "-n", 4, "-i", 0.25, env=fake_nvml.env())
     assert result.returncode == 0, result.stderr
-    stamps = sorted({r["ts_ms"] for r in rows(db)})
-    assert len(stamps) == 4
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-    assert all(200 <= g <= 400 for g in gaps), gaps
-    assert abs((stamps[-1] - stamps[0]) - 750) < 100  # no accumulated drift
+    got = rows(db)
+    stamps = [r["ts_ms"] for r in got[::2]]
+    assert [r["gpu_index"] for r in got] == [0, 1] * 4 and [r["ts_ms"] for r in got[1::2]] == stamps
+    assert len(set(stamps)) == 4  # 4 samples of both GPUs; the grid's exact times: test_ticks_*
 
 
 def test_follow_stops_cleanly_on_sigterm(fake_nvml, tmp_path):
     db = tmp_path / "gpm.db"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gpm", "--db", str(db), "sample", "--follow", "-i", "0.1"],
+        [sys.executable, "-m", "gpm", "--db", str(db), "sample", "--follow", "-i", "0.1", "--json"],
         env=gpm_env(fake_nvml.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 15
@@ -239,7 +239,7 @@ def test_follow_stops_cleanly_on_sigterm(fake_nvml, tmp_path):
     out, err = proc.communicate(timeout=5)
     assert proc.returncode == 0, err
     assert err == ""
-    assert len(rows(db, "SELECT ts_ms FROM gpu_metrics")) >= 3
+    assert len(rows(db, "SELECT ts_ms FROM gpu_metrics")) == len(out.splitlines()) >= 3  # every sample shown is stored
     assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
@@ -293,23 +293,15 @@ def test_version_and_python_dash_m(gpm):
 def test_ticks_skip_missed_slots_but_keep_the_count():
     from gpm.schedule import Stopper, ticks
 
-    now = [0.0]
-    stopper = Stopper()
-    slept: list[float] = []
-
-    def sleep(seconds: float) -> bool:
-        slept.append(round(seconds, 3))
-        now[0] += max(seconds, 0)
-        return False
-
-    stopper.sleep = sleep  # a fake clock: no real waiting
+    clock = FakeClock(until=60.0)
     runs = []
-    for run in ticks(1.0, 4, stopper, clock=lambda: now[0]):
-        runs.append((run, now[0]))
+    for run in ticks(1.0, 4, Stopper(wait=clock.wait), clock=clock):
+        runs.append((run, clock()))
+        clock.advance(0.25)  # every run takes a while: the grid does not drift
         if run == 1:
-            now[0] += 2.5  # this run overran two slots
-    assert [r for r, _ in runs] == [0, 1, 2, 3]
-    assert [t for _, t in runs] == [0.0, 1.0, 4.0, 5.0]  # slots 2 and 3 skipped, no burst
+            clock.advance(2.25)  # this run overran two slots
+    assert runs == [(0, 0.0), (1, 1.0), (2, 4.0), (3, 5.0)]  # slots 2 and 3 skipped, no burst
+    assert clock() == 5.25  # no sleep after the last run
 
 
 @pytest.mark.parametrize("args, says", [

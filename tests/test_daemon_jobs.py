@@ -1,15 +1,16 @@
-"""The daemon's scheduler and job registry, in process: timing, back-off, reload."""
+"""The daemon's scheduler and job registry, in process: timing (on a fake clock), back-off, reload."""
 
 from __future__ import annotations
 
 import logging
-import time
+import threading
 
 from gpm.config import load_config
 from gpm.daemon.core import Daemon
 from gpm.daemon.jobs import JobContext, JobKind
 from gpm.daemon.notify import Notifier
 from gpm.daemon.scheduler import PeriodicJob, Runner, backoff_secs
+from tests.fakes.clock import FakeClock
 
 BUILT: list[tuple[str, str]] = []  # (job, api_url) of every job tick_job built
 
@@ -27,61 +28,116 @@ def test_backoff_doubles_from_one_interval_up_to_five_minutes():
     assert backoff_secs(3, 3600.0) == 3600.0
 
 
-def test_a_slow_job_never_delays_another_and_a_failing_one_is_retried(caplog):
-    caplog.set_level(logging.INFO)
-    fast_times: list[float] = []
-    slow_active = []
-    overlaps = []
-    calls = {"flaky": 0}
+def run_until_parked(runner: Runner, clock: FakeClock) -> Runner:
+    """Start ``runner`` on ``clock`` and return once it waits at ``clock.until``."""
+    runner.clock, runner.wait = clock, clock.wait
+    runner.start()
+    assert clock.parked.wait(5), f"{runner.name} never reached t={clock.until}"
+    return runner
 
-    def fast():
-        fast_times.append(time.monotonic())
 
-    def slow():
-        slow_active.append(1)
-        if len(slow_active) > 1:
-            overlaps.append(1)
-        time.sleep(0.5)
-        slow_active.pop()
-
-    def flaky():
-        calls["flaky"] += 1
-        if calls["flaky"] == 1:
-            raise OSError("disk full")
-
-    runners = [Runner(PeriodicJob("fast", fast, 0.05)).start(),
-               Runner(PeriodicJob("slow", slow, 0.05)).start(),
-               Runner(PeriodicJob("flaky", flaky, 0.05)).start()]
-    time.sleep(1.4)
+def stopped(*runners: Runner) -> bool:
     for r in runners:
         r.stop()
-    assert all(r.join(2) for r in runners)
-    gaps = [b - a for a, b in zip(fast_times, fast_times[1:])]
-    assert len(fast_times) >= 15 and max(gaps) < 0.3, gaps  # the slow job takes 0.5 s
-    assert not overlaps and 2 <= runners[1].runs <= 3
-    assert calls["flaky"] >= 2  # retried after 1 s (back-off floor), then on schedule again
-    messages = [r.getMessage() for r in caplog.records if r.name == "gpm.job.flaky"]
-    assert messages[0] == "failed: OSError: disk full; retrying in 1 s (failure 1 in a row)"
-    assert "recovered after 1 failure" in messages
+    return all(r.join(5) for r in runners)
+
+
+def grid(interval: float, first: float, last: float) -> list[float]:
+    return [first + k * interval for k in range(int((last - first) / interval) + 1)]
+
+
+def test_a_slow_job_never_delays_another():
+    release, in_slow_run = threading.Event(), threading.Event()
+    fast_clock, fast_times = FakeClock(until=5.0), []
+    slow_runs = []
+
+    def slow():
+        slow_runs.append(1)
+        in_slow_run.set()
+        release.wait(10)  # hangs until the other job has run its whole schedule
+
+    slow_runner = Runner(PeriodicJob("slow", slow, 0.25)).start()
+    fast = Runner(PeriodicJob("fast", lambda: fast_times.append(fast_clock()), 0.25))
+    try:
+        assert in_slow_run.wait(5)
+        run_until_parked(fast, fast_clock)
+        assert fast_times == grid(0.25, 0.0, 5.0)  # 21 runs, each on its slot
+        assert fast.runs == 21 and slow_runner.runs == 0 and slow_runs == [1]  # still in its first run
+    finally:
+        release.set()
+        assert stopped(slow_runner, fast)
+    assert slow_runner.runs == 1
+
+
+def test_a_failing_run_is_retried_after_back_off_then_on_schedule_again(caplog):
+    caplog.set_level(logging.INFO)
+    clock, times = FakeClock(until=3.0), []
+
+    def flaky():
+        times.append(clock())
+        if len(times) == 1:
+            raise OSError("disk full")
+
+    r = run_until_parked(Runner(PeriodicJob("flaky", flaky, 0.5)), clock)
+    assert stopped(r)
+    assert times == [0.0] + grid(0.5, 1.0, 3.0)  # retried after 1 s (the back-off floor), then every 0.5 s
+    assert (r.runs, r.failed_runs, r.failures, r.last_error) == (6, 1, 0, None)
+    messages = [rec.getMessage() for rec in caplog.records if rec.name == "gpm.job.flaky"]
+    assert messages == ["failed: OSError: disk full; retrying in 1 s (failure 1 in a row)",
+                        "recovered after 1 failure"]
+
+
+def test_back_off_doubles_while_a_run_keeps_failing():
+    clock, times = FakeClock(until=20.0), []
+
+    def failing():
+        times.append(clock())
+        raise OSError("no space left on device")
+
+    r = run_until_parked(Runner(PeriodicJob("failing", failing, 2.0)), clock)
+    assert stopped(r)
+    assert times == [0.0, 2.0, 6.0, 14.0]  # waits 2, 4, 8 s; the next would be 16 s later
+    assert (r.runs, r.failed_runs, r.failures) == (4, 4, 4)
 
 
 def test_drift_free_grid_skips_missed_slots_instead_of_bursting():
-    times: list[float] = []
+    clock, times = FakeClock(until=2.0), []
 
     def run():
-        times.append(time.monotonic())
+        times.append(clock())
         if len(times) == 2:
-            time.sleep(0.35)  # overruns three slots
+            clock.advance(0.625)  # runs from 0.25 to 0.875: overruns the slots at 0.5 and 0.75
 
-    r = Runner(PeriodicJob("grid", run, 0.1)).start()
-    time.sleep(0.95)
-    r.stop()
-    r.join(1)
-    start = times[0]
-    offsets = [round((t - start) / 0.1, 1) for t in times]
-    assert offsets[0] == 0.0 and round(offsets[1]) == 1
-    assert round(offsets[2]) == 5  # next free slot after the overrun, no catch-up burst
-    assert all(abs(o - round(o)) < 0.4 for o in offsets), offsets
+    r = run_until_parked(Runner(PeriodicJob("grid", run, 0.25)), clock)
+    assert stopped(r)
+    assert times == [0.0, 0.25] + grid(0.25, 1.0, 2.0)  # next free slot after the overrun, no catch-up burst
+
+
+def test_first_delay_and_a_run_that_asks_for_its_next_time():
+    clock, times = FakeClock(until=4.0), []
+
+    def run():
+        times.append(clock())
+        return 2.0 if len(times) == 1 else None  # "no GPU yet, try again in 2 s"
+
+    r = run_until_parked(Runner(PeriodicJob("later", run, 0.5, first_delay_secs=1.0)), clock)
+    assert stopped(r)
+    assert times == [1.0] + grid(0.5, 3.0, 4.0)  # the grid restarts from the asked time
+
+
+def test_a_new_interval_counts_from_the_last_run():
+    clock, times = FakeClock(until=3.0), []
+    r = run_until_parked(Runner(PeriodicJob("tick", lambda: times.append(clock()), 1.0)), clock)
+    try:
+        assert times == [0.0, 1.0, 2.0, 3.0]
+        clock.parked.clear()
+        clock.until = 4.0
+        r.set_interval(0.25)
+        assert clock.parked.wait(5)
+    finally:
+        assert stopped(r)
+    assert times == [0.0, 1.0, 2.0, 3.0, 3.25, 3.5, 3.75, 4.0]
+    assert r.job.interval_secs == 0.25
 
 
 def test_reload_starts_restarts_and_stops_jobs_by_their_config_flag(isolated_home):

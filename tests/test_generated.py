@@ -45,7 +45,7 @@ def test_every_command_and_option_has_help_text_and_a_man_page():
 @pytest.mark.skipif(not shutil.which("mandoc"), reason="mandoc not installed")
 def test_man_pages_are_mandoc_lint_clean():
     pages = sorted((REPO / "man").glob("*.1"))
-    assert pages
+    assert [p.name for p in pages] == sorted(["gpm.1", *(f"gpm-{name}.1" for name in COMMANDS)])
     result = subprocess.run(["mandoc", "-T", "lint", "-W", "warning", *map(str, pages)],
                             capture_output=True, text=True)
     assert result.stdout + result.stderr == ""
