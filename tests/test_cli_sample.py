@@ -139,6 +139,62 @@ def test_gpu_lost_mid_sample_keeps_the_rest(fake_nvml, tmp_path):
     assert second["status"] == "ok" and second["power_watts"] == scenario.gpus[1].power_mw / 1000
 
 
+def _gpu_statuses(db) -> dict[str, list[str]]:
+    """{gpus.uuid: the statuses of its rows, in time order}, straight from the tables."""
+    out: dict[str, list[str]] = {}
+    for uuid, status in sqlite3.connect(db).execute(
+            "SELECT g.uuid, COALESCE(m.status, 'ok') FROM gpu_metrics m JOIN gpus g ON g.id = m.gpu_id "
+            "ORDER BY m.ts_ms, g.gpu_index"):
+        out.setdefault(uuid, []).append(status)
+    return out
+
+
+def test_a_lost_gpu_is_stored_under_the_gpu_it_was(fake_nvml, tmp_path):
+    """#13.2: good in one run, lost in the next (a new process: only the database
+    knows it), back in a third; one GPU, one history."""
+    good = Scenario.many(2)
+    lost = Scenario.many(2)
+    lost.gpus[1].lost_after = 0  # lost before NVML hands out its handle: no UUID from the driver
+    db = tmp_path / "gpm.db"
+    fake_nvml.set(good)
+    assert run_gpm("--db", db, "sample", env=fake_nvml.env()).returncode == 0
+    fake_nvml.set(lost)
+    result = run_gpm("--db", db, "sample", "--json", env=fake_nvml.env())
+    fake_nvml.set(good)
+    assert run_gpm("--db", db, "sample", env=fake_nvml.env()).returncode == 0
+
+    gpu = good.gpus[1]
+    assert result.returncode == 1
+    assert result.stderr == f"gpm: GPU 1 ({gpu.uuid}) failed: gpu_is_lost\n"
+    obj = json.loads(result.stdout.splitlines()[1])
+    assert (obj["gpu_index"], obj["gpu_uuid"], obj["gpu_name"], obj["pci_bus_id"], obj["status"]) == (
+        1, gpu.uuid, gpu.name, gpu.pci_bus_id, "gpu_is_lost")
+    assert obj["utilization_gpu_percent"] is None and obj["power_watts"] is None
+    assert _gpu_statuses(db) == {good.gpus[0].uuid: ["ok", "ok", "ok"], gpu.uuid: ["ok", "gpu_is_lost", "ok"]}
+    assert sqlite3.connect(db).execute("SELECT gpu_index, name, pci_bus_id FROM gpus WHERE uuid = ?",
+                                       (gpu.uuid,)).fetchall() == [(1, gpu.name, gpu.pci_bus_id)]
+
+
+def test_a_gpu_lost_on_a_new_database_is_adopted_when_it_comes_back(fake_nvml, tmp_path):
+    """Nothing knows the GPU at its first, lost, sample: it is stored by index with
+    no name (nothing invented); back with its UUID, it takes that row over."""
+    lost = Scenario.many(2)
+    lost.gpus[1].lost_after = 0
+    db = tmp_path / "gpm.db"
+    fake_nvml.set(lost)
+    result = run_gpm("--db", db, "sample", "--json", env=fake_nvml.env())
+    assert result.returncode == 1
+    obj = json.loads(result.stdout.splitlines()[1])
+    assert (obj["gpu_uuid"], obj["gpu_name"], obj["status"]) == (None, None, "gpu_is_lost")
+    assert rows(db, "SELECT uuid, name FROM gpus ORDER BY gpu_index")[1] == {"uuid": "index:1", "name": None}
+
+    good = fake_nvml.set(Scenario.many(2))
+    assert run_gpm("--db", db, "sample", env=fake_nvml.env()).returncode == 0
+    gpu = good.gpus[1]
+    assert _gpu_statuses(db) == {good.gpus[0].uuid: ["ok", "ok"], gpu.uuid: ["gpu_is_lost", "ok"]}
+    assert rows(db, "SELECT COUNT(*) AS n FROM gpus")[0]["n"] == 2
+
+
 def test_unsupported_fields_are_null_never_zero(fake_nvml, tmp_path):
     scenario = Scenario.many(1)
     scenario.gpus[0].fails = {
