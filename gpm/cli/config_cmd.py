@@ -39,11 +39,29 @@ def show(app: AppContext, as_json: bool) -> None:
         return
     from tabulate import tabulate
 
-    rows = [[f"{k.section}.{k.name}", json.dumps(cfg[k.dotted]), cfg.source(k.dotted)] for k in SCHEMA]
+    rows = [[f"{k.section}.{k.name}", *_shown(cfg, k.dotted)] for k in SCHEMA]
     where = cfg.config_path if cfg.config_file_found else f"{cfg.config_path} (not present)"
     click.echo(f"config file: {where}")
     click.echo(f"database:    {cfg.db_path}")
     click.echo(tabulate(rows, headers=["key", "value", "source"]))
+
+
+def _shown(cfg, dotted: str) -> tuple[str, str]:
+    """(value, source) as `config show` prints them: an empty path or host name
+    is the one actually used, with why (#13.10: the archive folder showed "")."""
+    from gpm import paths
+
+    value, source = cfg[dotted], cfg.source(dotted)
+    if dotted == "storage.db_path":
+        value = cfg.db_file
+    elif dotted == "storage.archive_dir":
+        value = str(cfg.archive_dir)
+        if not cfg[dotted]:
+            beside = value == paths.default_archive_dir(cfg.db_file)
+            source = "default (beside the database)" if beside else "where the database last archived"
+    elif dotted == "service.hostname" and not value:
+        value, source = cfg.hostname, "default (this machine's name)"
+    return json.dumps(value), source
 
 
 @config.command()
