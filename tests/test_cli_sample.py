@@ -441,3 +441,49 @@ def test_follow_stopped_by_ctrl_c_is_its_normal_end(fake_nvml, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
     assert (proc.returncode, err) == (0, "")
+
+
+def test_a_gpu_lost_when_sampling_starts_is_read_again_when_it_comes_back(fake_nvml, tmp_path):
+    """--follow keeps NVML open (as the daemon does): a GPU lost at open is
+    tried again at each sample, and its rows stay under one `gpus` row."""
+    good = fake_nvml.set(Scenario.many(2))
+    db = tmp_path / "gpm.db"
+    run_gpm("--db", db, "sample", env=fake_nvml.env(), check=True)  # the database knows both GPUs
+    lost = Scenario.many(2)
+    lost.gpus[1].lost_after = 0
+    fake_nvml.set(lost)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpm", "--db", str(db), "sample", "--follow", "-i", "0.2"],
+        env=gpm_env(fake_nvml.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(db, "SELECT 1 FROM gpu_metrics WHERE status = 'gpu_is_lost'")
+        fake_nvml.set(good)
+        _wait_for(db, "SELECT 1 FROM gpu_metrics m JOIN gpus g ON g.id = m.gpu_id "
+                      "WHERE g.gpu_index = 1 AND m.status IS NULL AND m.ts_ms > "
+                      "(SELECT MAX(ts_ms) FROM gpu_metrics WHERE status = 'gpu_is_lost')")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 1  # a GPU failed during the run
+    assert err == f"gpm: GPU 1 ({good.gpus[1].uuid}) failed: gpu_is_lost\n"
+    statuses = _gpu_statuses(db)
+    assert set(statuses) == {good.gpus[0].uuid, good.gpus[1].uuid}
+    assert set(statuses[good.gpus[0].uuid]) == {"ok"}
+    history = statuses[good.gpus[1].uuid]
+    first_lost = history.index("gpu_is_lost")
+    back = history.index("ok", first_lost)
+    assert history[:first_lost] == ["ok"] and set(history[first_lost:back]) == {"gpu_is_lost"}
+    assert set(history[back:]) == {"ok"}
+
+
+def _wait_for(db, sql: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if sqlite3.connect(db).execute(sql).fetchone():
+                return
+        except sqlite3.OperationalError:
+            pass  # locked for a moment by the writer
+        time.sleep(0.05)
+    raise AssertionError(f"nothing matched {sql!r} after {timeout} s")

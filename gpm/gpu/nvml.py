@@ -172,7 +172,19 @@ class NvmlReader:
         if not self._opened:
             self.open()
         ts = now_ms()
-        return [self._read_gpu(gpu, ts, processes) for gpu in self._gpus]
+        return [self._read_gpu(self._reopened(gpu), ts, processes) for gpu in self._gpus]
+
+    def _reopened(self, gpu: _Static) -> _Static:
+        """A GPU that could not be opened is opened again at each read: lost at
+        open, it may come back (a reset), and a daemon that kept NVML open
+        would otherwise report it lost until restarted (#13.2)."""
+        if not gpu.failed:
+            return gpu
+        again = self._open_gpu(gpu.index)
+        if again.failed:
+            return gpu
+        self._gpus[gpu.index] = again
+        return again
 
     def _read_gpu(self, gpu: _Static, ts: int, with_processes: bool) -> GpuSample:
         s = GpuSample(
