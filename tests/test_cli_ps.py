@@ -48,3 +48,17 @@ def test_explain_also_says_the_lost_gpu(fake_nvml):
     assert result.returncode == 1
     assert result.stderr == "gpm: GPU 1 failed: gpu_is_lost\n"
     assert result.stdout.startswith(f"PID {os.getpid()} on GPU 0 (")
+
+
+def test_a_lost_gpu_is_named_from_the_database_when_there_is_one(fake_nvml, tmp_path):
+    """`gpm ps` stores nothing, but names a lost GPU as `gpm sample` does, from what the database knows."""
+    db = tmp_path / "gpm.db"
+    good = fake_nvml.set(_scenario(lost=False))
+    run_gpm("--db", db, "sample", env=fake_nvml.env(), check=True)
+    before = db.read_bytes()
+    fake_nvml.set(_scenario(lost=True))
+    result = run_gpm("--db", db, "ps", "--json", env=fake_nvml.env())
+    assert result.returncode == 1
+    assert result.stderr == f"gpm: GPU 1 ({good.gpus[1].uuid}) failed: gpu_is_lost\n"
+    assert db.read_bytes() == before  # only read
+

@@ -11,6 +11,7 @@ import click
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, GpmError
 from gpm.humanize import visible, visible_rows
+from gpm.store.samples import recall_identities
 
 
 def _iso(ms: int | None) -> str | None:
@@ -103,6 +104,7 @@ def ps(app: AppContext, as_json: bool, explain_pid: int | None) -> None:
         samples = reader.read()
     finally:
         reader.close()
+    recall_identities(cfg.db_file, cfg.hostname, samples)
     failed = [s for s in samples if not s.ok]
     for s in failed:  # a lost GPU's processes are unknown, not absent (#13.2)
         click.echo(f"gpm: {s.failure()}", err=True)

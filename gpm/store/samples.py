@@ -8,6 +8,7 @@ limits at run time and the report needs the limit of each moment.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from typing import Iterable, Iterator
 
@@ -123,6 +124,25 @@ class GpuIds:
             )
         self._staged[key] = (gpu_id, identity)
         return gpu_id
+
+
+def recall_identities(db_file: str, host: str, samples: Iterable[GpuSample]) -> None:
+    """``recall_identity`` for a command that stores nothing (`gpm ps`): the
+    database is only read, and one that cannot be read costs only the names."""
+    from urllib.parse import quote  # not on the cron path
+
+    failed = [s for s in samples if not s.ok]
+    if not failed or not os.path.exists(db_file):
+        return
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(db_file))}?mode=ro", uri=True, timeout=1)
+        try:
+            for s in failed:
+                recall_identity(conn, host, s)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass
 
 
 def _adopt_unnamed(conn: sqlite3.Connection, host: str, sample: GpuSample) -> tuple[int] | None:
