@@ -43,6 +43,10 @@ class GpmError(Exception):
         if exit_code is not None:
             self.exit_code = exit_code
 
+    def lines(self) -> list[str]:
+        """What the CLI prints, a line each (each after ``gpm: ``)."""
+        return [str(self)]
+
 
 class ConfigError(GpmError):
     """A configuration value is unknown, of the wrong type or out of range."""
@@ -51,9 +55,27 @@ class ConfigError(GpmError):
 
 
 class NoBackendError(GpmError):
-    """Neither NVML nor nvidia-smi could be used; the message says why."""
+    """Neither NVML nor nvidia-smi could be used; the message says why.
+
+    ``str()`` is one line (for logs and doctor); with ``reasons`` (one per
+    backend tried), the CLI prints them one a line, the last pointing to the
+    page on running without a GPU (#13.10), on a line of its own when it
+    would not fit 80 columns after ``gpm: ``.
+    """
 
     exit_code = EXIT_NO_BACKEND
+    HINT = "no GPU here? see docs/without-gpu.md"
+
+    def __init__(self, message: str, reasons: list[str] | None = None):
+        super().__init__(message)
+        self.reasons = reasons or []
+
+    def lines(self) -> list[str]:
+        if not self.reasons:
+            return [str(self)]
+        *first, last = self.reasons
+        hinted = f"{last} ({self.HINT})"
+        return [*first, hinted] if len(hinted) <= 80 - len("gpm: ") else [*self.reasons, self.HINT]
 
 
 class DatabaseError(GpmError):

@@ -138,7 +138,7 @@ def test_export_formats_ranges_and_files(tmp_path, gpm):
     gpus = pl.read_csv(io.StringIO(gpm("--db", db, "export", "-t", "gpus", check=True).stdout))
     assert gpus.height == 2
     bad = gpm("--db", db, "export", "-t", "nope")
-    assert bad.returncode == 1 and bad.stderr.startswith("gpm: nope: no such table") and "\n" == bad.stderr[-1]
+    assert bad.returncode == 2 and bad.stderr.startswith("gpm: --table nope: no such table") and "\n" == bad.stderr[-1]
     bad_time = gpm("--db", db, "export", "-t", "gpu_metrics", "--since", "yesterday-ish")
     assert bad_time.returncode == 2 and "is not a time" in bad_time.stderr
     assert gpm("--db", db, "export", "-t", "gpu_metrics", "-f", "parquet").returncode == 2

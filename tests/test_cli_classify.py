@@ -302,3 +302,43 @@ def test_ollama_runner_blob_is_named_from_its_manifest(gpm, tmp_path):
     first, second = map(json.loads, result.stdout.splitlines())
     assert (first["category"], first["label"]) == ("llm_inference", "llama3.1:8b")
     assert second["label"] == "sha256-ffffffffffff"
+
+
+def test_on_a_terminal_it_says_what_it_reads_instead_of_waiting_silently(tmp_path):
+    """#13.10: `gpm classify` typed at a terminal, in a real pty: one line on
+    stderr says what it expects; a line typed and Ctrl-D classify as usual."""
+    import os
+    import pty
+    import select
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import gpm_env
+
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "gpm", "classify"], stdin=slave, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=gpm_env())
+    os.close(slave)
+    try:
+        hint = b""
+        deadline = time.monotonic() + 15
+        while not hint.endswith(b"\n") and time.monotonic() < deadline:
+            if select.select([proc.stderr], [], [], 0.5)[0]:
+                hint += os.read(proc.stderr.fileno(), 4096)
+        assert hint == b"gpm classify: reading JSON Lines from stdin (Ctrl-D to end); see gpm classify --help\n"
+        os.write(master, json.dumps({"name": "ollama", "exe": "/usr/local/bin/ollama",
+                                     "cmdline": ["/usr/local/bin/ollama", "serve"]}).encode() + b"\n")
+        os.write(master, b"\x04")  # Ctrl-D at the start of a line: end of input
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        os.close(master)
+    assert (proc.returncode, err) == (0, b"")
+    assert [(o["name"], o["category"], o["label"]) for o in map(json.loads, out.splitlines())] == [
+        ("ollama", "llm_inference", "ollama")]
+
+    piped = run_gpm("classify", input='{"name": "ollama", "exe": "/usr/local/bin/ollama"}\n')
+    assert piped.returncode == 0 and piped.stderr == ""  # not a terminal: nothing to say

@@ -108,7 +108,6 @@ def test_no_store_writes_nothing(fake_nvml, tmp_path):
     result = run_gpm("--db", tmp_path / "gpm.db", "sample", "--no-store", "--json", env=fake_nvml.env())
     assert result.returncode == 0
     assert len(result.stdout.splitlines()) == 1
-    assert not (tmp_path / "gpm.db").exists()
 
 
 def test_lost_gpu_is_reported_and_the_others_are_stored(fake_nvml, tmp_path):
@@ -140,6 +139,62 @@ def test_gpu_lost_mid_sample_keeps_the_rest(fake_nvml, tmp_path):
     assert second["status"] == "ok" and second["power_watts"] == scenario.gpus[1].power_mw / 1000
 
 
+def _gpu_statuses(db) -> dict[str, list[str]]:
+    """{gpus.uuid: the statuses of its rows, in time order}, straight from the tables."""
+    out: dict[str, list[str]] = {}
+    for uuid, status in sqlite3.connect(db).execute(
+            "SELECT g.uuid, COALESCE(m.status, 'ok') FROM gpu_metrics m JOIN gpus g ON g.id = m.gpu_id "
+            "ORDER BY m.ts_ms, g.gpu_index"):
+        out.setdefault(uuid, []).append(status)
+    return out
+
+
+def test_a_lost_gpu_is_stored_under_the_gpu_it_was(fake_nvml, tmp_path):
+    """#13.2: good in one run, lost in the next (a new process: only the database
+    knows it), back in a third; one GPU, one history."""
+    good = Scenario.many(2)
+    lost = Scenario.many(2)
+    lost.gpus[1].lost_after = 0  # lost before NVML hands out its handle: no UUID from the driver
+    db = tmp_path / "gpm.db"
+    fake_nvml.set(good)
+    assert run_gpm("--db", db, "sample", env=fake_nvml.env()).returncode == 0
+    fake_nvml.set(lost)
+    result = run_gpm("--db", db, "sample", "--json", env=fake_nvml.env())
+    fake_nvml.set(good)
+    assert run_gpm("--db", db, "sample", env=fake_nvml.env()).returncode == 0
+
+    gpu = good.gpus[1]
+    assert result.returncode == 1
+    assert result.stderr == f"gpm: GPU 1 ({gpu.uuid}) failed: gpu_is_lost\n"
+    obj = json.loads(result.stdout.splitlines()[1])
+    assert (obj["gpu_index"], obj["gpu_uuid"], obj["gpu_name"], obj["pci_bus_id"], obj["status"]) == (
+        1, gpu.uuid, gpu.name, gpu.pci_bus_id, "gpu_is_lost")
+    assert obj["utilization_gpu_percent"] is None and obj["power_watts"] is None
+    assert _gpu_statuses(db) == {good.gpus[0].uuid: ["ok", "ok", "ok"], gpu.uuid: ["ok", "gpu_is_lost", "ok"]}
+    assert sqlite3.connect(db).execute("SELECT gpu_index, name, pci_bus_id FROM gpus WHERE uuid = ?",
+                                       (gpu.uuid,)).fetchall() == [(1, gpu.name, gpu.pci_bus_id)]
+
+
+def test_a_gpu_lost_on_a_new_database_is_adopted_when_it_comes_back(fake_nvml, tmp_path):
+    """Nothing knows the GPU at its first, lost, sample: it is stored by index with
+    no name (nothing invented); back with its UUID, it takes that row over."""
+    lost = Scenario.many(2)
+    lost.gpus[1].lost_after = 0
+    db = tmp_path / "gpm.db"
+    fake_nvml.set(lost)
+    result = run_gpm("--db", db, "sample", "--json", env=fake_nvml.env())
+    assert result.returncode == 1
+    obj = json.loads(result.stdout.splitlines()[1])
+    assert (obj["gpu_uuid"], obj["gpu_name"], obj["status"]) == (None, None, "gpu_is_lost")
+    assert rows(db, "SELECT uuid, name FROM gpus ORDER BY gpu_index")[1] == {"uuid": "index:1", "name": None}
+
+    good = fake_nvml.set(Scenario.many(2))
+    assert run_gpm("--db", db, "sample", env=fake_nvml.env()).returncode == 0
+    gpu = good.gpus[1]
+    assert _gpu_statuses(db) == {good.gpus[0].uuid: ["ok", "ok"], gpu.uuid: ["gpu_is_lost", "ok"]}
+    assert rows(db, "SELECT COUNT(*) AS n FROM gpus")[0]["n"] == 2
+
+
 def test_unsupported_fields_are_null_never_zero(fake_nvml, tmp_path):
     scenario = Scenario.many(1)
     scenario.gpus[0].fails = {
@@ -160,12 +215,35 @@ def test_unsupported_fields_are_null_never_zero(fake_nvml, tmp_path):
     assert obj["temperature_celsius"] == scenario.gpus[0].temperature
 
 
-def test_missing_library_and_missing_nvidia_smi(tmp_path):
-    env = {"PATH": "/nonexistent", "LD_LIBRARY_PATH": str(tmp_path)}
+@pytest.mark.parametrize(
+    "init_error, reason",
+    [
+        ("DRIVER_NOT_LOADED", "NVIDIA driver not loaded"),
+        ("LIB_RM_VERSION_MISMATCH", "driver/library version mismatch"),
+        ("NO_PERMISSION", "no permission to open the GPU"),
+    ],
+)
+def test_init_failure_without_fallback_exits_69_with_the_reason(fake_nvml, tmp_path, init_error, reason):
+    fake_nvml.set(Scenario(init_error=init_error))
+    env = fake_nvml.env()
+    env["GPM_GPU_FALLBACK_TO_NVIDIA_SMI"] = "false"
     result = run_gpm("--db", tmp_path / "gpm.db", "sample", env=env)
     assert result.returncode == 69
-    assert "NVML library not found" in result.stderr
-    assert "nvidia-smi: nvidia-smi not found" in result.stderr
+    nvml, smi, hint = result.stderr.splitlines()
+    assert nvml.startswith("gpm: NVML: ") and reason in nvml
+    assert smi == "gpm: nvidia-smi: fallback disabled by [gpu] fallback_to_nvidia_smi"
+    assert hint == "gpm: no GPU here? see docs/without-gpu.md"
+
+
+def test_missing_library_and_missing_nvidia_smi(tmp_path):
+    """#13.10: two short lines, one per backend, and where to read about running without a GPU."""
+    env = {"PATH": "/nonexistent", "LD_LIBRARY_PATH": str(tmp_path)}
+    result = run_gpm("--db", tmp_path / "gpm.db", "sample", env=env)
+    assert (result.returncode, result.stdout) == (69, "")
+    assert result.stderr == (
+        "gpm: NVML: libnvidia-ml.so.1 not found: is the NVIDIA driver installed?\n"
+        "gpm: nvidia-smi: not found on PATH (no GPU here? see docs/without-gpu.md)\n")
+    assert (Path(__file__).parents[1] / "docs" / "without-gpu.md").is_file()
 
 
 def smi_env(fake_nvml, tmp_path, capture, **extra):
@@ -355,3 +433,49 @@ def test_follow_stopped_by_ctrl_c_is_its_normal_end(fake_nvml, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=10)
     assert (proc.returncode, err) == (0, "")
+
+
+def test_a_gpu_lost_when_sampling_starts_is_read_again_when_it_comes_back(fake_nvml, tmp_path):
+    """--follow keeps NVML open (as the daemon does): a GPU lost at open is
+    tried again at each sample, and its rows stay under one `gpus` row."""
+    good = fake_nvml.set(Scenario.many(2))
+    db = tmp_path / "gpm.db"
+    run_gpm("--db", db, "sample", env=fake_nvml.env(), check=True)  # the database knows both GPUs
+    lost = Scenario.many(2)
+    lost.gpus[1].lost_after = 0
+    fake_nvml.set(lost)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gpm", "--db", str(db), "sample", "--follow", "-i", "0.2"],
+        env=gpm_env(fake_nvml.env()), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        _wait_for(db, "SELECT 1 FROM gpu_metrics WHERE status = 'gpu_is_lost'")
+        fake_nvml.set(good)
+        _wait_for(db, "SELECT 1 FROM gpu_metrics m JOIN gpus g ON g.id = m.gpu_id "
+                      "WHERE g.gpu_index = 1 AND m.status IS NULL AND m.ts_ms > "
+                      "(SELECT MAX(ts_ms) FROM gpu_metrics WHERE status = 'gpu_is_lost')")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    assert proc.returncode == 1  # a GPU failed during the run
+    assert err == f"gpm: GPU 1 ({good.gpus[1].uuid}) failed: gpu_is_lost\n"
+    statuses = _gpu_statuses(db)
+    assert set(statuses) == {good.gpus[0].uuid, good.gpus[1].uuid}
+    assert set(statuses[good.gpus[0].uuid]) == {"ok"}
+    history = statuses[good.gpus[1].uuid]
+    first_lost = history.index("gpu_is_lost")
+    back = history.index("ok", first_lost)
+    assert history[:first_lost] == ["ok"] and set(history[first_lost:back]) == {"gpu_is_lost"}
+    assert set(history[back:]) == {"ok"}
+
+
+def _wait_for(db, sql: str, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if sqlite3.connect(db).execute(sql).fetchone():
+                return
+        except sqlite3.OperationalError:
+            pass  # locked for a moment by the writer
+        time.sleep(0.05)
+    raise AssertionError(f"nothing matched {sql!r} after {timeout} s")

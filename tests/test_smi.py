@@ -501,13 +501,13 @@ def test_reader_garbage_output(fake_smi, monkeypatch, tmp_path):
 
 
 def test_reader_missing_binary(tmp_path, monkeypatch):
-    with pytest.raises(NoBackendError, match="^nvidia-smi not found: ") as info:
+    with pytest.raises(NoBackendError, match="^nvidia-smi not found") as info:
         SmiReader(str(tmp_path / "nope" / "nvidia-smi")).open()
     assert info.value.exit_code == EXIT_NO_BACKEND
     monkeypatch.setenv("PATH", str(tmp_path))
-    with pytest.raises(NoBackendError, match="^nvidia-smi not found: "):
+    with pytest.raises(NoBackendError, match="^nvidia-smi not found"):
         SmiReader().open()
-    with pytest.raises(NoBackendError, match="^nvidia-smi not found: "):
+    with pytest.raises(NoBackendError, match="^nvidia-smi not found"):
         SmiReader().read()
     plain = tmp_path / "nvidia-smi"
     plain.write_text("#!/bin/sh\n")

@@ -167,7 +167,7 @@ def _invoke(argv: list[str] | None) -> int:
     except click.ClickException as exc:
         return _fail(exc.format_message(), exc.exit_code)
     except GpmError as exc:
-        return _fail(str(exc), exc.exit_code)
+        return _fail(exc.lines(), exc.exit_code)
     except _ReaderLeft:
         return _reader_left()
     except Exception as exc:  # noqa: BLE001 - the last line of defence, for bugs only
@@ -177,10 +177,12 @@ def _invoke(argv: list[str] | None) -> int:
     return 0
 
 
-def _fail(message: str, code: int) -> int:
-    """One line on stderr; a closed stderr loses the line, never the exit code."""
+def _fail(message: str | list[str], code: int) -> int:
+    """One line on stderr (a line per backend tried for "no GPU"); a closed
+    stderr loses the line, never the exit code."""
     try:
-        click.echo(f"gpm: {visible(message)}", err=True)  # it may quote a file name or a value (#12.10)
+        for line in [message] if isinstance(message, str) else message:
+            click.echo(f"gpm: {visible(line)}", err=True)  # it may quote a file name or a value (#12.10)
     except OSError:
         pass
     return code

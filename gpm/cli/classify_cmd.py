@@ -54,6 +54,9 @@ def classify(app: AppContext, input_file, steam_paths: tuple[str, ...], explain:
 
     name = getattr(input_file, "name", "-")
     where = "stdin" if name in ("-", "<stdin>") else name
+    if where == "stdin" and sys.stdin.isatty() and not app.quiet:
+        # Waiting silently on a terminal looks like a hang (#13.10).
+        click.echo("gpm classify: reading JSON Lines from stdin (Ctrl-D to end); see gpm classify --help", err=True)
     out = sys.stdout
     for number, line in _numbered_lines(input_file, where):
         if not line.strip():

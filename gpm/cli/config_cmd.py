@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -39,7 +40,7 @@ def show(app: AppContext, as_json: bool) -> None:
         click.echo(json.dumps(out, indent=2))
         return
     width = terminal_size()[0]
-    rows = [[f"{k.section}.{k.name}", json.dumps(cfg[k.dotted]), _short_source(cfg, k.dotted)] for k in SCHEMA]
+    rows = [[f"{k.section}.{k.name}", *_shown(cfg, k.dotted)] for k in SCHEMA]
     missing = "" if cfg.config_file_found else " (not present)"
     click.echo(_path_line(f"config file{missing}:", str(cfg.config_path), width))
     click.echo(_path_line("database:", str(cfg.db_path), width))
@@ -57,13 +58,31 @@ def _path_line(label: str, path: str, width: int) -> str:
     return f"{label}\n  {cut_start(path, width - 2)}"
 
 
-def _short_source(cfg, dotted: str) -> str:
+def _short_source(cfg, source: str) -> str:
     """A value from the config file by its file name and line (``config.toml:3``):
     the full path is on the ``config file:`` line, once, not on every row (#13.1)."""
-    source, path = cfg.source(dotted), str(cfg.config_path)
+    path = str(cfg.config_path)
     if source == path or source.startswith(path + ":"):
         return os.path.basename(path) + source[len(path):]
     return source
+
+
+def _shown(cfg, dotted: str) -> tuple[str, str]:
+    """(value, source) as `config show` prints them: an empty path or host name
+    is the one actually used, with why (#13.10: the archive folder showed "")."""
+    from gpm import paths
+
+    value, source = cfg[dotted], cfg.source(dotted)
+    if dotted == "storage.db_path":
+        value = cfg.db_file
+    elif dotted == "storage.archive_dir":
+        value = str(cfg.archive_dir)
+        if not cfg[dotted]:
+            beside = value == paths.default_archive_dir(cfg.db_file)
+            source = "default (beside the database)" if beside else "where the database last archived"
+    elif dotted == "service.hostname" and not value:
+        value, source = cfg.hostname, "default (this machine's name)"
+    return json.dumps(value), _short_source(cfg, source)
 
 
 @config.command()

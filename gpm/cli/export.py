@@ -56,7 +56,8 @@ def export(app: AppContext, table: str, since: int | None, until: int | None, fm
     archived.
 
     \b
-    Exit codes: 0 ok; 1 an error (unknown table, unreadable file); 2 usage.
+    Exit codes: 0 ok; 1 an error (unreadable file); 2 usage, or no such
+    table (the closest name is suggested).
     """
     import polars as pl
 
@@ -82,6 +83,8 @@ def export(app: AppContext, table: str, since: int | None, until: int | None, fm
         order = ["host", spec.time_column, *(c for c in ("gpu_uuid",) if c in frame.collect_schema())]
         frame = frame.sort(order, maintain_order=True).collect()
     else:
+        if db_path is None:  # no database to list: still catch a misspelt time-series table
+            _check_table(table, set(BY_TABLE), db_path)
         frame = _plain_table(app, table, since, until, hosts)
     if fmt == "csv":
         frame = frame.with_columns(pl.col(pl.Datetime).dt.to_string("%Y-%m-%dT%H:%M:%S%.3fZ"))
@@ -106,16 +109,32 @@ def _write(frame, fmt: str, sink) -> None:
     sink.flush()
 
 
+def _check_table(table: str, known: set[str], db_path) -> None:
+    """A usage error naming the closest known table (``-t gpu_metric``: did you
+    mean 'gpu_metrics'?), or all of them (#13.10). With no database to list,
+    only a close match to a time-series table is said; the caller goes on."""
+    import difflib
+
+    if table in known:
+        return
+    close = difflib.get_close_matches(table, sorted(known), n=1, cutoff=0.6)
+    if close:
+        raise click.UsageError(f"--table {table}: no such table (did you mean '{close[0]}'?)")
+    if db_path is not None:
+        raise click.UsageError(f"--table {table}: no such table or view in {db_path} "
+                               f"(known: {', '.join(sorted(known))})")
+
+
 def _plain_table(app: AppContext, table: str, since, until, hosts):
     """Any other table or view, from SQLite alone, filtered on ts_ms/host when it has them."""
     import polars as pl
 
+    from gpm.store.timeseries import BY_TABLE
+
     conn = app.open_db(readonly=True)
     try:
         known = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-        if table not in known:
-            raise GpmError(f"{table}: no such table or view in {app.config().db_path} "
-                           f"(known: {', '.join(sorted(known))})")
+        _check_table(table, known | set(BY_TABLE), app.config().db_path)
         columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
         clauses, params = [], []
         if since is not None or until is not None:

@@ -9,8 +9,9 @@ from datetime import datetime, timezone
 import click
 
 from gpm.cli.context import AppContext, pass_app
-from gpm.errors import GpmError
+from gpm.errors import EXIT_FAILURE, GpmError
 from gpm.humanize import Column, fmt_bytes, fmt_duration, table, terminal_size, visible
+from gpm.store.samples import recall_identities
 
 
 def _iso(ms: int | None) -> str | None:
@@ -90,10 +91,10 @@ def ps(app: AppContext, as_json: bool, explain_pid: int | None) -> None:
     the reason says so). Nothing is stored.
 
     \b
-    Exit codes: 0 ok; 1 --explain PID names no process, or another error;
+    Exit codes: 0 ok; 1 a GPU failed to read (said on stderr; the others'
+    processes are listed), --explain PID names no process, or another error;
     2 usage or config error; 69 no GPU backend could be opened.
     """
-    from gpm.classify.live import Classifier
     from gpm.gpu.reader import open_reader
 
     cfg = app.config()
@@ -102,6 +103,18 @@ def ps(app: AppContext, as_json: bool, explain_pid: int | None) -> None:
         samples = reader.read()
     finally:
         reader.close()
+    recall_identities(cfg.db_file, cfg.hostname, samples)
+    failed = [s for s in samples if not s.ok]
+    for s in failed:  # a lost GPU's processes are unknown, not absent (#13.2)
+        click.echo(f"gpm: {s.failure()}", err=True)
+    _show(app, cfg, samples, as_json, explain_pid)
+    if failed:
+        sys.exit(EXIT_FAILURE)
+
+
+def _show(app: AppContext, cfg, samples, as_json: bool, explain_pid: int | None) -> None:
+    from gpm.classify.live import Classifier
+
     clf = Classifier(cfg)
     results = clf.enrich(samples)
     if explain_pid is not None:

@@ -10,7 +10,7 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
-from gpm.humanize import terminal_size, visible
+from gpm.humanize import terminal_size
 from gpm.view import History, frame, sample_table
 
 
@@ -133,9 +133,7 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
                     if reported.get(s.index, "ok") != s.status:
                         reported[s.index] = s.status
                         if not s.ok:
-                            ident = s.uuid or s.name
-                            named = f" ({visible(ident)})" if ident else ""
-                            click.echo(f"gpm: GPU {s.index}{named} failed: {s.status}", err=True)
+                            click.echo(f"gpm: {s.failure()}", err=True)
                 if as_json:
                     import json
 

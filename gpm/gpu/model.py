@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from gpm.humanize import visible
 from gpm.plain import Plain
 
 # NVML's clock event ("throttle") reason bits, named as nvidia-smi names them
@@ -152,6 +153,12 @@ class GpuSample(Plain):
     @property
     def ok(self) -> bool:
         return self.status == "ok"
+
+    def failure(self) -> str:
+        """``GPU 1 (GPU-…) failed: gpu_is_lost``: the one line `gpm sample` and `gpm ps` say it with."""
+        ident = self.uuid or self.name
+        named = f" ({visible(ident)})" if ident else ""
+        return f"GPU {self.index}{named} failed: {self.status}"
 
     @property
     def ts_iso(self) -> str:

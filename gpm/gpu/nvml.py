@@ -2,7 +2,7 @@
 
 Design, after gpustat and nvitop:
 - ``nvmlInit`` happens in ``NvmlReader.open()``, never at import time, and its
-  failures become one-line reasons (``NoBackendError``).
+  failures become one-line reasons (``NoBackendError``), read after "NVML: ".
 - Every optional field goes through ``_field``: a field the GPU or driver does
   not support is ``None``; it never fails the GPU and is never a made-up 0.
 - A GPU that is lost (``GPU_IS_LOST``) or answers ``UNKNOWN`` is reported as
@@ -36,7 +36,7 @@ _ERROR_NAMES: dict[int, str] = {}  # filled on the first error: scanning pynvml'
 
 _INIT_REASONS = {
     pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
-        "NVML library not found (libnvidia-ml.so.1): is the NVIDIA driver installed?",
+        "libnvidia-ml.so.1 not found: is the NVIDIA driver installed?",
     pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
         "NVIDIA driver not loaded (no /dev/nvidia*; is the kernel module loaded?)",
     pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
@@ -45,12 +45,12 @@ _INIT_REASONS = {
     pynvml.NVML_ERROR_NO_PERMISSION:
         "no permission to open the GPU (check access to /dev/nvidia*)",
     pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES:
-        "NVML could not allocate resources to initialise",
+        "could not allocate resources to initialise",
     pynvml.NVML_ERROR_INSUFFICIENT_SIZE:
-        "NVML answered 'Insufficient Size' at start-up: the driver's NVML is older than "
+        "answered 'Insufficient Size' at start-up: the driver's NVML is older than "
         "nvidia-ml-py expects (upgrade the NVIDIA driver, or install an older nvidia-ml-py)",
     pynvml.NVML_ERROR_UNKNOWN:
-        "NVML answered 'Unknown Error' at start-up: the driver is in a bad state "
+        "answered 'Unknown Error' at start-up: the driver is in a bad state "
         "(look for NVRM/Xid lines in `dmesg`; a reboot or GPU reset usually clears it)",
 }
 
@@ -129,10 +129,10 @@ class NvmlReader:
             pynvml.nvmlInit()
         except pynvml.NVMLError as err:
             reason = _INIT_REASONS.get(
-                err.value, f"NVML failed to initialise: {err} ({error_name(err)}; see `nvidia-smi` and `dmesg`)")
+                err.value, f"failed to initialise: {err} ({error_name(err)}; see `nvidia-smi` and `dmesg`)")
             raise NoBackendError(reason) from None
         except OSError as err:  # pragma: no cover - ctypes trouble
-            raise NoBackendError(f"NVML could not be loaded: {err}") from None
+            raise NoBackendError(f"could not be loaded: {err}") from None
         self._opened = True
         try:
             self.driver_version = _text(_field(pynvml.nvmlSystemGetDriverVersion))
@@ -145,7 +145,7 @@ class NvmlReader:
             count = pynvml.nvmlDeviceGetCount()
         except pynvml.NVMLError as err:
             self.close()
-            raise NoBackendError(f"NVML cannot count GPUs: {err}") from None
+            raise NoBackendError(f"cannot count GPUs: {err}") from None
         self._gpus = [self._open_gpu(i) for i in range(count)]
         return self
 

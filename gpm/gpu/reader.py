@@ -22,8 +22,8 @@ class GpuReader(Protocol):
 def open_reader(cfg: Config) -> GpuReader:
     """An opened reader, or ``NoBackendError`` with every reason tried.
 
-    The message names why NVML failed *and* why the fallback did, so the one
-    line on stderr is enough to fix the machine.
+    The error names why NVML failed *and* why the fallback did (a line each
+    on stderr), so what gpm prints is enough to fix the machine.
     """
     reasons: list[str] = []
     if cfg["gpu.enable_nvml"]:
@@ -32,7 +32,7 @@ def open_reader(cfg: Config) -> GpuReader:
 
             return NvmlReader().open()
         except NoBackendError as err:
-            reasons.append(f"NVML: {err}")
+            reasons.append(_why("NVML", err))
         except ImportError as err:  # pragma: no cover - broken install
             reasons.append(f"NVML: cannot import pynvml ({err})")
     else:
@@ -43,7 +43,13 @@ def open_reader(cfg: Config) -> GpuReader:
         try:
             return SmiReader(cfg["gpu.nvidia_smi_path"], cfg["gpu.nvidia_smi_timeout_secs"]).open()
         except NoBackendError as err:
-            reasons.append(f"nvidia-smi: {err}")
+            reasons.append(_why("nvidia-smi", err))
     else:
-        reasons.append("nvidia-smi fallback disabled by [gpu] fallback_to_nvidia_smi")
-    raise NoBackendError("no GPU backend: " + "; ".join(reasons))
+        reasons.append("nvidia-smi: fallback disabled by [gpu] fallback_to_nvidia_smi")
+    raise NoBackendError("no GPU backend: " + "; ".join(reasons), reasons)
+
+
+def _why(backend: str, err: NoBackendError) -> str:
+    """``nvidia-smi: not found on PATH``: the backend named once, though its
+    own messages start with its name (they are also read alone)."""
+    return f"{backend}: {str(err).removeprefix(backend + ' ')}"

@@ -429,7 +429,8 @@ class SmiReader:
         else:
             found = shutil.which(path)
             if found is None:
-                raise NoBackendError(f"nvidia-smi not found: no {path!r} on PATH")
+                where = "" if path == "nvidia-smi" else f": no {path!r}"
+                raise NoBackendError(f"nvidia-smi not found{where} on PATH")
             self.executable = found
         return self
 

@@ -8,6 +8,7 @@ limits at run time and the report needs the limit of each moment.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from typing import Iterable, Iterator
 
@@ -23,9 +24,39 @@ _METRIC_SQL = f"INSERT OR IGNORE INTO gpu_metrics ({_METRIC_COLUMNS}) VALUES ({'
 _STORED_SQL = f"SELECT {_METRIC_COLUMNS} FROM gpu_metrics WHERE ts_ms = ? AND gpu_id = ?"
 
 
+_UNNAMED = "index:"  # gpus.uuid of a GPU never seen with its UUID: "index:1"
+
+
 def gpu_key(sample: GpuSample) -> str:
     """The GPU's stable identity: its UUID, or its index when the UUID is unknown."""
-    return sample.uuid or f"index:{sample.index}"
+    return sample.uuid or f"{_UNNAMED}{sample.index}"
+
+
+def recall_identity(conn: sqlite3.Connection, host: str, sample: GpuSample) -> None:
+    """Give a failed sample the identity this database knows for its GPU (#13.2).
+
+    A GPU lost before NVML hands out its handle (``GPU_IS_LOST``) says
+    nothing of itself, and a new `gpm sample` has only the database to know
+    it by: stored as ``index:1``, it became a second GPU named "?" and cut
+    the real one's history in two. The GPU last seen at that index (and PCI
+    bus id, when the failed read still gave one) on this host is the one
+    that failed: the sample takes its UUID, name, bus id and serial, never
+    readings. When the database knows no GPU there, nothing is invented.
+    """
+    if sample.ok:
+        return
+    if sample.uuid:
+        where, args = "uuid = ?", (sample.uuid,)
+    else:
+        where = f"gpu_index = ? AND uuid NOT LIKE '{_UNNAMED}%' AND (? IS NULL OR pci_bus_id = ?)"
+        args = (sample.index, sample.pci_bus_id, sample.pci_bus_id)
+    row = conn.execute(
+        f"SELECT uuid, name, pci_bus_id, serial FROM gpus WHERE host = ? AND {where} "
+        "ORDER BY last_seen_ms DESC LIMIT 1", (host, *args)).fetchone()
+    if row is not None:
+        sample.uuid, sample.name, sample.pci_bus_id, sample.serial = (
+            mine if mine is not None else known
+            for mine, known in zip((sample.uuid, sample.name, sample.pci_bus_id, sample.serial), row))
 
 
 def _milli(value: float | None) -> int | None:
@@ -69,6 +100,8 @@ class GpuIds:
             conn.execute("UPDATE gpus SET last_seen_ms = ? WHERE id = ?", (sample.ts_ms, known[0]))
             return known[0]
         row = conn.execute("SELECT id FROM gpus WHERE host = ? AND uuid = ?", key).fetchone()
+        if row is None and sample.uuid:
+            row = _adopt_unnamed(conn, host, sample)
         if row is None:
             gpu_id = conn.execute(
                 """INSERT INTO gpus (host, uuid, gpu_index, name, pci_bus_id, serial,
@@ -91,6 +124,37 @@ class GpuIds:
             )
         self._staged[key] = (gpu_id, identity)
         return gpu_id
+
+
+def recall_identities(db_file: str, host: str, samples: Iterable[GpuSample]) -> None:
+    """``recall_identity`` for a command that stores nothing (`gpm ps`): the
+    database is only read, and one that cannot be read costs only the names."""
+    from urllib.parse import quote  # not on the cron path
+
+    failed = [s for s in samples if not s.ok]
+    if not failed or not os.path.exists(db_file):
+        return
+    try:
+        conn = sqlite3.connect(f"file:{quote(os.path.abspath(db_file))}?mode=ro", uri=True, timeout=1)
+        try:
+            for s in failed:
+                recall_identity(conn, host, s)
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        pass
+
+
+def _adopt_unnamed(conn: sqlite3.Connection, host: str, sample: GpuSample) -> tuple[int] | None:
+    """A GPU seen for the first time with its UUID takes over the ``index:N``
+    row its failed reads were stored under (a GPU lost on a new database, then
+    back), so its history is one GPU's (#13.2)."""
+    row = conn.execute(
+        "SELECT id FROM gpus WHERE host = ? AND uuid = ? AND (pci_bus_id IS NULL OR ? IS NULL OR pci_bus_id = ?)",
+        (host, f"{_UNNAMED}{sample.index}", sample.pci_bus_id, sample.pci_bus_id)).fetchone()
+    if row is not None:
+        conn.execute("UPDATE gpus SET uuid = ? WHERE id = ?", (sample.uuid, row[0]))
+    return row
 
 
 def metric_row(gpu_id: int, s: GpuSample) -> tuple:
@@ -120,6 +184,7 @@ def save_samples(
 def _save(conn: sqlite3.Connection, host: str, samples: Iterable[GpuSample], ids: GpuIds) -> dict[int, int]:
     gpu_ids: dict[int, int] = {}
     for s in samples:
+        recall_identity(conn, host, s)
         gpu_id = ids.resolve(conn, host, s)
         gpu_ids[s.index] = gpu_id
         s.ts_ms = _insert_metric(conn, metric_row(gpu_id, s))
