@@ -168,21 +168,22 @@ def _shown_row(stdout: str, key: str) -> list[str]:
 
 def test_show_prints_the_paths_and_host_actually_used(isolated_home, gpm, fake_nvml, tmp_path):
     """#13.10: empty settings showed `""`; the table shows what is used, and why."""
+    WIDE = {"COLUMNS": "400"}  # whole paths: on 80 columns a long value is cut with …
     data = isolated_home / ".local/share/gpm"
-    shown = gpm("config", "show", check=True).stdout
+    shown = gpm("config", "show", env=WIDE, check=True).stdout
     assert _shown_row(shown, "storage.db_path") == [f'"{data}/gpm.db"', "default"]
     assert _shown_row(shown, "storage.archive_dir") == [f'"{data}/archive"', "default (beside the database)"]
     assert _shown_row(shown, "service.hostname") == [f'"{os.uname().nodename}"', "default (this machine's name)"]
 
     db = tmp_path / "b.db"
-    shown = gpm("--db", db, "config", "show", check=True).stdout
+    shown = gpm("--db", db, "config", "show", env=WIDE, check=True).stdout
     assert _shown_row(shown, "storage.db_path") == [f'"{db}"', "flag --db"]
     assert _shown_row(shown, "storage.archive_dir") == [f'"{db}-archive"', "default (beside the database)"]
 
     elsewhere = tmp_path / "parquet"
     gpm("--db", db, "sample", env=fake_nvml.env(), check=True)
     gpm("--db", db, "archive", "--archive-dir", elsewhere, check=True)
-    shown = gpm("--db", db, "config", "show", check=True).stdout
+    shown = gpm("--db", db, "config", "show", env=WIDE, check=True).stdout
     assert _shown_row(shown, "storage.archive_dir") == [f'"{elsewhere}"', "where the database last archived"]
     shown = gpm("--db", db, "config", "show", "--json", check=True).stdout
     assert json.loads(shown)["storage"]["archive_dir"] == {"value": "", "source": "default"}  # JSON stays exact

@@ -215,26 +215,6 @@ def test_unsupported_fields_are_null_never_zero(fake_nvml, tmp_path):
     assert obj["temperature_celsius"] == scenario.gpus[0].temperature
 
 
-@pytest.mark.parametrize(
-    "init_error, reason",
-    [
-        ("DRIVER_NOT_LOADED", "NVIDIA driver not loaded"),
-        ("LIB_RM_VERSION_MISMATCH", "driver/library version mismatch"),
-        ("NO_PERMISSION", "no permission to open the GPU"),
-    ],
-)
-def test_init_failure_without_fallback_exits_69_with_the_reason(fake_nvml, tmp_path, init_error, reason):
-    fake_nvml.set(Scenario(init_error=init_error))
-    env = fake_nvml.env()
-    env["GPM_GPU_FALLBACK_TO_NVIDIA_SMI"] = "false"
-    result = run_gpm("--db", tmp_path / "gpm.db", "sample", env=env)
-    assert result.returncode == 69
-    nvml, smi, hint = result.stderr.splitlines()
-    assert nvml.startswith("gpm: NVML: ") and reason in nvml
-    assert smi == "gpm: nvidia-smi: fallback disabled by [gpu] fallback_to_nvidia_smi"
-    assert hint == "gpm: no GPU here? see docs/without-gpu.md"
-
-
 def test_missing_library_and_missing_nvidia_smi(tmp_path):
     """#13.10: two short lines, one per backend, and where to read about running without a GPU."""
     env = {"PATH": "/nonexistent", "LD_LIBRARY_PATH": str(tmp_path)}

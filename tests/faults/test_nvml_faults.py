@@ -25,12 +25,13 @@ FAKE_SMI = Path(__file__).resolve().parents[1] / "fakes" / "nvidia-smi"
 @pytest.mark.parametrize("init_error, reason", [
     ("DRIVER_NOT_LOADED", "NVIDIA driver not loaded"),
     ("NO_PERMISSION", "no permission to open the GPU (check access to /dev/nvidia*)"),
-    ("LIBRARY_NOT_FOUND", "NVML library not found (libnvidia-ml.so.1): is the NVIDIA driver installed?"),
+    ("LIBRARY_NOT_FOUND", "libnvidia-ml.so.1 not found: is the NVIDIA driver installed?"),
     ("LIB_RM_VERSION_MISMATCH", "NVIDIA driver/library version mismatch"),
-    ("INSUFFICIENT_SIZE", "NVML answered 'Insufficient Size' at start-up"),
-    ("UNKNOWN", "NVML answered 'Unknown Error' at start-up"),
+    ("INSUFFICIENT_SIZE", "answered 'Insufficient Size' at start-up"),
+    ("UNKNOWN", "answered 'Unknown Error' at start-up"),
 ])
-def test_each_init_failure_is_exit_69_and_one_line_naming_the_reason(fake_nvml, tmp_path, init_error, reason):
+def test_each_init_failure_is_exit_69_and_a_line_per_backend_naming_the_reason(
+        fake_nvml, tmp_path, init_error, reason):
     fake_nvml.set(Scenario(init_error=init_error))
     env = fake_nvml.env()
     env["GPM_GPU_FALLBACK_TO_NVIDIA_SMI"] = "false"
@@ -38,9 +39,10 @@ def test_each_init_failure_is_exit_69_and_one_line_naming_the_reason(fake_nvml, 
     result = run_gpm("--db", db, "sample", env=env)
     assert result.returncode == 69
     assert result.stdout == ""
-    line, = result.stderr.splitlines()
-    assert line.startswith("gpm: no GPU backend: NVML: ") and reason in line, line
-    assert "nvidia-smi fallback disabled by [gpu] fallback_to_nvidia_smi" in line
+    nvml, smi, hint = result.stderr.splitlines()  # #13.10: one short line per backend, then where to read
+    assert nvml.startswith("gpm: NVML: ") and reason in nvml, nvml
+    assert smi == "gpm: nvidia-smi: fallback disabled by [gpu] fallback_to_nvidia_smi"
+    assert hint == "gpm: no GPU here? see docs/without-gpu.md"
     assert_no_traceback(result.stderr)
 
 
