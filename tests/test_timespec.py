@@ -172,3 +172,23 @@ def test_the_same_words_select_the_same_rows_in_every_command(command, case, hou
     assert command in OBSERVERS, f"gpm {command} takes a time: add it to OBSERVERS to show it follows the rule"
     args, expected = RANGES[case]
     assert OBSERVERS[command](hourly_db, args, {"TZ": PLUS13}) == expected
+
+
+# --- faults -----------------------------------------------------------------------
+def test_a_local_time_under_an_impossible_tz_is_one_line_naming_tz(tmp_path):
+    db = tmp_path / "gpm.db"
+    bad = run_gpm("--db", db, "export", "-t", "gpu_metrics", "--since", "2026-12-01", env={"TZ": "XXX-25:59"})
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr.startswith("gpm: --since '2026-12-01' is a local time, but TZ='XXX-25:59': a UTC offset "
+                                 "of +24:59 is out of range") and bad.stderr.count("\n") == 1, bad.stderr
+    utc = run_gpm("--db", db, "export", "-t", "gpu_metrics", "--since", "2026-12-01T00:00Z",
+                  env={"TZ": "XXX-25:59"}, check=True)
+    assert utc.stdout.splitlines() == ["host,ts,ts_ms"]  # a UTC time needs no local offset: no rows, no error
+
+
+def test_week_placeholder_over_several_weeks_is_refused_before_any_work(tmp_path):
+    out = tmp_path / "report-{week}.txt"
+    proc = run_gpm("--db", tmp_path / "gpm.db", "report", "--since", "30d", "-o", out, env={"TZ": PLUS13})
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1
+    assert f"gpm: --output {out}: {{week}} needs a report within one ISO week" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # no report, not even a database
