@@ -23,6 +23,8 @@ import time
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 
+from gpm.errors import EXIT_USAGE, GpmError
+
 # The times a user may name: far enough from datetime's year 1 and 9999 that
 # a local offset (under 24 h) or a week added never leaves its range (#12.11).
 MIN_MS = 0  # 1970-01-01T00:00Z
@@ -58,8 +60,6 @@ def check_timezone(environ: Mapping[str, str] = os.environ) -> str | None:
     unknown zone name is no error to the C library either: it silently means
     UTC, which the returned warning says.
     """
-    from gpm.errors import EXIT_USAGE, GpmError
-
     problem = _offset_problem(environ)
     if problem:
         raise GpmError(problem, EXIT_USAGE)

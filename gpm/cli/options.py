@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 
 from gpm.cli.context import AppContext
+from gpm.timespec import parse_time_ms
 
 
 def otlp_options(what: str) -> Callable:
@@ -101,8 +102,6 @@ class TimeParam(click.ParamType):
     name = "time"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
-        from gpm.timespec import parse_time_ms
-
         if isinstance(value, int):
             return value
         try:
