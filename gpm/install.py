@@ -9,6 +9,11 @@ line is exactly what systemd or cron starts. Two ways to run gpm:
   ``gpm report`` weekly, for machines that prefer one-shot runs; the archive
   and report timers also suit a daemon that has archiving switched off.
 
+The weekly report (timer or crontab line) covers the last finished ISO week
+and goes to its own dated file, ``reports/report-2026-W48.txt`` beside the
+database, so reports (and ``weekly_summaries``) accumulate week after week
+and a rerun in the same week rewrites the same file (#13.9).
+
 System units keep their data in /var/lib/gpm (``StateDirectory=``) and read
 /etc/gpm/config.toml; user units use the user's usual XDG folders.
 """
@@ -27,7 +32,8 @@ from gpm.config import Config
 SAMPLE_COUNT = 6  # gpm-sample runs every minute: 6 samples 10 s apart fill it
 SAMPLE_INTERVAL_SECS = 10
 WATCHDOG_SECS = 60  # > the database busy timeout (30 s) a sample may wait out
-REPORT_NAME = "report-weekly.txt"
+REPORT_NAME = "reports/report-{week}.txt"  # beside the database; gpm report fills in {week}
+MKDIR = "/bin/mkdir"  # where coreutils puts it on merged and unmerged /usr alike
 SYSTEM_DATA_DIR = Path("/var/lib/gpm")
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
 
@@ -142,7 +148,10 @@ def _header(name: str) -> list[str]:
     ]
 
 
-def _oneshot(setup: Setup, name: str, description: str, doc: str, *args: str) -> str:
+def _oneshot(setup: Setup, name: str, description: str, doc: str, *args: str,
+             folder: Path | None = None) -> str:
+    """A one-shot service running ``gpm ARGS``, after creating ``folder`` when given."""
+    pre = [f"ExecStartPre={MKDIR} -p {_systemd_word(str(folder))}"] if folder else []
     lines = _header(name) + [
         "[Unit]",
         f"Description={description}",
@@ -150,6 +159,7 @@ def _oneshot(setup: Setup, name: str, description: str, doc: str, *args: str) ->
         "",
         "[Service]",
         "Type=oneshot",
+        *pre,
         f"ExecStart={_exec(setup, *args)}",
         *_environment(setup),
         "Nice=10",
@@ -175,6 +185,9 @@ def _timer(name: str, description: str, calendar: str, *, persistent: bool, spre
         lines.append(f"RandomizedDelaySec={spread}")
     lines += ["", "[Install]", "WantedBy=timers.target"]
     return "\n".join(lines) + "\n"
+
+
+_REPORT_ARGS = ("report", "--week", "last", "--output")  # then the path with {week}
 
 
 def _available(command: str) -> bool:
@@ -226,10 +239,10 @@ def systemd_units(setup: Setup, *, timers: bool) -> dict[str, str]:
             persistent=True, spread="30min", accuracy="1min")
     if timers and _available("report"):
         units["gpm-report.service"] = _oneshot(
-            setup, "gpm-report.service", "gpm: write the weekly report", "gpm-report",
-            "report", "--output", str(setup.report_path))
+            setup, "gpm-report.service", "gpm: report the last finished week into its own file", "gpm-report",
+            *_REPORT_ARGS, str(setup.report_path), folder=setup.report_path.parent)
         units["gpm-report.timer"] = _timer(
-            "gpm-report.timer", "gpm: weekly report", "weekly",
+            "gpm-report.timer", "gpm: weekly report, Mondays", "weekly",
             persistent=True, spread="30min", accuracy="1min")
     return units
 
@@ -371,8 +384,9 @@ def cron_lines(setup: Setup) -> str:
         lines += ["# archive rows older than [storage] retention_days to Parquet, daily",
                   f"17 3 * * * {cmd('archive')}"]
     if _available("report"):
-        lines += ["# write the weekly report, Mondays",
-                  f"23 6 * * 1 {cmd('report', '--output', str(setup.report_path))}"]
+        folder = shlex.quote(str(setup.report_path.parent)).replace("%", "\\%")
+        lines += ["# report the last finished ISO week into its own file, Mondays",
+                  f"23 6 * * 1 mkdir -p {folder} && {cmd(*_REPORT_ARGS, str(setup.report_path))}"]
     lines += ["# or, instead of the sample line, run the daemon from boot:",
               f"# @reboot {cmd('daemon')}"]
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import shlex
 import shutil
 import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,6 +123,66 @@ def test_the_crontab_sample_line_runs_as_cron_would(fake_nvml, tmp_path):
     conn = sqlite3.connect(db)
     assert conn.execute("SELECT COUNT(*) FROM gpu_metrics").fetchone()[0] == 2
     assert re.search(r"^# @reboot .* daemon$", text, re.M)
+
+
+# --- the weekly report keeps history (#13.9) ------------------------------------
+# Local time with DST, as a POSIX rule (no zoneinfo file needed): weeks start at local Monday 00:00.
+BERLIN = "CET-1CEST,M3.5.0,M10.5.0/3"
+
+
+def _weekly_report_commands(kind: str, db: Path, out: Path) -> list[str]:
+    """The shell commands systemd or cron would run for the weekly report, as generated."""
+    if kind == "systemd":
+        run_gpm("--db", db, "install", "systemd", "--timers", "--dir", out, check=True)
+        unit = (out / "gpm-report.service").read_text()
+        assert "OnCalendar=weekly" in (out / "gpm-report.timer").read_text()
+        lines = [line.split("=", 1)[1] for line in unit.splitlines() if line.startswith(("ExecStartPre=", "ExecStart="))]
+        return [shlex.join(shlex.split(line.replace("%%", "%"))) for line in lines]
+    text = run_gpm("--db", db, "install", "cron", check=True).stdout
+    line = next(line for line in text.splitlines() if " report " in line and not line.startswith("#"))
+    fields = line.split(None, 5)
+    assert fields[:5] == ["23", "6", "*", "*", "1"]  # Mondays
+    return [fields[5].replace("\\%", "%")]
+
+
+def _at(when: str, commands: list[str], env: dict) -> None:
+    for command in commands:
+        result = subprocess.run(["faketime", when, "/bin/sh", "-c", command], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and result.stdout == "" and result.stderr == "", result.stderr
+
+
+@pytest.mark.skipif(not shutil.which("faketime"), reason="faketime not installed (Debian package faketime)")
+@pytest.mark.parametrize("kind", ["systemd", "cron"])
+def test_weekly_report_writes_one_dated_file_per_finished_week(kind, fake_nvml, tmp_path):
+    db = tmp_path / "data 100%" / "gpm.db"
+    db.parent.mkdir()
+    # a faked monotonic clock would stop `sample -i` sleeping: fake only the wall clock
+    env = gpm_env(fake_nvml.env({**os.environ, "TZ": BERLIN, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}))
+    # last week's data: Wednesday of 2026-W49, sampled for real under a faked clock
+    _at("2026-12-02 10:00:00", [shlex.join([sys.executable, "-m", "gpm", "--db", str(db), "-q", "sample",
+                                            "-n", "3", "-i", "0.2"])], env)
+    commands = _weekly_report_commands(kind, db, tmp_path / "units")
+    reports = db.parent / "reports"
+
+    _at("2026-12-08 00:20:00", commands, env)  # the Monday run, after W49 ended (local midnight)
+    w49 = reports / "report-2026-W49.txt"
+    assert sorted(p.name for p in reports.iterdir()) == [w49.name]
+    first = w49.read_text()
+    assert first.startswith("gpm report: 2026-W49 (2026-11-30 00:00 → 2026-12-07 00:00)"), first
+    inode = w49.stat().st_ino
+    summaries = sqlite3.connect(db).execute("SELECT iso_week, gpus FROM weekly_summaries").fetchall()
+    assert summaries == [("2026-W49", 1)]
+
+    _at("2026-12-10 15:00:00", commands, env)  # a rerun in the same week rewrites the same file
+    assert sorted(p.name for p in reports.iterdir()) == [w49.name]
+    assert w49.stat().st_ino != inode and w49.read_text().startswith("gpm report: 2026-W49 ")
+    inode = w49.stat().st_ino
+
+    _at("2026-12-14 06:23:00", commands, env)  # next Monday: a new file, last week's kept as it was
+    assert sorted(p.name for p in reports.iterdir()) == [w49.name, "report-2026-W50.txt"]
+    assert (reports / "report-2026-W50.txt").read_text().startswith("gpm report: 2026-W50 ")
+    assert w49.stat().st_ino == inode
 
 
 # --- gpm install completions / man (#13.11) -------------------------------------

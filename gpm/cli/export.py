@@ -9,34 +9,18 @@ from pathlib import Path
 import click
 
 from gpm.cli.context import AppContext, pass_app
+from gpm.cli.options import time_range_options
 from gpm.errors import GpmError
 from gpm.report.output import check_output
 
 FORMATS = ("csv", "parquet", "jsonl")
 
 
-class TimeParam(click.ParamType):
-    name = "TIME"
-
-    def convert(self, value, param, ctx):
-        from gpm.timespec import parse_time_ms
-
-        if isinstance(value, int):
-            return value
-        try:
-            return parse_time_ms(value)
-        except ValueError as err:
-            self.fail(str(err), param, ctx)
-
-
 @click.command()
 @click.option("--table", "-t", required=True, metavar="NAME",
               help="gpu_metrics or another time-series table (both stores); any other table or view "
                    "of the database (SQLite only), e.g. gpus.")
-@click.option("--since", type=TimeParam(),
-              help="Only rows at or after TIME: YYYY-MM-DD, YYYY-MM-DDTHH:MM[:SS][Z|+HH:MM] (UTC when no "
-                   "offset), or ago as 7d, 12h, 30m.")
-@click.option("--until", type=TimeParam(), help="Only rows before TIME (same forms as --since).")
+@time_range_options(since_default="the first row", until_default="the last row")
 @click.option("--format", "-f", "fmt", type=click.Choice(FORMATS),
               help="Output format (default: from --output's extension, else csv).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
@@ -53,7 +37,8 @@ def export(app: AppContext, table: str, since: int | None, until: int | None, fm
     Time-series tables come back with the columns of the history reader
     (timestamps as ISO 8601 UTC in CSV and JSONL, `ts_ms` alongside), sorted
     by host and time, each row once whether it is still in SQLite or already
-    archived.
+    archived. Times follow one rule in every command: a date or datetime
+    without a zone is local time (docs/report.md, "Times").
 
     \b
     Exit codes: 0 ok; 1 an error (unreadable file); 2 usage, or no such

@@ -7,6 +7,7 @@ from typing import Any, Callable
 import click
 
 from gpm.cli.context import AppContext
+from gpm.timespec import parse_time_ms
 
 
 def otlp_options(what: str) -> Callable:
@@ -84,3 +85,39 @@ def accept_global_options(cmd: click.Command) -> click.Command:
     for sub in getattr(cmd, "commands", {}).values():
         accept_global_options(sub)
     return cmd
+
+
+TIME_FORMS = ("a date or datetime in local time (2026-12-01, 2026-12-01T08:00; end it in Z or +HH:MM for "
+              "another zone), an ISO week (2026-W48: its Monday 00:00), a time ago (24h, 7d, 2w) or now")
+
+
+class TimeParam(click.ParamType):
+    """A point in time by ``gpm.timespec``'s one rule, as Unix ms (#13.7).
+
+    Every option that takes a time has this type, so the same words mean the
+    same instant in every command; the test that walks the command tree finds
+    the options by it.
+    """
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_time_ms(value)
+        except ValueError as err:
+            option = param.opts[0] if param is not None else "time"
+            raise click.UsageError(f"{option} {err}", ctx) from None
+
+
+def time_range_options(since_default: str, until_default: str) -> Callable:
+    """``--since`` and ``--until`` (Unix ms, or None), with the one help text for times."""
+    def decorate(fn: Callable) -> Callable:
+        fn = click.option("--until", type=TimeParam(), metavar="WHEN",
+                          help=f"Only before WHEN (same forms as --since). Default: {until_default}.")(fn)
+        fn = click.option("--since", type=TimeParam(), metavar="WHEN",
+                          help=f"Only from WHEN on: {TIME_FORMS}. Default: {since_default}.")(fn)
+        return fn
+
+    return decorate

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from gpm.cli.context import AppContext, pass_app
+from gpm.cli.options import time_range_options
 from gpm.cli.pager import echo_paged
 from gpm.report.render import SECTIONS as _SECTIONS
 
@@ -22,11 +23,10 @@ Then run `gpm report` again.
 
 
 @click.command()
-@click.option("--week", metavar="YYYY-Www", help="One ISO week, e.g. 2026-W47 (Monday to Monday, local time).")
-@click.option("--since", metavar="WHEN",
-              help="Start: a date (2026-11-16), a datetime (2026-11-16T08:00, local unless it ends in Z "
-                   "or an offset) or a time ago (7d, 24h, 90m). Default: 7 days before --until.")
-@click.option("--until", metavar="WHEN", help="End (same forms as --since). Default: now.")
+@click.option("--week", metavar="YYYY-Www|last|this",
+              help="One ISO week, Monday to Monday in local time: 2026-W47; last (the last finished "
+                   "week, what a weekly timer reports) or this (this week up to now).")
+@time_range_options(since_default="7 days before --until", until_default="now")
 @click.option("--host", "hosts", multiple=True, metavar="HOST",
               help="Only this host (repeatable). Default: every host in the database and archive.")
 @click.option("--gpu", "gpus", multiple=True, metavar="INDEX|UUID",
@@ -47,7 +47,8 @@ Then run `gpm report` again.
               help="A GPU is busy above this utilization (default: [report] busy_threshold_percent).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to this file atomically (temp file, then rename) instead of stdout; two "
-                   "such runs never overlap (the second exits 75).")
+                   "such runs never overlap (the second exits 75). {week} in the path becomes the "
+                   "reported ISO week: -o reports/report-{week}.txt --week last.")
 @click.option("--no-cache", is_flag=True,
               help="Reduce every raw sample again instead of reusing the cached hourly figures.")
 @pass_app
@@ -59,7 +60,9 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
     generated token), models loaded (VRAM) and the top processes.
 
-    The range defaults to the last 7 days up to now. Energy comes from each
+    The range defaults to the last 7 days up to now. Times follow one rule
+    in every command: a date or datetime without a zone is local time
+    (docs/report.md, "Times"). Energy comes from each
     GPU's energy counter (the sum of its increases, so gaps in sampling lose
     nothing); GPUs without one fall back to integrated power over the sampled
     intervals, and the report says which. Process energy is each run's share
@@ -79,22 +82,24 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     from gpm.gpu.model import now_ms as clock
     from gpm.report import make_report
     from gpm.report.output import check_output
-    from gpm.report.period import check_timezone, resolve_period
+    from gpm.report.period import check_timezone, fill_week, resolve_period
     from gpm.report.render import render
 
     tz_warning = check_timezone()
     if tz_warning:
         app.warn(tz_warning)
-    if output is not None:
-        check_output(output)
     if fmt == "csv" and len(sections) > 1:
         raise GpmError("--format csv prints one section: give --section once", EXIT_USAGE)
-    if weeks and (week or since or until or gpus):
+    if weeks and (week or since is not None or until is not None or gpus):
         raise GpmError("--weeks cannot be combined with --week/--since/--until/--gpu", EXIT_USAGE)
+    now = clock()
+    asked = None if weeks else resolve_period(now_ms=now, week=week, since=since, until=until)
+    if output is not None:
+        output = fill_week(output, asked)
+        check_output(output)
     cfg = app.config({"report.busy_threshold_percent": (busy_threshold, "--busy-threshold")})
     busy = cfg["report.busy_threshold_percent"]
     archive = archive_dir if archive_dir is not None else cfg.archive_dir
-    now = clock()
     conn = app.open_db()
     db_path = cfg.db_path
 
@@ -115,8 +120,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
             period = Period(first.since_ms, last.until_ms, f"last {weeks} weeks")
             rep = Report(period=period, generated_ms=now, busy_threshold_percent=busy, trend=trend)
         else:
-            period = resolve_period(now_ms=now, week=week, since=since, until=until)
-            rep = compute(period)
+            rep = compute(asked)
             if rep.nothing_recorded() and fmt in ("text", "markdown"):
                 return NOTHING_YET.format(db=db_path)
             if not gpus:
