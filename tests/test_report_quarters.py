@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gpm.gpu.model import GpuSample
+from gpm.humanize import display_width
 from gpm.store.db import open_db
 from gpm.store.samples import save_samples
 
@@ -141,11 +142,11 @@ def test_a_changed_day_is_read_raw_not_from_its_stale_reduction(gpm, archived, t
     assert report(gpm, empty, copy, "UTC", *args) == report(gpm, empty, copy, "UTC", *args, "--no-cache")
 
 
-def test_a_long_range_shows_weeks_in_100_columns_and_json_keeps_every_day(gpm, archived):
+def test_a_long_range_shows_weeks_in_80_columns_and_json_keeps_every_day(gpm, archived):
     db, archive = archived
     args = ("--db", db, "report", "--archive-dir", archive, "--since", "2025-01-01", "--until", "2025-06-01")
     text = gpm(*args, env={"TZ": "UTC", "NO_COLOR": "1"}, check=True).stdout
-    assert max(len(line) for line in text.splitlines()) <= 100
+    assert max(display_width(line) for line in text.splitlines()) <= 80
     days = text[text.index("Per day"):]
     assert "weeks        Jan" in days and "2025-W10  " in days and "Mon 03-03" not in days
     assert "0–" in days and "per week" in days

@@ -77,6 +77,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     """
     from gpm.errors import EXIT_USAGE, GpmError
     from gpm.gpu.model import now_ms as clock
+    from gpm.humanize import terminal_size
     from gpm.report import make_report
     from gpm.report.output import check_output
     from gpm.report.period import check_timezone, resolve_period
@@ -95,6 +96,12 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     busy = cfg["report.busy_threshold_percent"]
     archive = archive_dir if archive_dir is not None else cfg.archive_dir
     now = clock()
+    # Text fits the terminal, or 80 columns in a file or a pipe; Markdown fits
+    # a terminal, and keeps its cells whole in a file or a pipe (#13.1).
+    if fmt == "text":
+        width = 80 if output is not None else terminal_size()[0]
+    else:
+        width = terminal_size()[0] if fmt == "markdown" and output is None and sys.stdout.isatty() else None
     conn = app.open_db()
     db_path = cfg.db_path
 
@@ -123,7 +130,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
                 save_week(conn, rep)
         color = (fmt == "text" and output is None and sys.stdout.isatty()
                  and "NO_COLOR" not in os.environ)
-        return render(rep, fmt, tuple(sections), color=color)
+        return render(rep, fmt, tuple(sections), color=color, width=width)
 
     try:
         if output is None:
