@@ -209,35 +209,71 @@ class Column(Plain):
         self.min_width = min_width
 
 
-def table(columns: list[Column], rows: list[list], width: int | None = None,
-          give_way: tuple[int, ...] = ()) -> str:
-    """Rows laid out as tabulate's "simple" format does, in at most ``width``
-    columns (default: the terminal's).
+GiveWay = tuple["int | tuple[int, int]", ...]
 
-    Cells are made ``visible``; None is empty. When the table is too wide,
-    the columns listed in ``give_way`` (indexes, first to give way first)
-    shrink, each down to its ``min_width`` (default: its header's width),
-    and their cells are cut with ``…``: a long reason or command line goes
-    before a number does. A terminal too narrow even then cuts each line
-    at its edge, rather than let it wrap.
+
+def table(columns: list[Column], rows: list[list], width: int | None = None,
+          give_way: GiveWay = (), markdown: bool = False) -> str:
+    """Rows laid out as tabulate's "simple" format does (``markdown``: its
+    "github" one), in at most ``width`` columns (default: the terminal's).
+
+    Cells are made ``visible`` (``md_cell`` for Markdown); None is empty.
+    When the table is too wide, the columns listed in ``give_way`` (indexes,
+    first to give way first) shrink, each down to its ``min_width``
+    (default: its header's width), and their cells are cut with ``…``: a
+    long reason or command line goes before a number does. An entry
+    ``(index, floor)`` stops that column at ``floor`` columns, so that it can
+    give way again later, after others did. A terminal too
+    narrow even then cuts each line at its edge, rather than let it wrap.
+    A Markdown table that does not fit drops its padding first (Markdown
+    needs none), then each row gives way on its own.
     """
     if width is None:
         width = terminal_size()[0]
-    cells = [["" if v is None else visible(str(v)) for v in row] for row in rows]
-    widths = [max([display_width(c.header)] + [display_width(r[i]) for r in cells]) for i, c in enumerate(columns)]
-    excess = sum(widths) + 2 * (len(columns) - 1) - width
-    for i in give_way:
+    show = md_cell if markdown else visible
+    header = [c.header for c in columns]
+    cells = [header] + [["" if v is None else show(str(v)) for v in row] for row in rows]
+    widths = [max(display_width(r[i]) for r in cells) for i in range(len(columns))]
+    # "a  b" between columns; "| a | b |" around and between them in Markdown
+    between = 3 * len(columns) + 1 if markdown else 2 * (len(columns) - 1)
+    if markdown and sum(widths) + between > width:
+        return _ragged_markdown(columns, cells, width, give_way)
+    widths = _give_way(columns, widths, give_way, sum(widths) + between - width)
+
+    def line(values: list[str]) -> str:
+        padded = [pad(cut(v, w), w, c.right) for v, w, c in zip(values, widths, columns)]
+        return cut(f"| {' | '.join(padded)} |" if markdown else "  ".join(padded).rstrip(), width)
+
+    if markdown:  # the colon says how GitHub aligns the column
+        rule = "|" + "|".join("-" * (w + 1) + ":" if c.right else ":" + "-" * (w + 1)
+                              for w, c in zip(widths, columns)) + "|"
+    else:
+        rule = "  ".join("-" * w for w in widths)
+    out = [line(cells[0]), cut(rule, width)] + [line(r) for r in cells[1:]]
+    return "\n".join(out)
+
+
+def _give_way(columns: list[Column], widths: list[int], give_way: GiveWay, excess: int) -> list[int]:
+    """``widths`` less ``excess`` columns taken from the ``give_way`` columns, in order."""
+    widths = list(widths)
+    for entry in give_way:
         if excess <= 0:
             break
-        floor = columns[i].min_width if columns[i].min_width is not None else display_width(columns[i].header)
+        i, floor = entry if isinstance(entry, tuple) else (entry, columns[entry].min_width)
+        if floor is None:
+            floor = display_width(columns[i].header)
         take = min(excess, max(0, widths[i] - floor))
         widths[i] -= take
         excess -= take
+    return widths
 
-    def line(values: list[str]) -> str:
-        text = "  ".join(pad(cut(v, w), w, c.right) for v, w, c in zip(values, widths, columns)).rstrip()
-        return cut(text, width)
 
-    out = [line([c.header for c in columns]), cut("  ".join("-" * w for w in widths), width)]
-    out += [line(r) for r in cells]
+def _ragged_markdown(columns: list[Column], cells: list[list[str]], width: int, give_way: GiveWay) -> str:
+    """A Markdown table without padding: each line (header first) as narrow as its cells."""
+    out = []
+    for values in cells:
+        widths = [display_width(v) for v in values]
+        widths = _give_way(columns, widths, give_way, sum(widths) + 3 * len(columns) + 1 - width)
+        out.append(cut(f"| {' | '.join(cut(v, w) for v, w in zip(values, widths))} |", width))
+    out.insert(1, cut("|" + "|".join("-:" if c.right else ":-" for c in columns) + "|", width))
     return "\n".join(out)

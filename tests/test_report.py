@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from gpm.config import load_config
+from gpm.humanize import display_width
 from gpm.gpu.model import GpuProcess, GpuSample, ProcessDetails
 from gpm.llm.client import LoadedModel
 from gpm.llm.record import save_request
@@ -339,7 +340,7 @@ def test_text_matches_the_reviewed_golden_file(gpm, week_db):
     assert proc.stdout == GOLDEN.read_text(encoding="utf-8"), (
         "text report changed: review it, then regenerate with REGENERATE_GOLDEN=1 pytest tests/test_report.py"
     )
-    assert max(len(line) for line in proc.stdout.splitlines()) <= 100
+    assert max(display_width(line) for line in proc.stdout.splitlines()) <= 80
     assert "\x1b[" not in proc.stdout
 
 

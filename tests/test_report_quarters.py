@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from gpm.gpu.model import GpuSample
+from gpm.humanize import display_width
 from gpm.store.db import open_db
 from gpm.store.samples import save_samples
 
@@ -141,14 +142,20 @@ def test_a_changed_day_is_read_raw_not_from_its_stale_reduction(gpm, archived, t
     assert report(gpm, empty, copy, "UTC", *args) == report(gpm, empty, copy, "UTC", *args, "--no-cache")
 
 
-def test_a_long_range_shows_weeks_in_100_columns_and_json_keeps_every_day(gpm, archived):
+def test_a_long_range_shows_weeks_in_80_columns_and_json_keeps_every_day(gpm, archived):
     db, archive = archived
     args = ("--db", db, "report", "--archive-dir", archive, "--since", "2025-01-01", "--until", "2025-06-01")
     text = gpm(*args, env={"TZ": "UTC", "NO_COLOR": "1"}, check=True).stdout
-    assert max(len(line) for line in text.splitlines()) <= 100
+    assert max(display_width(line) for line in text.splitlines()) <= 80
     days = text[text.index("Per day"):]
     assert "weeks        Jan" in days and "2025-W10  " in days and "Mon 03-03" not in days
     assert "0–" in days and "per week" in days
+    # A year is 53 weeks: its strip wraps within 80 columns (#13.1; it was 87 wide).
+    year = gpm("--db", db, "report", "--archive-dir", archive, "--since", "2025-01-01", "--until", "2026-01-01",
+               "--section", "days", env={"TZ": "UTC", "NO_COLOR": "1"}, check=True).stdout
+    assert max(display_width(line) for line in year.splitlines()) <= 80
+    assert [line.split()[0] for line in year.splitlines() if line.startswith(("weeks ", "energy "))] == \
+        ["weeks", "energy", "weeks", "energy"]
     data = json.loads(gpm(*args, "--format", "json", env={"TZ": "UTC"}, check=True).stdout)
     assert len(data["days"]) == 151
     assert data["days"][61]["date"] == "2025-03-03" and data["days"][61]["sampled_seconds"] > 0

@@ -14,12 +14,16 @@ from tests.test_report import (HOUR, MON, UTC, WEEK, archive_db, gpu, request,  
                                utc, week_db)
 
 
+NOTE = re.compile(r"\* |.*\.$")  # a note or a sentence: they end in "."
+
+
 def section(text: str, title: str) -> list[list[str]]:
-    """The rows of a text section's table, cells split on runs of 2+ spaces."""
+    """The rows of a text section's table, cells split on runs of 2+ spaces
+    (the notes under it, sentences, left out)."""
     lines = text.splitlines()
     at = lines.index(title) + 2
     end = next((i for i in range(at, len(lines)) if not lines[i].strip()), len(lines))
-    return [re.split(r"\s{2,}", line.strip()) for line in lines[at:end] if not line.startswith("* ")]
+    return [re.split(r"\s{2,}", line.strip()) for line in lines[at:end] if not NOTE.match(line)]
 
 
 def column(rows: list[list[str]], name: str) -> list[str]:
@@ -202,3 +206,78 @@ def test_a_long_text_report_on_a_terminal_goes_through_the_pager(gpm, week_db, t
     assert code == 0 and not paged.exists() and (tmp_path / "week.txt").read_text(encoding="utf-8") == piped
     code, shown = on_a_terminal([*args, "--format", "json"], env)
     assert code == 0 and json.loads(shown)["report"]["iso_week"] == WEEK and not paged.exists()
+
+
+LONG_MODEL = "hf.co/bartowski/Meta-Llama-3.1-70B-Instruct-GGUF:Q4_K_M"
+
+
+def test_markdown_in_a_file_keeps_whole_cells_text_fits_80_and_a_terminal_its_width(gpm, week_db, tmp_path):
+    """#13.1: a file is not a terminal. Markdown written with -o keeps every
+    cell whole, text written with -o fits 80 columns whatever the terminal,
+    and markdown on an 80-column terminal fits it too."""
+    from gpm.humanize import display_width
+
+    conn = open_db(week_db)
+    with write(conn):
+        save_request(conn, request(LONG_MODEL, MON + HOUR, MON + HOUR + 1_000, completion_tokens=12))
+    conn.close()
+    args = ["--db", week_db, "report", "--week", WEEK]
+    md, txt = tmp_path / "week.md", tmp_path / "week.txt"
+    assert on_a_terminal([*args, "--format", "markdown", "-o", md], UTC, cols=200)[0] == 0
+    assert on_a_terminal([*args, "-o", txt], UTC, cols=200)[0] == 0
+    markdown = md.read_text(encoding="utf-8")
+    assert f"| {LONG_MODEL} |" in markdown and max(map(display_width, markdown.splitlines())) > 80
+    text = txt.read_text(encoding="utf-8")
+    assert max(map(display_width, text.splitlines())) <= 80
+    assert [line for line in text.splitlines() if line.startswith("hf.co/bartow") and "…" in line]
+    code, shown = on_a_terminal([*args, "--format", "markdown"], UTC, cols=80)
+    assert code == 0 and max(map(display_width, shown.splitlines())) <= 80
+    rows = [line for line in shown.splitlines() if line.startswith("| hf.co/")]
+    assert len(rows) == 1 and "…" in rows[0] and rows[0].endswith(" |"), rows
+
+
+def test_busy_summed_over_gpus_is_labelled_gpu_busy_and_says_so(gpm, tmp_path):
+    """#13.8: Hosts showed "Busy" 5.0 h (both GPUs) beside coverage's
+    "Sampled" 3.0 h (the host's wall time), and read as busy > sampled."""
+    from tests.test_report import fill_week
+
+    db = tmp_path / "two-hosts.db"
+    fill_week(db, "lab")
+    fill_week(db, "rig")
+    text = report(gpm, db)
+    summed = "GPU time and GPU-busy: summed over the GPUs (2 GPUs busy for 1 h: 2.0 h)."
+    coverage, hosts = section(text, "Coverage"), section(text, "Hosts")
+    assert column(coverage, "Sampled") == ["3.0 h", "3.0 h"]
+    assert hosts[0] == ["Host", "GPUs", "Coverage", "GPU time", "GPU-busy", "Util", "Energy", "Throttled"]
+    assert column(hosts, "GPU-busy")[:2] == ["5.0 h", "5.0 h"]
+    assert " 10.0 h " in text.splitlines()[text.splitlines().index("Hosts") + 6], "fleet"
+    assert section(text, "Per GPU")[0][2] == "Busy", "per GPU, busy is that GPU's"
+    days = text[text.index("\nDay "):]
+    assert days.split("\n")[1].split() == ["Day", "GPU", "time", "GPU-busy", "Util", "Energy"]
+    assert text.count(summed) == 2, "under Hosts and Per day"
+    one = gpm("--db", db, "report", "--week", WEEK, "--host", "lab", "--gpu", "0", env=UTC, check=True).stdout
+    assert "GPU-busy" in one and "summed over the GPUs" not in one, "one GPU: nothing summed"
+
+
+def test_the_trend_fits_80_columns_with_its_numbers_whole():
+    """The weekly trend was 90 columns; "Top use" (a label) gives way, after its share."""
+    from gpm.humanize import display_width
+    from gpm.report.build import Report
+    from gpm.report.period import Period
+    from gpm.report.render import render
+
+    week = {"iso_week": "2025-W47", "gpus": 12, "coverage_ratio": 0.987, "busy_seconds": 123.4 * 3600,
+            "utilization_mean_percent": 55.0, "energy_joules": 3.6e9, "throttled_seconds": 99.5 * 3600,
+            "category_energy_joules": {"general_compute": 1.0, "llm_inference": 3.0},
+            "llm_requests": 5, "completion_tokens": 1_234_567}
+    rep = Report(period=Period(MON, MON + 7 * 24 * HOUR, "last 1 weeks"), generated_ms=MON,
+                 busy_threshold_percent=5, trend=[week])
+    lines = render(rep, "text", width=80).splitlines()
+    assert max(map(display_width, lines)) <= 80
+    at = lines.index("Weekly trend") + 2
+    assert lines[at].split() == ["Week", "GPUs", "Covered", "GPU-busy", "Util", "Energy", "Throttled", "Gen",
+                                 "tok", "Top", "use"]
+    assert lines[at + 2] == "2025-W47    12    98.7%   123.4 h   55%  1000 kWh     99.5 h  1,234,567  75% ll…"
+    assert lines[at + 3] == "GPU-busy: summed over the GPUs (2 GPUs busy for 1 h: 2.0 h)."
+    wide = render(rep, "text", width=120).splitlines()
+    assert wide[at + 2].endswith("  75% llm_inference")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,12 +29,9 @@ WIDE_GPU = "NVIDIA 演算加速装置 超長名前モデル"
 LONG_PROGRAM = "inference-server-with-a-long-program-name"
 WIDE_PROGRAM = "推論サーバー長い名前"
 LONG_MODEL = "hf.co/bartowski/Meta-Llama-3.1-70B-Instruct-GGUF:Q4_K_M-with-a-long-tag"
+LONG_GAME = "The Elder Scrolls V: Skyrim Special Edition Anniversary Upgrade"
 #: The sequences the live view draws with; any other escape is a finding.
 CSI = re.compile(r"\x1b\[(\?25[lh]|H|K|J)")
-
-
-def _report_wide():
-    return pytest.mark.xfail(strict=True, reason="report width: #13.1, after the report rework")
 
 
 #: (id, argv after `gpm`, frames to wait for before SIGINT (None: runs to its end), marks)
@@ -43,7 +41,8 @@ COMMANDS = [
     pytest.param(["sample", "--follow", "-i", "0.1"], 20, id="sample-follow"),
     pytest.param(["config", "show"], None, id="config-show"),
     pytest.param(["ollama-watch"], None, id="ollama-watch"),
-    pytest.param(["report", "--week", "2025-W47"], None, id="report", marks=_report_wide()),
+    pytest.param(["report", "--week", "2025-W47"], None, id="report"),
+    pytest.param(["report", "--week", "2025-W47", "--format", "markdown"], None, id="report-markdown"),
 ]
 
 
@@ -89,6 +88,7 @@ def world(tmp_path_factory):
             make_gpu(2, processes=[FakeProcess(pid=procs[2].pid, used_memory=21 * GiB)]),
         ]).write(scenario)
         env = user_env(home, scenario)
+        add_long_names(home / ".local/share/gpm/gpm.db", socket.gethostname())
         for var in ("COLUMNS", "LINES"):  # the size comes from the terminal
             env.pop(var, None)
         ollama.start()
@@ -99,6 +99,38 @@ def world(tmp_path_factory):
         for p in procs:
             p.kill()
             p.wait()
+
+
+def add_long_names(db, host: str) -> None:
+    """Into the known week the report shows: two more GPUs (the long name, the
+    wide one) running a long-named program and a game of a long name, and
+    requests to a model of a long name that was loaded."""
+    from gpm.config import load_config
+    from gpm.gpu.model import GpuSample
+    from gpm.llm.record import save_request
+    from gpm.llm.sessions import SessionTracker
+    from gpm.sampling import Sampler
+    from gpm.store.db import open_db, write
+    from tests.test_report import HOUR, MON, loaded, request, run
+
+    start = MON + 3 * 24 * HOUR  # Thursday, when nothing else was sampled
+    programs = {2: run(700, LONG_PROGRAM, "llm_inference", LONG_MODEL, start, 20 * GiB, 80),
+                3: run(800, "SkyrimSE.exe", "gaming", LONG_GAME, start, 6 * GiB, 90)}
+    conn = open_db(db)
+    Sampler(load_config(), conn=conn, enrichers=[], host=host).store([
+        GpuSample(start + i * 10_000, index, "nvml", uuid=f"GPU-{index}bbbbbbb-0000", name=name,
+                  memory_total_bytes=48 * GiB, memory_used_bytes=24 * GiB, utilization_gpu_percent=80,
+                  power_watts=250.0, temperature_celsius=65, energy_joules=1e6 + i * 2500,
+                  throttle_reasons=0, processes=[programs[index]])
+        for i in range(360) for index, name in ((2, LONG_GPU), (3, WIDE_GPU))])
+    with write(conn):
+        save_request(conn, {**request(LONG_MODEL, start + HOUR // 2, start + HOUR // 2 + 9_000,
+                                      prompt_tokens=12_345, completion_tokens=678_901, ttft_seconds=0.25,
+                                      tpot_seconds=0.02, tokens_per_second=41.5), "host": host})
+    tracker = SessionTracker(conn, "http://127.0.0.1:11434", host)
+    tracker.record_up(start + 60_000, "0.5.1", [loaded(LONG_MODEL, 40 * GiB)])
+    tracker.record_up(start + HOUR, "0.5.1", [])
+    conn.close()
 
 
 def too_wide(lines: list[str], columns: int) -> list[str]:
@@ -134,6 +166,42 @@ def test_at_120_columns_the_extra_width_is_used(world):
     _, text = run_gpm_in_pty(["ps"], world, 120)
     widths = [display_width(line) for line in screen_lines(text)]
     assert 80 < max(widths) <= 120, text
+
+
+def report_rows(text: str, title: str) -> list[str]:
+    """The rows of a report section's table, from its title to the next blank line."""
+    lines = screen_lines(text)
+    at = lines.index(title) + 4
+    return lines[at:lines.index("", at)]
+
+
+def test_the_report_gives_names_way_never_numbers_and_uses_120_columns(world):
+    """At 80 columns the long names are cut and every figure stays whole; at
+    120 the names get the extra width, and no line wraps either way."""
+    shown = {}
+    for columns in (80, 120):
+        code, text = run_gpm_in_pty(["report", "--week", "2025-W47"], world, columns)
+        assert code == 0 and not too_wide(screen_lines(text), columns), text
+        shown[columns] = text
+    narrow = {t: report_rows(shown[80], t) for t in ("Per GPU", "LLM requests per model", "Top processes")}
+    wide = {t: report_rows(shown[120], t) for t in narrow}
+    # The GPU names are cut as everywhere else (short_gpu_name), the readings whole.
+    gpus = {r.split()[0]: r for r in narrow["Per GPU"]}
+    assert "RTX 4000 SFF" in gpus["2"] and "RTX 4000 SFF Ada Ge…" not in gpus["2"]
+    readings = "1.0 h 100% 80/80% 65/65°C 24.0 GiB 250 W 0.25 kWh"
+    assert " ".join(gpus["2"].split()).endswith(readings) and " ".join(gpus["3"].split()).endswith(readings)
+    assert "演算加速装置" in gpus["3"]
+    assert "RTX 4000 SFF Ada Ge…" in {r.split()[0]: r for r in wide["Per GPU"]}["2"]
+    # A model of a long name: cut at 80, longer at 120; its numbers whole.
+    model = [r for r in narrow["LLM requests per model"] if r.startswith("hf.co/")]
+    assert model and model[0].endswith("1    0  12,345/678,901  42/42  0.25s/0.25s  0.020s       -      -"), model
+    longer = [r for r in wide["LLM requests per model"] if r.startswith("hf.co/")]
+    assert len(longer[0].split("  ")[0]) > len(model[0].split("  ")[0]) + 30, longer
+    # The label gives way first, then the program; the runs, time and energy stay.
+    top = [r for r in narrow["Top processes"] if f"  {LONG_PROGRAM[:12]}" in r]
+    assert top and all(r.endswith("1     1.0 h  0.25 kWh") for r in top), top
+    assert [r for r in wide["Top processes"] if LONG_PROGRAM in r and LONG_MODEL[:20] in r]
+    assert max(display_width(line) for line in screen_lines(shown[120])) > 100
 
 
 def test_live_view_redraws_in_place_and_leaves_the_last_frame(world):

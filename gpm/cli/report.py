@@ -80,6 +80,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     """
     from gpm.errors import EXIT_USAGE, GpmError
     from gpm.gpu.model import now_ms as clock
+    from gpm.humanize import terminal_size
     from gpm.report import make_report
     from gpm.report.output import check_output
     from gpm.report.period import check_timezone, fill_week, resolve_period
@@ -100,6 +101,12 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     cfg = app.config({"report.busy_threshold_percent": (busy_threshold, "--busy-threshold")})
     busy = cfg["report.busy_threshold_percent"]
     archive = archive_dir if archive_dir is not None else cfg.archive_dir
+    # Text fits the terminal, or 80 columns in a file or a pipe; Markdown fits
+    # a terminal, and keeps its cells whole in a file or a pipe (#13.1).
+    if fmt == "text":
+        width = 80 if output is not None else terminal_size()[0]
+    else:
+        width = terminal_size()[0] if fmt == "markdown" and output is None and sys.stdout.isatty() else None
     conn = app.open_db()
     db_path = cfg.db_path
 
@@ -127,7 +134,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
                 save_week(conn, rep)
         color = (fmt == "text" and output is None and sys.stdout.isatty()
                  and "NO_COLOR" not in os.environ)
-        return render(rep, fmt, tuple(sections), color=color)
+        return render(rep, fmt, tuple(sections), color=color, width=width)
 
     try:
         if output is None:

@@ -9,8 +9,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from gpm.cli.units import fmt_bytes
-from gpm.humanize import visible_rows
+from gpm.humanize import Column, cut, display_width, fmt_bytes, short_gpu_name, table, visible
 from gpm.report.build import METHOD_INTEGRATED, Report
 from gpm.report.partials import THROTTLING
 from gpm.report.period import fmt_local, utc_iso
@@ -26,24 +25,46 @@ TITLES = {
 }
 BLOCKS = "▁▂▃▄▅▆▇█"
 MAX_GAPS_SHOWN = 12
-# Text must fit 100 columns: beyond a month, the per-day table and strip show weeks
-# (json and csv keep every day), and a strip longer than STRIP_WIDTH wraps.
+# Beyond a month, the per-day table and strip show weeks (json and csv keep
+# every day); a strip wider than the terminal (STRIP_WIDTH in a file) wraps.
 MAX_DAY_ROWS = 31
 STRIP_WIDTH = 53
-INTEGRATED_NOTE = "* no energy counter: integrated power over the sampled intervals (gaps not counted)."
-LLM_NOTE = "* measured requests only (their GPU samples are in the database); J/tok per generated token."
+STRIP_LABEL = 13
+# Text fits the terminal (#13.1): when a table is too wide, these columns give
+# way, first listed first; names, labels and reasons, never the numbers. A
+# (header, floor) stops at floor columns, to give way again after the others.
+GIVE_WAY: dict[str, tuple] = {
+    "coverage": ("Host",), "gaps": ("Host",), "hosts": ("Host",), "gpus": ("Name",),
+    "throttling": ("Why",), "trend": ("Top use",), "workload": ("Category",), "games": ("Game",),
+    "llm": ("Model",), "models": ("Model", "Host"), "processes": (("Label", 12), ("Program", 12), "Category", "Label", "Program"),
+}
+# A host name in a GPU's or a program's cell is cut before it, so that the
+# index or the program's name stays when the cell gives way.
+HOST_IN_CELL = 12
+INTEGRATED_NOTE = "* no energy counter: power integrated over the sampled time (gaps not counted)."
+LLM_NOTE = "* measured requests only: those whose GPU samples are in the database."
+LLM_LEGEND = "Tok/s, TTFT: median/95th percentile; TPOT: median; J/tok: per generated token."
+# Sums over the GPUs, next to coverage's wall-clock "Sampled" (#13.8): two
+# GPUs busy for an hour are 2.0 h of GPU-busy in a 1.0 h sampled hour.
+SUMMED_NOTE = "{}: summed over the GPUs (2 GPUs busy for 1 h: 2.0 h)."
 JSON_VERSION = 1
 UNKNOWN = "–"  # a count nobody reported (not zero)
+UNLIMITED = 1 << 30  # the width of a file: every cell whole
 
 
 def kwh(joules: float | None) -> str:
-    """Energy in kWh, or in Wh under 0.1 kWh (``46 Wh``, not ``0.05 kWh``)."""
+    """Energy in kWh, or in Wh under 0.1 kWh (``46 Wh``, not ``0.05 kWh``),
+    with three significant digits at most (``1234 kWh``, not ``1234.00 kWh``:
+    a fleet's week fits its column)."""
     if joules is None:
         return "-"
     wh = joules / 3600
     if round(wh, 1) < 10:
         return f"{wh:.1f} Wh"
-    return f"{wh:.0f} Wh" if round(wh) < 100 else f"{wh / 1000:.2f} kWh"
+    if round(wh) < 100:
+        return f"{wh:.0f} Wh"
+    digits = 2 if round(wh / 1000, 2) < 10 else 1 if round(wh / 1000, 1) < 100 else 0
+    return f"{wh / 1000:.{digits}f} kWh"
 
 
 @dataclass(frozen=True)
@@ -141,9 +162,9 @@ def render_json(report: Report, sections: tuple[str, ...] = ()) -> str:
 
 # ---- tables shared by text, markdown and csv ----------------------------
 
-def _gpu_name(report: Report, g: dict) -> str:
-    multi = len(report.coverage) > 1
-    return f"{g['host']}:{g['gpu_index']}" if multi else str(g["gpu_index"])
+def _on_host(report: Report, host: str, what: object) -> str:
+    """``what`` prefixed by its host when the report has several."""
+    return f"{cut(visible(host), HOST_IN_CELL)}:{what}" if len(report.coverage) > 1 else str(what)
 
 
 def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list[list]]:
@@ -173,7 +194,7 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
         rows = report.hosts + ([{**report.fleet, "host": "fleet", "sampled_seconds": None, "coverage_ratio": None}]
                                if len(report.hosts) > 1 else [])
         if human:
-            return (["Host", "GPUs", "Coverage", "GPU time", "Busy", "Util", "Energy", "Throttled"],
+            return (["Host", "GPUs", "Coverage", "GPU time", "GPU-busy", "Util", "Energy", "Throttled"],
                     [[r["host"], r["gpus"], pct(r["coverage_ratio"] * 100, 1) if r["coverage_ratio"] is not None else "",
                       d(r["gpu_sampled_seconds"]), d(r["busy_seconds"]), pct(r["utilization_mean_percent"]),
                       kwh(r["energy_joules"]), d(r["throttled_seconds"])] for r in rows])
@@ -182,8 +203,8 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
         return keys + ["energy_methods"], [[r[k] for k in keys] + [" ".join(r["energy_methods"])] for r in rows]
     if section == "gpus":
         if human:
-            return (["GPU", "Name", "Busy", "Util avg/p95", "Temp avg/max", "Peak mem", "Power", "Energy"],
-                    [[_gpu_name(report, g), _short(g["gpu_name"]),
+            return (["GPU", "Name", "Busy", "Util/p95", "Temp/max", "Peak mem", "Power", "Energy"],
+                    [[_on_host(report, g["host"], g["gpu_index"]), short_gpu_name(g["gpu_name"]),
                       Durations("{} " + pct(_share(g["busy_seconds"], g["sampled_seconds"])),
                                 (g["busy_seconds"],)),
                       f"{_num(g['utilization_mean_percent'])}/{pct(g['utilization_p95_percent'])}",
@@ -200,7 +221,7 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
     if section == "throttling":
         if human:
             return (["GPU", "Throttled", "Share", "Why"],
-                    [[_gpu_name(report, g), d(g["throttled_seconds"]),
+                    [[_on_host(report, g["host"], g["gpu_index"]), d(g["throttled_seconds"]),
                       pct(_share(g["throttled_seconds"], g["sampled_seconds"]), 1),
                       _reasons(g["throttle_reasons_seconds"])]
                      for g in report.gpus])
@@ -211,7 +232,7 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
     if section == "days":
         if human:
             weekly = len(report.days) > MAX_DAY_ROWS
-            return (["Week" if weekly else "Day", "GPU time", "Busy", "Util", "Energy"],
+            return (["Week" if weekly else "Day", "GPU time", "GPU-busy", "Util", "Energy"],
                     [[x["week"] if weekly else _day(x["date"]), d(x["sampled_seconds"]), d(x["busy_seconds"]),
                       pct(x["utilization_mean_percent"]), kwh(x["energy_joules"])]
                      for x in (_weeks(report.days) if weekly else report.days)])
@@ -221,12 +242,12 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
     if section == "trend":
         trend = report.trend or []
         if human:
-            return (["Week", "GPUs", "Coverage", "Busy", "Util", "Energy", "Throttled", "Most energy", "Gen tok"],
+            return (["Week", "GPUs", "Covered", "GPU-busy", "Util", "Energy", "Throttled", "Gen tok", "Top use"],
                     [[t["iso_week"], t["gpus"],
                       pct(t["coverage_ratio"] * 100, 1) if t["coverage_ratio"] is not None else "-",
                       d(t["busy_seconds"]), pct(t["utilization_mean_percent"]), kwh(t["energy_joules"]),
-                      d(t["throttled_seconds"]), _top_use(t["category_energy_joules"]),
-                      _count(t["completion_tokens"]) if t["llm_requests"] else "-"] for t in trend])
+                      d(t["throttled_seconds"]), _count(t["completion_tokens"]) if t["llm_requests"] else "-",
+                      _top_use(t["category_energy_joules"])] for t in trend])
         keys = ["iso_week", "week_start_ms", "week_end_ms", "hosts", "gpus", "coverage_ratio",
                 "gpu_sampled_seconds", "busy_seconds", "utilization_mean_percent", "energy_joules",
                 "throttled_seconds", "llm_requests", "completion_tokens"]
@@ -244,15 +265,14 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
     if section == "games":
         if human:
             return (["Game", "Sessions", "Hours", "Energy", "Last played"],
-                    [[_short(g["game"], 32), g["sessions"], f"{g['gpu_seconds'] / 3600:.1f}", kwh(g["energy_joules"]),
+                    [[g["game"], g["sessions"], f"{g['gpu_seconds'] / 3600:.1f}", kwh(g["energy_joules"]),
                       fmt_local(g["last_seen_ms"])] for g in report.games])
         keys = ["game", "sessions", "gpu_seconds", "energy_joules", "first_seen_ms", "last_seen_ms"]
         return keys, [[g[k] for k in keys] for g in report.games]
     if section == "llm":
         if human:
-            return (["Model", "Req", "Err", "In/out tok", "Tok/s p50/95", "TTFT p50/95", "TPOT",
-                     "Energy", "J/tok"],
-                    [[_short(m["model"], 14), m["requests"], m["errors"],
+            return (["Model", "Req", "Err", "In/out tok", "Tok/s", "TTFT", "TPOT", "Energy", "J/tok"],
+                    [[m["model"], m["requests"], m["errors"],
                       _tokens(m["prompt_tokens"], m["completion_tokens"]),
                       f"{_num(m['tokens_per_second_p50'])}/{_num(m['tokens_per_second_p95'])}",
                       f"{_secs(m['ttft_seconds_p50'])}/{_secs(m['ttft_seconds_p95'])}",
@@ -267,7 +287,7 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
         loads = {m["model"]: m["load_seconds_max"] for m in report.llm}
         if human:
             return (["Host", "Model", "Loads", "Loaded", "VRAM", "Longest load"],
-                    [[m["host"], _short(m["model"], 24), m["loads"], d(m["loaded_seconds"]),
+                    [[m["host"], m["model"], m["loads"], d(m["loaded_seconds"]),
                       fmt_bytes(m["vram_max_bytes"]), _secs(loads.get(m["model"]))] for m in report.models])
         keys = ["host", "model", "loads", "loaded_seconds", "vram_max_bytes", "size_bytes"]
         return keys, [[m[k] for k in keys] for m in report.models]
@@ -275,10 +295,9 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
         ranked = [(by, p) for by, key in (("GPU time", "by_gpu_time"), ("energy", "by_energy"))
                   for p in report.processes.get(key, [])]
         if human:
-            multi = len(report.coverage) > 1
             return (["By", "Program", "Category", "Label", "Runs", "GPU time", "Energy"],
-                    [[by, _short((f"{p['host']}:" if multi else "") + (p["name"] or "?"), 20), p["category"],
-                      _short(p["label"] or "-", 20), p["runs"], d(p["gpu_seconds"]), kwh(p["energy_joules"])]
+                    [[by, _on_host(report, p["host"], p["name"] or "?"), p["category"],
+                      p["label"] or "-", p["runs"], d(p["gpu_seconds"]), kwh(p["energy_joules"])]
                      for by, p in ranked])
         keys = ["host", "name", "category", "label", "runs", "gpu_seconds", "energy_joules", "max_used_memory_bytes"]
         return ["ranked_by", *keys], [[by.replace(" ", "_"), *[p[k] for k in keys]] for by, p in ranked]
@@ -308,12 +327,13 @@ def _tokens(prompt: int | None, completion: int | None) -> str:
 
 
 def _top_use(by_category: dict[str, float]) -> str:
-    """The category that used the most process energy, with its share."""
+    """The category that used the most process energy, after its share (so
+    that a cell that gives way keeps the number)."""
     total = sum(by_category.values())
     if not total:
         return "-"
     top = max(sorted(by_category), key=lambda c: by_category[c])
-    return f"{top} {by_category[top] / total * 100:.0f}%"
+    return f"{by_category[top] / total * 100:.0f}% {top}"
 
 
 def _pct(share: float | None) -> float | None:
@@ -337,12 +357,6 @@ def _joules(m: dict, report: Report) -> str:
 
 def _share(part: float | None, whole: float | None) -> float | None:
     return None if not whole or part is None else part / whole * 100
-
-
-def _short(name: str | None, width: int = 16) -> str:
-    """"NVIDIA GeForce RTX 4090" -> "RTX 4090": the table has 100 columns."""
-    text = (name or "?").replace("NVIDIA ", "").replace("GeForce ", "")
-    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _num(x: float | None) -> str:
@@ -379,9 +393,9 @@ def _has_data(report: Report, section: str) -> bool:
 
 
 def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool = False,
-                markdown: bool = False) -> str:
-    from tabulate import tabulate
-
+                markdown: bool = False, width: int | None = None) -> str:
+    """Text (or Markdown) in at most ``width`` columns; None: no limit (a file),
+    every cell whole."""
     import click
 
     def title(text: str) -> str:
@@ -389,14 +403,13 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
             return f"## {text}"
         return click.style(text, bold=True) if color else text
 
-    fmt = "github" if markdown else "simple"
     p = report.period
     head = f"gpm report: {p.label}"
     if p.iso_week:
         head += f" ({fmt_local(p.since_ms)} → {fmt_local(p.until_ms)})"
     lines = [f"# {head}" if markdown else (click.style(head, bold=True) if color else head)]
-    lines.append(f"Busy: utilization above {report.busy_threshold_percent:g}%. Times are local. "
-                 "Energy: the GPUs' energy counters.")
+    lines += _wrap(f"Busy: utilization above {report.busy_threshold_percent:g}%. Times are local. "
+                   "Energy: the GPUs' energy counters.", width)
     for section in _present(report, sections):
         if not _has_data(report, section):
             if section == "hosts":
@@ -406,47 +419,81 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
                 lines.append(f"{TITLES[section]}: none.")
             else:
                 reason = report.omitted.get(section, "no data in this range")
-                lines.append(f"{TITLES[section]}: omitted, {reason}.")
+                lines += _wrap(f"{TITLES[section]}: omitted, {reason}.", width)
             continue
         lines.append("")
         lines.append(title(TITLES[section]))
         if not markdown:
             lines.append("")
         headers, rows = rows_for(report, section, True)
-        note = ""
+        notes: list[str] = []
         if section == "gaps" and len(rows) > MAX_GAPS_SHOWN:
             longest = sorted(range(len(rows)), key=lambda i: -_gap_seconds(report, i))[:MAX_GAPS_SHOWN]
-            note = f"{len(rows) - MAX_GAPS_SHOWN} shorter gaps not shown (all are in --format json)."
+            notes.append(f"{len(rows) - MAX_GAPS_SHOWN} shorter gaps not shown (all are in --format json).")
             rows = [rows[i] for i in sorted(longest)]
         if section == "days":
-            lines.extend(_strip(report, markdown))
+            lines.extend(_strip(report, markdown, width))
             lines.append("")
-        # Names, labels and models came from outside: no escape sequence or
-        # newline reaches the terminal or splits a row, no | a Markdown cell (#12.10).
-        table = tabulate(visible_rows(rows, markdown), headers=headers, tablefmt=fmt, disable_numparse=True,
-                         colalign=_alignment(rows) if rows else None)
-        if color and section == "gaps":
-            table = click.style(table, fg="yellow")
-        lines.append(table)
+        # Names, labels and models came from outside: table() shows their
+        # escapes and newlines (#12.10), cuts them to the width (#13.1).
+        lines.append(_layout(section, headers, rows, width, markdown, color))
         if section == "coverage":
-            note = "\n".join(f"{c['host']}: first sample ever {fmt_local(report.first_samples[c['host']])}; "
-                              "the range before it is not counted." for c in report.coverage
-                              if c.get("before_first_sample_seconds"))
+            notes += [f"{visible(c['host'])}: first sample ever {fmt_local(report.first_samples[c['host']])}; "
+                      "the range before it is not counted." for c in report.coverage
+                      if c.get("before_first_sample_seconds")]
+        if section in ("hosts", "days", "trend") and _summed(report, section):
+            notes.append(SUMMED_NOTE.format("GPU-busy" if section == "trend" else "GPU time and GPU-busy"))
         if section == "gpus" and any(_integrated(g) for g in report.gpus):
-            note = INTEGRATED_NOTE
-        if section == "llm" and any(_unmeasured(m) for m in report.llm):
-            note = LLM_NOTE
-        if note:
-            lines.append(note)
+            notes.append(INTEGRATED_NOTE)
+        if section == "llm":
+            notes.append(LLM_LEGEND)
+            if any(_unmeasured(m) for m in report.llm):
+                notes.append(LLM_NOTE)
+        for note in notes:
+            lines += _wrap(note, width)
     return "\n".join(lines) + "\n"
+
+
+def _layout(section: str, headers: list[str], rows: list[list], width: int | None, markdown: bool,
+            color: bool) -> str:
+    """A section's table; the columns of GIVE_WAY give way, left-aligned (they are names)."""
+    import click
+
+    give_way = tuple((headers.index(e[0]), e[1]) if isinstance(e, tuple) else headers.index(e)
+                     for e in GIVE_WAY.get(section, ()))
+    names = {e[0] if isinstance(e, tuple) else e for e in give_way}
+    right = _alignment(rows) if rows else [False] * len(headers)
+    columns = [Column(h, right=right[i] and i not in names) for i, h in enumerate(headers)]
+    text = table(columns, rows, UNLIMITED if width is None else width, give_way=give_way, markdown=markdown)
+    return click.style(text, fg="yellow") if color and section == "gaps" else text
+
+
+def _summed(report: Report, section: str) -> bool:
+    """Whether a row of ``section`` sums over several GPUs (SUMMED_NOTE is due)."""
+    if section == "hosts":
+        return any(h["gpus"] > 1 for h in report.hosts)
+    if section == "trend":
+        return any(t["gpus"] > 1 for t in report.trend or [])
+    return len(report.gpus) > 1
+
+
+def _wrap(text: str, width: int | None) -> list[str]:
+    """A sentence in lines of at most ``width`` columns; a note's ``* `` hangs."""
+    if width is None:
+        return [text]
+    import textwrap
+
+    indent = "  " if text.startswith("* ") else ""
+    return [cut(line, width) for line in textwrap.wrap(text, width, subsequent_indent=indent,
+                                                       break_on_hyphens=False)]
 
 
 NUMBER = re.compile(r"(\d[\d.,]*[a-zA-Z%]*( \S+)?( \d+%)?\*?|-|–)")
 
 
-def _alignment(rows: list[list]) -> list[str]:
+def _alignment(rows: list[list]) -> list[bool]:
     """Columns of figures (a number, its unit, a share) aligned right, to compare at a glance."""
-    return ["right" if all(NUMBER.fullmatch(str(r[i])) for r in rows) else "left" for i in range(len(rows[0]))]
+    return [all(NUMBER.fullmatch(str(r[i])) for r in rows) for i in range(len(rows[0]))]
 
 
 def _gap_seconds(report: Report, i: int) -> float:
@@ -494,7 +541,7 @@ def _month_marks(first_dates: list[str]) -> str:
     return "".join(marks)
 
 
-def _strip(report: Report, markdown: bool) -> list[str]:
+def _strip(report: Report, markdown: bool, width: int | None) -> list[str]:
     weekly = len(report.days) > MAX_DAY_ROWS
     slots = _weeks(report.days) if weekly else report.days
     util = [x["utilization_mean_percent"] for x in slots]
@@ -502,17 +549,20 @@ def _strip(report: Report, markdown: bool) -> list[str]:
     known = [e for e in energy if e is not None]
     labels = _month_marks([x["first_date"] for x in slots]) if weekly else "".join(_day(x["date"])[0] for x in slots)
     util_line, energy_line = sparkline(util, 100), sparkline(energy, max(known) if known else None)
+    scale = f"  0–{kwh(max(known)) if known else '-'} per {'week' if weekly else 'day'}"
+    room = STRIP_WIDTH if width is None else max(7, width - STRIP_LABEL - display_width(scale))
     rows: list[str] = []
-    for at in range(0, len(slots), STRIP_WIDTH):
-        end = at + STRIP_WIDTH
+    for at in range(0, len(slots), room):
+        end = at + room
         if rows:
             rows.append("")
         rows += [
-            f"{'weeks' if weekly else 'days':<12} {labels[at:end]}",
-            f"{'utilization':<12} {util_line[at:end]}  0–100%",
-            f"{'energy':<12} {energy_line[at:end]}  0–{kwh(max(known)) if known else '-'} per "
-            f"{'week' if weekly else 'day'}",
+            f"{'weeks' if weekly else 'days':<{STRIP_LABEL - 1}} {labels[at:end]}",
+            f"{'utilization':<{STRIP_LABEL - 1}} {util_line[at:end]}  0–100%",
+            f"{'energy':<{STRIP_LABEL - 1}} {energy_line[at:end]}{scale}",
         ]
+    if width is not None:
+        rows = [cut(row, width) for row in rows]
     return ["```", *rows, "```"] if markdown else rows
 
 
@@ -529,10 +579,13 @@ def render_csv(report: Report, sections: tuple[str, ...] = ()) -> str:
     return buf.getvalue()
 
 
-def render(report: Report, fmt: str, sections: tuple[str, ...] = (), *, color: bool = False) -> str:
+def render(report: Report, fmt: str, sections: tuple[str, ...] = (), *, color: bool = False,
+           width: int | None = None) -> str:
+    """``report`` in ``fmt``; text and markdown in at most ``width`` columns
+    (None: no limit). json and csv are for programs and keep every value."""
     renderers: dict[str, Callable[..., str]] = {
         "json": render_json, "csv": render_csv,
-        "markdown": lambda r, s: render_text(r, s, markdown=True),
-        "text": lambda r, s: render_text(r, s, color=color),
+        "markdown": lambda r, s: render_text(r, s, markdown=True, width=width),
+        "text": lambda r, s: render_text(r, s, color=color, width=width),
     }
     return renderers[fmt](report, sections)
