@@ -336,6 +336,13 @@ def test_steam_files_read_tolerantly_into_digits_only_app_ids(text):
         assert isinstance(app.name, str) and app.name
 
 
+@pytest.mark.parametrize("appid", ["²", "١٢", "５７０"])
+def test_an_app_id_of_non_ascii_digits_is_no_app(appid):
+    """``'²'.isdigit()`` is True: such a manifest named an app no process environment can match."""
+    assert parse_manifest(f'"AppState" {{ "appid" "{appid}" "name" "x" }}', "/lib") is None
+    assert parse_manifest('"AppState" { "appid" "570" "name" "Dota 2" }', "/lib").appid == "570"
+
+
 # --- the config file ---------------------------------------------------------------
 
 _EXAMPLE = example_toml()
