@@ -95,8 +95,8 @@ def parse_manifest(text: str, library: str = "") -> SteamApp | None:
     if not isinstance(state, dict):
         return None
     appid = state.get("appid")
-    if not isinstance(appid, str) or not appid.isdigit():
-        return None
+    if not isinstance(appid, str) or not re.fullmatch(r"[0-9]+", appid):
+        return None  # isdigit() passes '²' and other digits no SteamAppId holds
     name = state.get("name") if isinstance(state.get("name"), str) else ""
     installdir = state.get("installdir") if isinstance(state.get("installdir"), str) else ""
     return SteamApp(appid=appid, name=name or installdir or f"Steam app {appid}",

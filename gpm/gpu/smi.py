@@ -81,7 +81,10 @@ _FAILURE_STATUS = {
 # nvidia-smi reason names that differ from THROTTLE_REASONS' names.
 _REASON_ALIASES = {"display_clocks_setting": "display_clock_setting"}
 
-_NUMBER = re.compile(r"^([-+]?\d+(?:\.\d+)?)\s*([A-Za-z%!/]*)$")
+# Unsigned ASCII digits only: no reading is negative, and ``\d`` alone would
+# take Arabic-Indic or fullwidth digits that float() accepts.
+_NUMBER = re.compile(r"^([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z%!/]*)$")
+_INT64_LIMIT = 2.0 ** 63  # SQLite's INTEGER; beyond it a reading is garbage, not a GPU's
 _PSTATE = re.compile(r"^P(\d{1,2})$", re.IGNORECASE)
 _DOCTYPE = re.compile(r"<!DOCTYPE\b(?:[^\[>]|\[[^\]]*\])*>", re.IGNORECASE)
 _XML_DECL = re.compile(r"^\s*<\?xml\b[^>]*\?>")
@@ -124,7 +127,9 @@ def _number(text: str | None, units: dict[str, float], default_unit: str) -> flo
     scale = units.get(unit)
     if scale is None:
         return None
-    return float(m.group(1)) * scale
+    value = float(m.group(1)) * scale
+    # 400 digits make inf, which int() refuses; 25 make an int no INTEGER holds
+    return value if value < _INT64_LIMIT else None
 
 
 def _int(text: str | None, unit: str) -> int | None:
@@ -240,8 +245,8 @@ def _processes(gpu: ET.Element) -> list[GpuProcess]:
     found: dict[int, GpuProcess] = {}
     for info in block.findall("process_info"):
         pid_text = _child_text(info, "pid")
-        if pid_text is None or not pid_text.isdigit():
-            continue
+        if pid_text is None or not re.fullmatch(r"[0-9]{1,18}", pid_text):
+            continue  # isdigit() passes '²', which int() refuses
         pid = int(pid_text)
         kind = _process_type(_child_text(info, "type"))
         used = _bytes(_child_text(info, "used_memory"))

@@ -45,15 +45,20 @@ MAX_PARSED_BODY_BYTES = 32 * 1024 * 1024
 _MAX_LINE_BYTES = 8 * 1024 * 1024
 
 
+_INT64_MAX = 2 ** 63 - 1  # SQLite's INTEGER: a larger count would fail the row's INSERT
+
+
 def _count(value: Any) -> int | None:
     """A positive token count, or None (Ollama omits zero; bools are not counts)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= _INT64_MAX:
         return None
     return value
 
 
 def _seconds(ns: Any) -> float | None:
-    if isinstance(ns, bool) or not isinstance(ns, (int, float)) or ns <= 0:
+    """Nanoseconds as seconds; None for what is no duration (Python's json reads NaN and
+    Infinity, which became NaN tokens per second)."""
+    if isinstance(ns, bool) or not isinstance(ns, (int, float)) or not 0 < ns < 1e300:
         return None
     return ns / 1e9
 

@@ -120,16 +120,19 @@ def _save_one(conn: sqlite3.Connection, gpu_id: int, ts_ms: int, p: GpuProcess,
         )
         return
     row_id, last_seen = row
-    if ts_ms <= last_seen:
-        return  # this sample (or a later one) is already counted
+    if ts_ms == last_seen:
+        return  # this sample is already counted (a retried run saving it again)
+    # An earlier sample is a clock set back (the samples of gpm's own time are
+    # stored whole, once): counted all the same, without moving the run's span inward.
     conn.execute(
-        """UPDATE process_events SET last_seen_ms = ?, samples = samples + 1,
+        """UPDATE process_events SET first_seen_ms = MIN(first_seen_ms, ?), last_seen_ms = MAX(last_seen_ms, ?),
+           samples = samples + 1,
            gpu_seconds = gpu_seconds + ?, energy_joules = energy_joules + ?,
            used_memory_byte_seconds = used_memory_byte_seconds + ?,
            max_used_memory_bytes = MAX(COALESCE(max_used_memory_bytes, ?), COALESCE(?, max_used_memory_bytes)),
            category = ?, label = ?, reason = ?, name = COALESCE(?, name)
            WHERE id = ?""",
-        (ts_ms, seconds, joules, (memory or 0) * seconds, memory, memory, category, p.label, p.reason,
+        (ts_ms, ts_ms, seconds, joules, (memory or 0) * seconds, memory, memory, category, p.label, p.reason,
          p.name, row_id),
     )
 

@@ -97,7 +97,9 @@ class GpuIds:
         )
         known = self._staged.get(key) or self._known.get(key)
         if known is not None and known[1] == identity:
-            conn.execute("UPDATE gpus SET last_seen_ms = ? WHERE id = ?", (sample.ts_ms, known[0]))
+            # MIN/MAX: a clock set back must not move a GPU's first or last sample inward
+            conn.execute("UPDATE gpus SET first_seen_ms = MIN(first_seen_ms, ?), last_seen_ms = MAX(last_seen_ms, ?) "
+                         "WHERE id = ?", (sample.ts_ms, sample.ts_ms, known[0]))
             return known[0]
         row = conn.execute("SELECT id FROM gpus WHERE host = ? AND uuid = ?", key).fetchone()
         if row is None and sample.uuid:
@@ -119,8 +121,8 @@ class GpuIds:
                    power_limit_watts = COALESCE(?, power_limit_watts),
                    driver_version = COALESCE(?, driver_version),
                    cuda_version = COALESCE(?, cuda_version),
-                   last_seen_ms = MAX(last_seen_ms, ?) WHERE id = ?""",
-                (*identity, sample.ts_ms, gpu_id),
+                   first_seen_ms = MIN(first_seen_ms, ?), last_seen_ms = MAX(last_seen_ms, ?) WHERE id = ?""",
+                (*identity, sample.ts_ms, sample.ts_ms, gpu_id),
             )
         self._staged[key] = (gpu_id, identity)
         return gpu_id
