@@ -23,6 +23,7 @@ import psutil
 from gpm.config import Config
 from gpm.errors import GpmError, NoBackendError
 from gpm.gpu.nvml import NvmlReader
+from gpm.gpu.reader import backend_reason
 from gpm.gpu.smi import smi_read_once
 from gpm.humanize import visible
 from gpm.llm.client import OllamaClient, OllamaUnavailable
@@ -352,7 +353,7 @@ def check_gpu(setup: Setup) -> list[Finding]:
             finally:
                 reader.close()
         except NoBackendError as err:
-            out.append(Finding("gpu", PROBLEM, f"NVML: {err}",
+            out.append(Finding("gpu", PROBLEM, backend_reason("NVML", err),
                                "fix the driver as the reason says, or set [gpu] enable_nvml = false"))
     if cfg["gpu.fallback_to_nvidia_smi"] or not cfg["gpu.enable_nvml"]:
         try:
@@ -360,7 +361,7 @@ def check_gpu(setup: Setup) -> list[Finding]:
             out.append(Finding("gpu", OK, f"nvidia-smi: {_gpus(len(samples))}"))
         except NoBackendError as err:
             # Only the fallback: a note while NVML works, a problem when nothing reads the GPUs.
-            out.append(Finding("gpu", NOTE if nvml_ok else PROBLEM, f"nvidia-smi: {err}",
+            out.append(Finding("gpu", NOTE if nvml_ok else PROBLEM, backend_reason("nvidia-smi", err),
                                "install the NVIDIA utilities or fix "
                                f"{_setting(cfg, 'gpu.nvidia_smi_path')}"))
     if not out:

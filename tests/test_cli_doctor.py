@@ -305,7 +305,7 @@ def test_nvml_and_nvidia_smi_failures_each_with_their_reason(tmp_path, fake_nvml
     assert code == 1
     assert [p["message"] for p in problems(found, "gpu")] == [
         "NVML: NVIDIA driver not loaded (no /dev/nvidia*; is the kernel module loaded?)",
-        f"nvidia-smi: nvidia-smi not found: {tmp_path / 'no-smi'} does not exist",
+        f"nvidia-smi: not found: {tmp_path / 'no-smi'} does not exist",
     ]
 
 

@@ -32,7 +32,7 @@ def open_reader(cfg: Config) -> GpuReader:
 
             return NvmlReader().open()
         except NoBackendError as err:
-            reasons.append(_why("NVML", err))
+            reasons.append(backend_reason("NVML", err))
         except ImportError as err:  # pragma: no cover - broken install
             reasons.append(f"NVML: cannot import pynvml ({err})")
     else:
@@ -43,13 +43,13 @@ def open_reader(cfg: Config) -> GpuReader:
         try:
             return SmiReader(cfg["gpu.nvidia_smi_path"], cfg["gpu.nvidia_smi_timeout_secs"]).open()
         except NoBackendError as err:
-            reasons.append(_why("nvidia-smi", err))
+            reasons.append(backend_reason("nvidia-smi", err))
     else:
         reasons.append("nvidia-smi: fallback disabled by [gpu] fallback_to_nvidia_smi")
     raise NoBackendError("no GPU backend: " + "; ".join(reasons), reasons)
 
 
-def _why(backend: str, err: NoBackendError) -> str:
+def backend_reason(backend: str, err: NoBackendError) -> str:
     """``nvidia-smi: not found on PATH``: the backend named once, though its
     own messages start with its name (they are also read alone)."""
     return f"{backend}: {str(err).removeprefix(backend + ' ')}"
