@@ -12,8 +12,10 @@ reduced beforehand as `gpm sample` and the daemon leave them; SQLite and
 Parquet bytes per GPU-sample. Targets: a day under 3 s, SQLite <= 64 and
 Parquet <= 10 bytes per GPU-sample.
 
-``--write-docs`` puts the figures, with the date and load, into
-docs/benchmarks.md between its ``bench_archive`` markers.
+``--write-docs`` puts each trace's row, with the date and load, into
+docs/benchmarks.md between its ``bench_archive`` markers, replacing that
+trace's earlier row and keeping the others (a week may be run with fewer
+repeats than a day).
 """
 
 from __future__ import annotations
@@ -139,27 +141,35 @@ def main() -> None:
             metrics = f", `gpu_metrics` and its key {sizes['metrics_bytes'] / rows:.1f}" if sizes["metrics_bytes"] else ""
             lines += [
                 f"| {args.gpus} GPUs x {days} day{'s' if days > 1 else ''} at 1 Hz ({rows:,} rows) | "
+                f"{datetime.date.today().isoformat()}, {os.cpu_count()} CPUs | "
                 f"move {summary(moves)}; whole `gpm archive` {summary(commands)} | "
                 f"SQLite {sizes['db_bytes'] / rows:.1f}{metrics}; Parquet {parquet / rows:.2f} "
                 f"({moves[0]['files']} files) |",
             ]
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    stamp = datetime.date.today().isoformat()
-    table = "\n".join([
-        f"Measured {stamp} with `python tests/benchmarks/bench_archive.py --repeat {args.repeat}` "
-        f"on {os.cpu_count()} CPUs; the load is the 1-minute load average before each run.",
-        "",
-        "| trace | seconds (target: a day under 3 s) | bytes per GPU-sample (targets: SQLite <= 64, Parquet <= 10) |",
-        "|---|---|---|",
-        *lines,
-    ])
-    print(table)
+    print("\n".join(lines))
     if args.write_docs:
-        text = DOCS.read_text()
-        head, rest = text.split(START, 1)
-        _old, tail = rest.split(END, 1)
-        DOCS.write_text(f"{head}{START}\n{table}\n{END}{tail}")
+        write_docs(lines)
+
+
+HEADER = [
+    "| trace | measured | seconds; load = 1-minute load average before each run (target: a day under 3 s) "
+    "| bytes per GPU-sample (targets: SQLite <= 64, Parquet <= 10) |",
+    "|---|---|---|---|",
+]
+
+
+def write_docs(lines: list[str]) -> None:
+    """Replace the rows of the traces just measured in docs/benchmarks.md; keep the others."""
+    text = DOCS.read_text()
+    head, rest = text.split(START, 1)
+    block, tail = rest.split(END, 1)
+    traces = {line.split(" | ")[0] for line in lines}
+    kept = [line for line in block.strip().splitlines()
+            if line.startswith("| ") and line not in HEADER and line.split(" | ")[0] not in traces]
+    rows = sorted(kept + lines, key=lambda line: int(line.split(" x ")[1].split(" day")[0]))
+    DOCS.write_text("\n".join([f"{head}{START}", *HEADER, *rows, f"{END}{tail}"]))
 
 
 if __name__ == "__main__":
