@@ -371,3 +371,97 @@ def test_parquet_order_is_the_plain_sort_order():
                           "ts_ms": [3, 2, 1, 5, 4]})
     keys = ["host", "gpu_uuid", "ts_ms"]
     assert sort_frame(frame, keys).equals(frame.sort(keys))
+
+
+def test_file_order_is_the_plain_sort_of_the_history(tmp_path):
+    from gpm.store.archive import file_frame, sort_keys
+    from gpm.store.timeseries import BY_TABLE, resolve
+
+    conn = open_db(tmp_path / "gpm.db")
+    for host in ("beta", "alpha"):
+        write_trace(conn, trace_frame(3, 0.1, 60, start_ms=days_ago(2)), host=host)
+    res = resolve(conn, BY_TABLE["gpu_metrics"])
+    raw = res.read_raw(conn, "1", [])
+    gpus = res.gpus(conn)
+    expected = res.to_history(raw, HOST, gpus).sort(sort_keys(res))
+    assert expected.get_column("host").n_unique() == 2
+    assert file_frame(res, raw, HOST, gpus).equals(expected)  # rows in time order, as SQLite reads them
+    assert file_frame(res, raw.sample(fraction=1, shuffle=True, seed=3), HOST, gpus).equals(expected)
+    conn.close()
+
+
+def test_gpm_archive_does_all_its_work_in_one_process(tmp_path):
+    """#14.2: no day-writer processes; `gpm archive` reads, writes and deletes itself."""
+    import psutil
+
+    from tests.test_archive_faults import Child, add_batch
+    from tests.test_archive_faults import HOST as CHILD_HOST
+
+    db, arch = tmp_path / "gpm.db", tmp_path / "archive"
+    add_batch(db, 0, gpus=2, days=3, interval_s=60)
+    child = Child(db, arch)
+    child.go()
+    process = psutil.Process(child.proc.pid)
+    children = set()
+    while child.proc.poll() is None:
+        try:
+            children |= {c.pid for c in process.children(recursive=True)}
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.002)
+    _out, err = child.proc.communicate(timeout=30)
+    assert child.proc.returncode == 0, err
+    assert children == set()
+    with sqlite3.connect(db) as conn:
+        archived = conn.execute("SELECT COUNT(*), SUM(row_count) FROM archive_files").fetchone()
+    assert archived == (3, 2 * 3 * 1440)  # 3 old days of 2 GPUs: a part file per host and day
+    assert metric_count(db) == 0
+    assert scan("gpu_metrics", db_path=db, archive_dir=arch, own_host=CHILD_HOST).collect().height == 2 * 3 * 1440
+
+
+def test_awkward_values_come_back_exactly(tmp_path):
+    """NULLs, a lost GPU's status, counters past 2^40, a GPU without a name: what was stored is what is read."""
+    db = tmp_path / "gpm.db"
+    conn = open_db(db)
+    write_trace(conn, trace_frame(2, 2, 60, start_ms=days_ago(3)), host=HOST)
+    day = days_ago(3)
+    conn.executescript(f"""
+        BEGIN;
+        UPDATE gpu_metrics SET status = 'nvml: GPU is lost', utilization_gpu_percent = NULL
+            WHERE ts_ms BETWEEN {day + 3_600_000} AND {day + 7_200_000};
+        UPDATE gpu_metrics SET fan_percent = NULL;
+        UPDATE gpu_metrics SET power_milliwatts = NULL WHERE ts_ms < {day + DAY_MS // 2};
+        UPDATE gpu_metrics SET energy_millijoules = energy_millijoules + {2 ** 40};
+        UPDATE gpu_metrics SET temperature_celsius = 41.5 WHERE ts_ms = (SELECT MIN(ts_ms) FROM gpu_metrics);
+        UPDATE gpus SET name = NULL WHERE gpu_index = 1;
+        COMMIT;
+    """)
+    before = history(db, None)
+    result = archive(conn, tmp_path / "archive", cutoff=cutoff_ms(1), own_host=HOST)
+    conn.close()
+    assert result.rows == 2 * 2 * 1440 and result.problems == [] and result.notes == []
+    assert metric_count(db) == 0
+    after = history(db, tmp_path / "archive")
+    assert after.equals(before)
+    lost = after.filter(pl.col("status").is_not_null())
+    assert lost.height == 2 * 60 and lost.get_column("utilization_gpu_percent").null_count() == lost.height
+    assert after.get_column("energy_millijoules").min() > 2 ** 40
+
+
+def test_the_library_call_is_the_whole_command(tmp_path):
+    """#14.6: `gpm.archiving.archive` does what `gpm archive` does: the hours reduced first, the days after."""
+    from gpm import archiving
+    from gpm.report.quarters import REDUCTIONS_DIR
+
+    db = saved_db(tmp_path, days=3, interval_s=300)
+    conn = open_db(db)
+    assert conn.execute("SELECT COUNT(*) FROM report_hours").fetchone()[0] == 0
+    result = archiving.archive(conn, tmp_path / "archive", cutoff=cutoff_ms(1), own_host=HOST, busy_threshold=5.0)
+    hours = conn.execute("SELECT COUNT(*) FROM report_hours").fetchone()[0]
+    conn.close()
+    assert result.rows == 2 * 2 * 288 and result.problems == [] and result.warnings == []
+    assert hours >= 2 * 24  # the moved days were reduced while still in SQLite
+    reduced = sorted(p.parent.name for p in (tmp_path / "archive" / REDUCTIONS_DIR).rglob("sources.json"))
+    assert reduced == sorted({f"date={d}" for d in (time.strftime("%Y-%m-%d", time.gmtime(days_ago(n) / 1000))
+                                                    for n in (3, 2))})
+    assert result.reclaim.startswith(("VACUUM", "incremental_vacuum"))

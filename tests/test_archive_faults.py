@@ -3,10 +3,9 @@
 No hooks in gpm: the killed process is the real command (imported ahead so
 that the random delays fall inside its work, not inside Python start-up).
 Deterministic kills watch the steps from outside (a temp file appears, a
-part file appears before the manifest lists it, the manifest grows) and
-freeze the process and its day writers with SIGSTOP the moment they see
-one, then SIGKILL the process: its writers (which write the part files,
-see gpm.store.archive_worker) must die with it, even mid-write.
+part file appears before the manifest lists it, the manifest grows),
+freeze the process with SIGSTOP the moment they see one, then SIGKILL it.
+It does all its work itself: it has no child process that could outlive it.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ KEY = ["host", "gpu_uuid", "ts_ms"]
 # The real `gpm archive`, imported before the starting gun.
 CHILD = r"""
 import sys
-import polars, gpm.cli.archive, gpm.store.archive, gpm.store.history
+import polars, gpm.archiving, gpm.cli.archive, gpm.store.archive, gpm.store.history
 from gpm.cli import main
 print("ready", flush=True)
 sys.stdin.readline()
@@ -73,37 +72,17 @@ class Child:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
-    def writers(self) -> list[psutil.Process]:
-        """Its day writers (gpm.store.archive_worker), while it runs."""
-        try:
-            return psutil.Process(self.proc.pid).children()
-        except psutil.NoSuchProcess:
-            return []
-
     def freeze(self) -> None:
-        """Stop it and its day writers, so that what they have left on disk stays as it is."""
-        for proc in [psutil.Process(self.proc.pid), *self.writers()]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                proc.suspend()
+        """Stop it, so that what it has left on disk stays as it is."""
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process = psutil.Process(self.proc.pid)
+            process.suspend()
+            assert process.children() == []  # nothing else writes part files
 
     def kill(self) -> int:
-        """SIGKILL: its day writers must die with it (a stopped one too)."""
-        writers = self.writers()
         self.proc.kill()
         self.proc.communicate(timeout=30)
-        deadline = time.monotonic() + 10
-        while (alive := [w for w in writers if not dead(w)]) and time.monotonic() < deadline:
-            time.sleep(0.005)
-        assert alive == [], f"day writers outlived their parent: {alive}"
         return self.proc.returncode
-
-
-def dead(proc: psutil.Process) -> bool:
-    """Exited: gone, or a zombie that init has not reaped yet (it holds nothing any more)."""
-    try:
-        return proc.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def check_exactly_once(db: Path, arch: Path, expected: pl.DataFrame) -> None:

@@ -6,8 +6,11 @@ import sys
 
 import click
 
+from gpm import archiving
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE
+from gpm.locks import exclusive_lock, lock_path
+from gpm.store import archive as store_archive
 
 
 @click.command()
@@ -38,9 +41,6 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
     Exit codes: 0 ok; 1 something needs a look (message on stderr; the rest
     was archived); 2 usage or config error; 75 another `gpm archive` is running.
     """
-    from gpm.locks import exclusive_lock, lock_path
-    from gpm.store import archive as store_archive
-
     cfg = app.config({
         "storage.retention_days": (older_than, "--older-than"),
         "storage.archive_dir": (archive_dir, "--archive-dir"),
@@ -50,25 +50,19 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
     # The database first: a read-only or damaged one is named as such, not as its lock file.
     conn = app.open_db()
     try:
-        with exclusive_lock(lock_path(cfg.db_path, "archive"), job="archive", wait_secs=wait_secs) as lock:
+        with exclusive_lock(lock_path(cfg.db_path, "archive"), job="archive", wait_secs=wait_secs):
             if dry_run:
                 _dry_run(app, store_archive.plan(conn, cutoff=cutoff, own_host=cfg.hostname), cutoff)
                 return
-            from gpm.gpu.model import now_ms
-            from gpm.store.reductions import refresh
-
-            # Reduce the hours about to move while they are still in SQLite:
-            # `gpm report` then reads them from report_minutes, not from Parquet.
-            refresh(conn, cfg["report.busy_threshold_percent"], now_ms=now_ms())
             bar = None
             if not app.quiet and sys.stderr.isatty():
                 total = sum(p.rows for p in store_archive.plan(conn, cutoff=cutoff, own_host=cfg.hostname))
                 if total:
                     bar = click.progressbar(length=total, label="archiving", file=sys.stderr)
             try:
-                result = store_archive.archive(conn, cfg.archive_dir, cutoff=cutoff, own_host=cfg.hostname,
-                                               progress=bar.update if bar else None, lock_fd=lock.fd,
-                                               after_move=_reduce_days(app, cfg["report.busy_threshold_percent"]))
+                result = archiving.archive(conn, cfg.archive_dir, cutoff=cutoff, own_host=cfg.hostname,
+                                           busy_threshold=cfg["report.busy_threshold_percent"],
+                                           progress=bar.update if bar else None)
             finally:
                 if bar is not None:
                     bar.render_finish()
@@ -79,6 +73,8 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
     if app.verbose:
         for note in result.notes:
             click.echo(f"gpm: {note}", err=True)
+    for warning in result.warnings:
+        app.warn(warning)
     for problem in result.problems:
         click.echo(f"gpm: {problem}", err=True)
     if result.problems:
@@ -86,14 +82,12 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
 
 
 def _dry_run(app: AppContext, rows, cutoff: int) -> None:
-    from gpm.store.archive import day_name
-
     by_table: dict[str, tuple[int, set[str]]] = {}
     for row in rows:
         count, days = by_table.get(row.table, (0, set()))
         days.add(row.day)
         by_table[row.table] = (count + row.rows, days)
-    click.echo(f"would archive rows before {day_name(cutoff)} (UTC):")
+    click.echo(f"would archive rows before {store_archive.day_name(cutoff)} (UTC):")
     if not by_table:
         click.echo("  nothing")
     for table, (count, days) in by_table.items():
@@ -114,19 +108,3 @@ def _summary(app: AppContext, result, archive_dir) -> None:
         click.echo(f"adopted {path} (left by an interrupted run)")
     click.echo(f"database {fmt_bytes(result.db_bytes_before)} -> {fmt_bytes(result.db_bytes_after)}"
                f" ({result.reclaim}); archive in {archive_dir}")
-
-
-def _reduce_days(app: AppContext, busy_threshold: float):
-    """Store `gpm report`'s reduction of each day that got part files beside
-    them, so that a year is read as quarter hours (also by any host the archive
-    is copied to). A failure leaves the rows archived; the report reads them raw."""
-
-    def run(conn, archive_dir, started_ms: int) -> None:
-        from gpm.report.quarters import reduce_archived_days
-
-        try:
-            reduce_archived_days(conn, archive_dir, busy_threshold, created_since_ms=started_ms)
-        except Exception as err:  # noqa: BLE001 - the archive itself is done and durable
-            app.warn(f"report reductions of the archived days not stored ({err}); `gpm report` reads the rows")
-
-    return run

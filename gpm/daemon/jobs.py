@@ -331,13 +331,14 @@ ARCHIVE_STOP_WAIT_SECS = 1.0  # SIGTERM to SIGKILL for the archive child, inside
 class ArchiveJob:
     """``gpm archive`` every [storage] archive_interval_secs, as a child process.
 
-    A child, not a call: archiving imports Polars (~40 MB that would stay in the
-    daemon for good) and the child gives it all back when it exits. It is the
+    A child, not a call of ``gpm.archiving.archive`` in a thread: archiving
+    imports Polars (~40 MB that would stay in the daemon for good, against its
+    60 MB budget) and the child gives it all back when it exits. It is the
     very command cron runs, under the same per-database lock (``--wait 0``: when
     a cron run holds it, this round is skipped).
 
     The daemon's stop ends the child (SIGTERM, then SIGKILL after
-    ``ARCHIVE_STOP_WAIT_SECS``; its day writers die with it): left alone it
+    ``ARCHIVE_STOP_WAIT_SECS``; it starts no process of its own): left alone it
     went on archiving after the daemon had exited (#12.12). Stopping it
     anywhere is safe, the archive is crash-safe; what it had committed is read
     back from the manifest, and the log says that, not a guess.

@@ -1,22 +1,29 @@
-"""Benchmark `gpm archive` on a generated trace (default 8 GPUs x 7 days at 1 Hz = 4.8 M samples).
+"""Benchmark `gpm archive` on generated traces: one day and one week of 8 GPUs at 1 Hz.
 
-    python tests/benchmarks/bench_archive.py [--gpus 8] [--days 7] [--interval 1] [--repeat 1]
+    python tests/benchmarks/bench_archive.py [--gpus 8] [--days 1,7] [--repeat 3] [--write-docs]
 
-Prints, with the median over --repeat fresh databases: trace generation and
-load time, SQLite bytes per GPU-sample (table + its key, after a checkpoint;
-target <= 64), archive throughput (target >= 500,000 rows/s), Parquet bytes
-per GPU-sample (target <= 10), and the database size after archive + vacuum.
+For each span, one trace is generated and loaded into SQLite once; each run
+archives a fresh copy of that database. Printed, as medians over --repeat
+runs, each with the 1-minute load average taken just before it (the
+machine may be shared): the library's move (``gpm.store.archive.archive``:
+read, sort, write, check, delete, reclaim), in wall and CPU seconds (this
+process and its children); the whole ``gpm archive`` command, its hours
+reduced beforehand as `gpm sample` and the daemon leave them; SQLite and
+Parquet bytes per GPU-sample. Targets: a day under 3 s, SQLite <= 64 and
+Parquet <= 10 bytes per GPU-sample.
 
-Throughput is measured twice: the library's ``archive()`` (the move itself),
-and the whole ``gpm archive`` command on a copy of the same database whose
-closed hours were reduced first, as `gpm sample` and the daemon leave them:
-the command also stores the report's reductions of the days it moved.
+``--write-docs`` puts each trace's row, with the date and load, into
+docs/benchmarks.md between its ``bench_archive`` markers, replacing that
+trace's earlier row and keeping the others (a week may be run with fewer
+repeats than a day).
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -25,13 +32,16 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 
 from gpm.store.archive import archive, cutoff_ms  # noqa: E402
 from gpm.store.db import open_db  # noqa: E402
-from gpm.store.history import scan  # noqa: E402
 from gpm.store.reductions import refresh  # noqa: E402
 from tests.benchmarks.trace import DAY_MS, trace_frame, write_trace  # noqa: E402
+
+DOCS = ROOT / "docs" / "benchmarks.md"
+START, END = "<!-- bench_archive:start -->", "<!-- bench_archive:end -->"
 
 
 def table_bytes(conn, table: str) -> int | None:
@@ -43,100 +53,123 @@ def table_bytes(conn, table: str) -> int | None:
     return row[0]
 
 
-def run_once(gpus: int, days: float, interval: float, workdir: Path) -> dict:
-    now = time.time_ns() // 1_000_000
-    start = (now - int((days + 1) * DAY_MS)) // DAY_MS * DAY_MS
-    t0 = time.perf_counter()
-    frame = trace_frame(gpus, days, interval, start_ms=start)
-    t_gen = time.perf_counter() - t0
-    db_path = workdir / "bench.db"
+def cpu_seconds() -> float:
+    """CPU time of this process and its waited-for children."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def loaded_db(gpus: int, days: int, workdir: Path, now: int) -> tuple[Path, dict]:
+    """A checkpointed database of ``days`` old days at 1 Hz, and its size figures."""
+    start = (now - (days + 1) * DAY_MS) // DAY_MS * DAY_MS
+    frame = trace_frame(gpus, days, 1.0, start_ms=start)
+    db_path = workdir / f"{days}d.db"
     conn = open_db(db_path)
-    t0 = time.perf_counter()
     write_trace(conn, frame)
-    t_load = time.perf_counter() - t0
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    rows = frame.height
-    db_before = db_path.stat().st_size
-    metrics_bytes = table_bytes(conn, "gpu_metrics")
-    del frame
-    cli_s = cli_archive(db_path, workdir / "cli", now)
-    archive_dir = workdir / "archive"
-    load = os.getloadavg()[0]  # other work on the machine competes for the same cores
-    t0 = time.perf_counter()
-    result = archive(conn, archive_dir, cutoff=cutoff_ms(1, now), own_host="bench-host")
-    t_archive = time.perf_counter() - t0
-    assert result.rows == rows, (result.rows, rows, result.problems, result.notes)
-    parquet_bytes = sum(p.stat().st_size for p in archive_dir.rglob("*.parquet"))
-    db_after = db_path.stat().st_size
-    t0 = time.perf_counter()
-    read_back = scan("gpu_metrics", conn=conn, archive_dir=archive_dir).select("ts_ms").collect().height
-    t_scan = time.perf_counter() - t0
-    assert read_back == rows
+    sizes = {"rows": frame.height, "db_bytes": db_path.stat().st_size,
+             "metrics_bytes": table_bytes(conn, "gpu_metrics")}
     conn.close()
-    return {
-        "rows": rows, "gen_s": t_gen, "load_s": t_load, "archive_s": t_archive, "scan_s": t_scan,
-        "db_before": db_before, "db_after": db_after, "metrics_bytes": metrics_bytes,
-        "parquet_bytes": parquet_bytes, "files": sum(t.files for t in result.tables.values()),
-        "reclaim": result.reclaim, "load": load, "cli_s": cli_s,
-    }
+    return db_path, sizes
 
 
-def cli_archive(db_path: Path, folder: Path, now: int) -> float:
-    """Seconds of a whole `gpm archive` run on a copy of the database, its hours reduced beforehand."""
+def move_once(db_path: Path, folder: Path, now: int) -> dict:
+    """The library's move on a fresh copy."""
     folder.mkdir()
     copy = folder / "gpm.db"
-    shutil.copyfile(db_path, copy)  # checkpointed: the WAL is empty
+    shutil.copyfile(db_path, copy)
+    conn = open_db(copy)
+    load = os.getloadavg()[0]
+    cpu, t0 = cpu_seconds(), time.perf_counter()
+    result = archive(conn, folder / "archive", cutoff=cutoff_ms(1, now), own_host="bench-host")
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu
+    conn.close()
+    parquet = sum(p.stat().st_size for p in (folder / "archive").rglob("*.parquet"))
+    out = {"wall": wall, "cpu": cpu, "load": load, "rows": result.rows, "parquet_bytes": parquet,
+           "files": sum(t.files for t in result.tables.values())}
+    shutil.rmtree(folder)
+    return out
+
+
+def command_once(db_path: Path, folder: Path, now: int) -> dict:
+    """The whole `gpm archive` command on a fresh copy, its hours reduced beforehand."""
+    folder.mkdir()
+    copy = folder / "gpm.db"
+    shutil.copyfile(db_path, copy)
     conn = open_db(copy)
     refresh(conn, 5.0, now_ms=now)  # what the write path does every hour
     conn.close()
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]), XDG_CACHE_HOME=str(folder))
-    t0 = time.perf_counter()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), XDG_CACHE_HOME=str(folder))
+    load = os.getloadavg()[0]
+    cpu, t0 = cpu_seconds(), time.perf_counter()
     subprocess.run([sys.executable, "-m", "gpm", "--db", str(copy), "archive", "--archive-dir",
                     str(folder / "archive"), "--older-than", "1"], env=env, check=True)
-    elapsed = time.perf_counter() - t0
+    out = {"wall": time.perf_counter() - t0, "cpu": cpu_seconds() - cpu, "load": load}
     shutil.rmtree(folder)
-    return elapsed
+    return out
+
+
+def summary(runs: list[dict]) -> str:
+    wall = statistics.median(r["wall"] for r in runs)
+    cpu = statistics.median(r["cpu"] for r in runs)
+    each = ", ".join(f"{r['wall']:.2f} s (load {r['load']:.1f})" for r in runs)
+    return f"{wall:.2f} s wall, {cpu:.2f} s CPU (median of {len(runs)}: {each})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--gpus", type=int, default=8)
-    parser.add_argument("--days", type=float, default=7)
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between samples")
-    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--days", default="1,7", help="spans to measure, in days, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--write-docs", action="store_true", help=f"write the figures into {DOCS.name}")
     args = parser.parse_args()
-    runs = []
-    for _ in range(args.repeat):
-        workdir = Path(tempfile.mkdtemp(prefix="gpm-bench-archive-"))
-        try:
-            runs.append(run_once(args.gpus, args.days, args.interval, workdir))
-        finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+    now = time.time_ns() // 1_000_000
+    lines = []
+    workdir = Path(tempfile.mkdtemp(prefix="gpm-bench-archive-"))
+    try:
+        for days in (int(d) for d in args.days.split(",")):
+            db_path, sizes = loaded_db(args.gpus, days, workdir, now)
+            moves, commands = [], []
+            for run in range(args.repeat):  # interleaved: both see the same load
+                moves.append(move_once(db_path, workdir / f"move{run}", now))
+                commands.append(command_once(db_path, workdir / f"cli{run}", now))
+            db_path.unlink()
+            rows = sizes["rows"]
+            assert all(m["rows"] == rows for m in moves), (moves, rows)
+            parquet = statistics.median(m["parquet_bytes"] for m in moves)
+            metrics = f", `gpu_metrics` and its key {sizes['metrics_bytes'] / rows:.1f}" if sizes["metrics_bytes"] else ""
+            lines += [
+                f"| {args.gpus} GPUs x {days} day{'s' if days > 1 else ''} at 1 Hz ({rows:,} rows) | "
+                f"{datetime.date.today().isoformat()}, {os.cpu_count()} CPUs | "
+                f"move {summary(moves)}; whole `gpm archive` {summary(commands)} | "
+                f"SQLite {sizes['db_bytes'] / rows:.1f}{metrics}; Parquet {parquet / rows:.2f} "
+                f"({moves[0]['files']} files) |",
+            ]
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print("\n".join(lines))
+    if args.write_docs:
+        write_docs(lines)
 
-    def med(key: str) -> float:
-        return statistics.median(r[key] for r in runs)
 
-    rows = runs[0]["rows"]
-    print(f"trace: {args.gpus} GPUs x {args.days:g} days at {args.interval:g} s = {rows:,} samples "
-          f"({len(runs)} run(s), medians; {os.cpu_count()} CPUs)")
-    print(f"generate        {med('gen_s'):8.2f} s")
-    print(f"load SQLite     {med('load_s'):8.2f} s   {rows / med('load_s'):12,.0f} rows/s")
-    print(f"SQLite file     {med('db_before') / 2**20:8.1f} MiB {med('db_before') / rows:8.1f} bytes/sample "
-          f"(target <= 64)")
-    if runs[0]["metrics_bytes"]:
-        print(f"  gpu_metrics   {med('metrics_bytes') / 2**20:8.1f} MiB {med('metrics_bytes') / rows:8.1f} "
-              f"bytes/sample (table = its only index)")
-    print(f"archive         {med('archive_s'):8.2f} s   {rows / med('archive_s'):12,.0f} rows/s "
-          f"(target >= 500,000); {runs[0]['files']} files; {runs[0]['reclaim']}")
-    if len(runs) > 1:
-        each = ", ".join(f"{rows / r['archive_s']:,.0f} (load {r['load']:.1f})" for r in runs)
-        print(f"  each run      {each} rows/s (1-minute load average before it)")
-    print(f"gpm archive     {med('cli_s'):8.2f} s   {rows / med('cli_s'):12,.0f} rows/s (the whole command, "
-          f"hours reduced beforehand by the write path; it also stores the days' report reductions)")
-    print(f"Parquet         {med('parquet_bytes') / 2**20:8.1f} MiB {med('parquet_bytes') / rows:8.2f} "
-          f"bytes/sample (target <= 10); {med('db_before') / med('parquet_bytes'):.1f}x smaller than SQLite")
-    print(f"SQLite after    {med('db_after') / 2**20:8.2f} MiB (archive + vacuum)")
-    print(f"history scan    {med('scan_s'):8.2f} s   {rows / med('scan_s'):12,.0f} rows/s (all rows back)")
+HEADER = [
+    "| trace | measured | seconds; load = 1-minute load average before each run (target: a day under 3 s) "
+    "| bytes per GPU-sample (targets: SQLite <= 64, Parquet <= 10) |",
+    "|---|---|---|---|",
+]
+
+
+def write_docs(lines: list[str]) -> None:
+    """Replace the rows of the traces just measured in docs/benchmarks.md; keep the others."""
+    text = DOCS.read_text()
+    head, rest = text.split(START, 1)
+    block, tail = rest.split(END, 1)
+    traces = {line.split(" | ")[0] for line in lines}
+    kept = [line for line in block.strip().splitlines()
+            if line.startswith("| ") and line not in HEADER and line.split(" | ")[0] not in traces]
+    rows = sorted(kept + lines, key=lambda line: int(line.split(" x ")[1].split(" day")[0]))
+    DOCS.write_text("\n".join([f"{head}{START}", *HEADER, *rows, f"{END}{tail}"]))
 
 
 if __name__ == "__main__":

@@ -201,7 +201,7 @@ def test_daemon_stopped_mid_archive_leaves_no_process_and_logs_what_it_committed
     finally:
         if daemon.poll() is None:
             daemon.kill()
-    # The archive child ended before the daemon exited; its day writers die with it.
+    # The archive child ended before the daemon exited.
     assert not archiver.is_running() or archiver.status() == psutil.STATUS_ZOMBIE
     deadline = time.monotonic() + 1
     while group_alive(daemon.pid) and time.monotonic() < deadline:
