@@ -302,17 +302,33 @@ def test_a_long_lived_classifier_notices_torch_loaded_after_it_first_saw_the_pro
     assert "libtorch_cuda.so" in reason and "--port" in reason
 
 
-# A /proc of our own making, to see what the classifier reads and to reuse pids.
+# A /proc of our own making (psutil.PROCFS_PATH, psutil's own setting), to see
+# what the classifier reads and to reuse pids.
 BTIME = 1_700_000_000
+
+
+@pytest.fixture
+def proc_root(tmp_path, monkeypatch) -> Path:
+    import psutil
+
+    root = tmp_path / "proc"
+    root.mkdir()
+    (root / "stat").write_text(f"cpu 1 2 3\nbtime {BTIME}\n")
+    monkeypatch.setattr(psutil, "PROCFS_PATH", str(root))
+    return root
+
+
+def proc_stat_line(pid: int, comm: str, start_ticks: int, vsize: int = 1 << 30, ppid: int = 1) -> str:
+    """A /proc/PID/stat line with all 52 fields of a current kernel."""
+    return f"{pid} ({comm}) S {ppid} {' '.join(['0'] * 17)} {start_ticks} {vsize} {' '.join(['0'] * 29)}\n"
 
 
 def fake_proc(root: Path, pid: int, *, comm: str, cmdline: list[str], start_ticks: int = 1000,
               vsize: int = 1 << 30, libraries: tuple[str, ...] = ("/usr/lib/x86_64-linux-gnu/libc.so.6",)) -> Path:
     d = root / str(pid)
     d.mkdir(parents=True, exist_ok=True)
-    (root / "stat").write_text(f"cpu 1 2 3\nbtime {BTIME}\n")
-    zeros = " ".join(["0"] * 17)
-    (d / "stat").write_text(f"{pid} ({comm}) S 1 {zeros} {start_ticks} {vsize} 0 0\n")
+    (d / "stat").write_text(proc_stat_line(pid, comm, start_ticks, vsize))
+    (d / "status").write_text(f"Name:\t{comm}\nUid:\t0\t0\t0\t0\nGid:\t0\t0\t0\t0\n")
     (d / "cmdline").write_bytes(b"\0".join(a.encode() for a in cmdline) + b"\0")
     (d / "environ").write_bytes(b"LANG=C\0")
     (d / "maps").write_text("".join(f"7f00{i:04x}000-7f00{i:04x}fff r-xp 00000000 08:01 {i} {lib}\n"
@@ -357,14 +373,14 @@ class Opens:
         os.close(self.fd)
 
 
-def test_unchanged_processes_cost_one_stat_read_per_sample(tmp_path):
-    root = tmp_path / "proc"
+def test_unchanged_processes_cost_one_stat_read_per_sample(proc_root):
+    root = proc_root
     torch = "/opt/venv/lib/python3.12/site-packages/torch/lib/libtorch_cuda.so"
     a = fake_proc(root, 100, comm="python3", cmdline=["python3", "serve.py", "--port", "8080"])
     b = fake_proc(root, 200, comm="python3", cmdline=["python3", "job.py"])
     opens = Opens(a, b)
     try:
-        clf = Classifier(load_config(), proc=str(root), refresh_secs=30)
+        clf = Classifier(load_config(), refresh_secs=30)
         first = decisions(clf, 1_000, 100, 200)
         assert first[100][0] == "general_compute"
         assert {"100/stat", "100/cmdline", "100/environ", "100/maps", "200/maps"} <= set(opens.take())
@@ -391,12 +407,12 @@ def test_unchanged_processes_cost_one_stat_read_per_sample(tmp_path):
         opens.close()
 
 
-def test_a_reused_pid_is_a_new_process_and_vanished_pids_are_forgotten(tmp_path):
-    root = tmp_path / "proc"
+def test_a_reused_pid_is_a_new_process_and_vanished_pids_are_forgotten(proc_root):
+    root = proc_root
     fake_proc(root, 100, comm="python3", cmdline=["python3", "train.py", "--epochs", "3"])
     fake_proc(root, 200, comm="gnome-shell", cmdline=["/usr/bin/gnome-shell"])
     fake_proc(root, 300, comm="mpv", cmdline=["mpv", "film.mkv"])
-    clf = Classifier(load_config(), proc=str(root))
+    clf = Classifier(load_config())
     first = decisions(clf, 1_000, 100, 200, 300)
     assert {pid: c for pid, (c, _) in first.items()} == {
         100: "ml_training", 200: "desktop", 300: "desktop"}

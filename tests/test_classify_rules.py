@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
-from gpm.classify.facts import ProcessFacts, ProcReader
+from gpm.classify.facts import ProcessFacts, read_facts
 from gpm.classify.rules import Context, classify, validate_rules
 from gpm.config import load_config
 from gpm.errors import ConfigError
@@ -103,20 +104,24 @@ def test_bad_input_lines_name_the_line(gpm):
     assert result.returncode == 1 and "stdin:1: 'cmdline' must be a list of strings" in result.stderr
 
 
-def test_unreadable_process_is_classified_on_what_is_known(tmp_path):
+def test_unreadable_process_is_classified_on_what_is_known(tmp_path, monkeypatch):
     """A process of another user: stat and cmdline readable, exe, environ and maps not."""
+    import psutil
+
     proc = tmp_path / "proc"
     (proc / "4242").mkdir(parents=True)
     (proc / "stat").write_text("cpu 1 2 3\nbtime 1700000000\n")
-    (proc / "4242/stat").write_text("4242 (python3) S 1 4242 4242 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 500 0 0\n")
+    (proc / "4242/stat").write_text("4242 (python3) S 1 4242 4242 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 500 0 0"
+                                    + " 0" * 30 + "\n")
     (proc / "4242/cmdline").write_bytes(b"python3\0finetune.py\0--lr\0" + b"1e-4\0")
-    facts = ProcReader(str(proc)).facts(4242)
-    assert facts.start_time_ms == 1700000000_000 + 500 * 1000 // ProcReader()._tick
-    assert set(facts.unreadable) >= {"exe", "environ", "maps"}
+    monkeypatch.setattr(psutil, "PROCFS_PATH", str(proc))
+    facts = read_facts(4242)
+    assert facts.start_time_ms == 1700000000_000 + 500 * 1000 // os.sysconf("SC_CLK_TCK")
+    assert facts.unreadable == ["user", "exe", "environ", "maps"]
     d = classify(facts, Context())
     assert (d.category, d.label) == ("ml_training", "finetune.py")
     assert "libraries unknown" in d.reason and "could not read its exe, environ, maps" in d.reason
-    gone = classify(ProcReader(str(proc)).facts(999), Context())
+    gone = classify(read_facts(999), Context())
     assert gone.category == "general_compute" and "exited" in gone.reason
 
 

@@ -68,6 +68,25 @@ def test_ollama_down_is_a_warning_once_and_exit_0(gpm, tmp_path):
     assert query(db, "SELECT kind FROM llm_events") == [("down",)]
 
 
+def test_an_unknown_host_is_named_as_such(gpm, tmp_path):
+    url = "http://ollama.invalid:11434"  # .invalid never resolves (RFC 6761)
+    proc = gpm("--db", tmp_path / "gpm.db", "ollama-watch", "--api-url", url)
+    assert proc.returncode == 0
+    assert re.fullmatch(rf"gpm: warning: Ollama is down: {url}/api/version: name not resolved \(.+\)\n",
+                        proc.stderr), proc.stderr
+
+
+def test_proxy_variables_do_not_reroute_the_watcher(gpm, fake, tmp_path):
+    """Ollama is polled straight, as the proxy reaches it: a user's HTTP_PROXY (here
+    a closed port) would otherwise send the poll elsewhere (requests honours it)."""
+    closed = f"http://127.0.0.1:{free_port()}"
+    env = {"HTTP_PROXY": closed, "http_proxy": closed, "ALL_PROXY": closed, "NO_PROXY": "", "no_proxy": ""}
+    db = tmp_path / "gpm.db"
+    proc = gpm("--db", db, "ollama-watch", "--api-url", fake.url, env=env)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert query(db, "SELECT kind FROM llm_events ORDER BY id") == [("up",)]
+
+
 def test_follow_stops_cleanly_on_sigterm(fake, tmp_path):
     db = tmp_path / "gpm.db"
     proc = spawn("--db", db, "ollama-watch", "--api-url", fake.url, "--follow", "--interval", "0.5", "--json")

@@ -2,7 +2,7 @@
 
 Layers, cheapest first and each usable alone:
 
-- ``facts``: what ``/proc`` says about a process (or what a JSON line says);
+- ``facts``: what psutil says about a running process (or what a JSON line says);
 - ``steam``: Steam library folders and app manifests -> game names;
 - ``rules``: the pure function ``classify(facts, context)`` with built-in and
   user rules, shared by live classification and ``gpm classify``;

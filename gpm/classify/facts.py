@@ -1,24 +1,36 @@
-"""What is known about one GPU process: read from ``/proc``, or from a JSON line.
+"""What is known about one GPU process: read through psutil, or from a JSON line.
 
-Reading ``/proc`` directly (not psutil) keeps ``gpm sample`` cheap. Every read
-may fail: the process exits between NVML listing it and us looking, belongs
-to another user (``environ``, ``maps`` and ``exe`` are then unreadable) or
-lives in another PID namespace. Failures never raise; they are recorded in
-``unreadable`` (or ``gone``) so the classifier can say what it did not see.
+psutil reads the process from ``psutil.PROCFS_PATH`` ("/proc" unless set,
+e.g. to a host's /proc mounted in a container). Every read may fail: the
+process exits between NVML listing it and us looking (``NoSuchProcess``),
+belongs to another user (``AccessDenied``: environ, maps, exe), is a zombie,
+or lives in another PID namespace (NVML reports host pids). Failures never
+raise; they are recorded in ``unreadable`` (or ``gone``) so the classifier
+can say what it did not see.
+
+Three reads stay below psutil (docs/classify.md has the figures):
+``proc_stat``, the one read a long-lived classifier makes of each GPU process
+at every sample and scrape (psutil's ``Process(pid)``, ``name()`` and
+``ppid()`` read the same file three times); ``libraries``, which reads
+``maps`` where psutil's ``memory_maps()`` reads ``smaps``, ten times slower
+as the kernel walks the process's page tables for it; and ``read_cmdline``,
+as psutil's guess splits a lone argument holding spaces into words.
+
+psutil is imported where a process is read: an idle GPU server's cron
+``gpm sample`` has none and does not load it.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
-from typing import Any
+from dataclasses import asdict, dataclass, field
+from typing import Any, NamedTuple
 
 from gpm.classify.redact import redact_cmdline
-from gpm.humanize import os_text
-from gpm.plain import Plain
+from gpm.humanize import os_str, os_text
 
 # Only what classification needs is kept from the environment: the rest may
-# hold secrets and is never read into gpm.
+# hold secrets and is never kept by gpm.
 ENV_KEYS = frozenset({
     "SteamAppId", "SteamGameId", "SteamOverlayGameId", "WINEPREFIX", "WINELOADER",
     "TORCHELASTIC_RUN_ID", "LOCAL_RANK", "WORLD_SIZE",
@@ -34,56 +46,45 @@ def select_env(environ: dict[str, str] | None) -> dict[str, str]:
     return {k: str(v) for k, v in environ.items() if k in ENV_KEYS or k.startswith(ENV_PREFIXES)}
 
 
-class ParentFacts(Plain):
-    __slots__ = ("pid", "name", "exe", "cmdline")
-
-    def __init__(self, pid: int | None = None, name: str | None = None, exe: str | None = None,
-                 cmdline: list[str] | None = None) -> None:
-        self.pid = pid
-        self.name = name
-        self.exe = exe
-        self.cmdline = [] if cmdline is None else cmdline
+@dataclass(slots=True)
+class ParentFacts:
+    pid: int | None = None
+    name: str | None = None
+    exe: str | None = None
+    cmdline: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
-        return {"pid": self.pid, "name": self.name, "exe": self.exe, "cmdline": self.cmdline}
+        return asdict(self)
 
 
-class ProcessFacts(Plain):
+@dataclass(slots=True)
+class ProcessFacts:
     """Everything the rules may look at about one process.
 
-    ``name`` is the kernel's comm (15 characters at most); ``environ`` holds
-    the selected keys only; ``libraries`` None means unknown (unreadable or
-    not given); ``parents`` nearest first; ``process_type`` "compute",
-    "graphics" or "compute+graphics"; ``gone``: exited (or not visible)
-    before /proc could be read; ``unreadable`` e.g. ["exe", "environ", "maps"].
+    ``name`` is psutil's (the kernel's comm, or the command's own name when
+    comm is that name cut at 15 characters); ``environ`` holds the selected
+    keys only; ``libraries`` None means unknown (unreadable or not given);
+    ``parents`` nearest first; ``process_type`` "compute", "graphics" or
+    "compute+graphics"; ``gone``: exited (or not visible) before it could be
+    read; ``unreadable`` e.g. ["exe", "environ", "maps"].
     """
 
-    __slots__ = ("pid", "name", "exe", "cmdline", "user", "start_time_ms", "age_seconds", "cwd", "environ",
-                 "libraries", "parents", "used_memory_bytes", "gpu_utilization_percent", "process_type", "gone",
-                 "unreadable")
-
-    def __init__(self, pid: int | None = None, name: str | None = None, exe: str | None = None,
-                 cmdline: list[str] | None = None, user: str | None = None, start_time_ms: int | None = None,
-                 age_seconds: float | None = None, cwd: str | None = None, environ: dict[str, str] | None = None,
-                 libraries: list[str] | None = None, parents: list[ParentFacts] | None = None,
-                 used_memory_bytes: int | None = None, gpu_utilization_percent: float | None = None,
-                 process_type: str | None = None, gone: bool = False, unreadable: list[str] | None = None) -> None:
-        self.pid = pid
-        self.name = name
-        self.exe = exe
-        self.cmdline = [] if cmdline is None else cmdline
-        self.user = user
-        self.start_time_ms = start_time_ms
-        self.age_seconds = age_seconds
-        self.cwd = cwd
-        self.environ = {} if environ is None else environ
-        self.libraries = libraries
-        self.parents = [] if parents is None else parents
-        self.used_memory_bytes = used_memory_bytes
-        self.gpu_utilization_percent = gpu_utilization_percent
-        self.process_type = process_type
-        self.gone = gone
-        self.unreadable = [] if unreadable is None else unreadable
+    pid: int | None = None
+    name: str | None = None
+    exe: str | None = None
+    cmdline: list[str] = field(default_factory=list)
+    user: str | None = None
+    start_time_ms: int | None = None
+    age_seconds: float | None = None
+    cwd: str | None = None
+    environ: dict[str, str] = field(default_factory=dict)
+    libraries: list[str] | None = None
+    parents: list[ParentFacts] = field(default_factory=list)
+    used_memory_bytes: int | None = None
+    gpu_utilization_percent: float | None = None
+    process_type: str | None = None
+    gone: bool = False
+    unreadable: list[str] = field(default_factory=list)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "ProcessFacts":
@@ -138,180 +139,207 @@ class ProcessFacts(Plain):
         )
 
 
-class ProcReader:
-    """Reads facts from ``/proc`` (or a copy of it), with per-instance caches."""
+class ProcStat(NamedTuple):
+    """What ``/proc/PID/stat`` says that tells whether a known process changed.
 
-    def __init__(self, proc: str = "/proc"):
-        self.proc = proc
-        self._users: dict[int, str] = {}
-        self._boot_ms: int | None = None
-        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    The start time tells a reused pid from the process that had it; the name
+    changes at an ``exec``; the virtual size whenever the process maps a library.
+    """
 
-    def _read(self, pid: int, what: str) -> bytes | None:
-        try:
-            with open(f"{self.proc}/{pid}/{what}", "rb") as f:
-                return f.read()
-        except OSError:
-            return None
+    name: str
+    ppid: int
+    start_ticks: int
+    vsize_bytes: int
 
-    def _read_small(self, pid: int, what: str) -> bytes | None:
-        """One read(2) of a small file (``stat``): about half the cost of ``open()``,
-        which counts when the daemon looks at every GPU process every second."""
-        try:
-            fd = os.open(f"{self.proc}/{pid}/{what}", os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            return os.read(fd, 4096)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
-    def _link(self, pid: int, what: str) -> str | None:
-        try:
-            target = os_text(os.readlink(os.fsencode(f"{self.proc}/{pid}/{what}")))
-        except OSError:
-            return None
-        return target[:-10] if target.endswith(" (deleted)") else target
+def proc_stat(pid: int) -> ProcStat | None:
+    """One read(2) of ``/proc/PID/stat``; None when the process is gone or hidden."""
+    import psutil
 
-    def boot_ms(self) -> int:
-        if self._boot_ms is None:
-            self._boot_ms = 0
-            data = self._read_path(f"{self.proc}/stat") or b""
-            for line in data.splitlines():
-                if line.startswith(b"btime "):
-                    self._boot_ms = int(line.split()[1]) * 1000
-        return self._boot_ms
+    try:
+        fd = os.open(f"{psutil.PROCFS_PATH}/{pid}/stat", os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        data = os.read(fd, 4096)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    open_, close = data.find(b"("), data.rfind(b")")
+    rest = data[close + 2:].split()
+    try:
+        return ProcStat(os_text(data[open_ + 1:close]), int(rest[1]), int(rest[19]), int(rest[20]))
+    except (IndexError, ValueError):
+        return None
 
-    @staticmethod
-    def _read_path(path: str) -> bytes | None:
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError:
-            return None
 
-    def user(self, uid: int) -> str:
-        name = self._users.get(uid)
-        if name is None:
-            try:
-                name = pwd.getpwuid(uid).pw_name
-            except KeyError:
-                name = str(uid)
-            self._users[uid] = name
-        return name
+def _process(pid: int):
+    """``psutil.Process(pid)``, or None when there is none to read."""
+    import psutil
 
-    def stat(self, pid: int) -> tuple[str, int, int, int] | None:
-        """(comm, ppid, start ticks since boot, virtual memory bytes) from /proc/PID/stat.
+    try:
+        return psutil.Process(pid)
+    except psutil.Error:
+        return None
 
-        The start time tells a reused pid from the process that had it; the
-        virtual size changes whenever the process maps a library.
-        """
-        data = self._read_small(pid, "stat")
-        if not data:
-            return None
-        open_, close = data.find(b"("), data.rfind(b")")
-        rest = data[close + 2:].split()
-        try:
-            return os_text(data[open_ + 1:close]), int(rest[1]), int(rest[19]), int(rest[20])
-        except (IndexError, ValueError):
-            return None
 
-    def start_ms(self, start_ticks: int) -> int:
-        return self.boot_ms() + start_ticks * 1000 // self._tick
+def _hidden_errors() -> tuple[type[BaseException], ...]:
+    """What a read raises when this one detail is hidden (another user's, a zombie's)
+    while the process itself is still there."""
+    import psutil
 
-    def cwd(self, pid: int) -> str | None:
-        return self._link(pid, "cwd")
+    return psutil.AccessDenied, psutil.ZombieProcess, OSError
 
-    def cmdline(self, pid: int) -> list[str] | None:
-        data = self._read(pid, "cmdline")
-        if data is None:
-            return None
-        parts = data.split(b"\0")
-        while parts and parts[-1] == b"":
-            parts.pop()  # the end, and the NULs a rewritten title leaves behind
-        # A process that rewrote its title into one string (setproctitle) has
-        # no NULs between arguments: keep it as one element. Secrets are masked
-        # here, before any rule or label sees them (#12.9).
-        return redact_cmdline([os_text(p) for p in parts])
 
-    def environ(self, pid: int) -> dict[str, str] | None:
-        data = self._read(pid, "environ")
-        if data is None:
-            return None
-        out = {}
-        for item in data.split(b"\0"):
-            key, sep, value = item.partition(b"=")
-            if sep:
-                k = os_text(key)
-                if k in ENV_KEYS or k.startswith(ENV_PREFIXES):
-                    out[k] = os_text(value)
-        return out
+def read_cmdline(pid: int) -> list[str] | None:
+    """The command line of ``pid``, secrets masked; None when it cannot be read.
 
-    def libraries(self, pid: int) -> list[str] | None:
-        data = self._read(pid, "maps")
-        if data is None:
-            return None
-        seen: dict[str, None] = {}
-        for line in data.split(b"\n"):
-            # Shared objects (and the Windows DLLs a Proton game maps).
-            slash = line.find(b"/")
-            if slash < 0 or (b".so" not in line and b".dll" not in line and b".DLL" not in line):
-                continue
-            path = os_text(line[slash:])
-            if path.endswith(" (deleted)"):
-                path = path[:-10]
-            seen[path] = None
-        return list(seen)
+    Read by hand: psutil's ``cmdline()`` splits a lone argument holding spaces
+    into words (its guess for Chrome's rewritten titles, psutil#1179), which
+    changes what the process was given. A title rewritten by setproctitle
+    stays one element; the NULs after it are dropped. Secrets are masked
+    here, before any rule or label sees them (#12.9).
+    """
+    import psutil
 
-    def facts(self, pid: int, *, now_ms: int | None = None, parents: bool = True,
-              stat: tuple[str, int, int, int] | None = None) -> ProcessFacts:
-        """Everything about ``pid``; ``stat`` is its ``stat()`` when already read."""
-        f = ProcessFacts(pid=pid)
-        st = stat or self.stat(pid)
-        if st is None:
-            f.gone = True
-            return f
-        f.name, ppid, start_ticks, _ = st
-        f.start_time_ms = self.start_ms(start_ticks)
-        if now_ms is not None:
-            f.age_seconds = max(0.0, (now_ms - f.start_time_ms) / 1000)
-        try:
-            f.user = self.user(os.stat(f"{self.proc}/{pid}").st_uid)
-        except OSError:
-            f.unreadable.append("user")
-        cmd = self.cmdline(pid)
-        if cmd is None:
-            f.unreadable.append("cmdline")
-        else:
-            f.cmdline = cmd
-        f.exe = self._link(pid, "exe")
-        if f.exe is None:
-            f.unreadable.append("exe")
-        f.cwd = self.cwd(pid)
-        env = self.environ(pid)
-        if env is None:
-            f.unreadable.append("environ")
-        else:
-            f.environ = env
-        f.libraries = self.libraries(pid)
-        if f.libraries is None:
-            f.unreadable.append("maps")
-        if parents:
-            f.parents = self.parent_chain(ppid)
+    try:
+        with open(f"{psutil.PROCFS_PATH}/{pid}/cmdline", "rb") as f:
+            parts = f.read().split(b"\0")
+    except OSError:
+        return None
+    while parts and parts[-1] == b"":
+        parts.pop()
+    return redact_cmdline([os_text(p) for p in parts])
+
+
+def reread(pid: int) -> tuple[list[str] | None, str | None]:
+    """What a running process may change without an ``exec``: its (redacted) command
+    line and its working folder; None for what cannot be read."""
+    import psutil
+
+    p = _process(pid)
+    if p is None:
+        return None, None
+    try:
+        cwd = os_str(p.cwd()) or None
+    except (psutil.Error, OSError):  # exited since, or hidden: kept as known
+        cwd = None
+    return read_cmdline(pid), cwd
+
+
+def libraries(pid: int) -> list[str] | None:
+    """The shared objects (and the Windows DLLs a Proton game maps) in ``/proc/PID/maps``."""
+    import psutil
+
+    try:
+        with open(f"{psutil.PROCFS_PATH}/{pid}/maps", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    seen: dict[str, None] = {}
+    for line in data.split(b"\n"):
+        slash = line.find(b"/")
+        if slash < 0 or (b".so" not in line and b".dll" not in line and b".DLL" not in line):
+            continue
+        path = os_text(line[slash:])
+        seen[path.removesuffix(" (deleted)")] = None
+    return list(seen)
+
+
+def read_facts(pid: int, *, now_ms: int | None = None, parents: bool = True, stat: ProcStat | None = None,
+               known_parents: dict[int, tuple[ParentFacts, int]] | None = None) -> ProcessFacts:
+    """Everything about ``pid``; ``stat`` is its ``proc_stat()`` when already read.
+
+    The parent's pid comes from ``stat``: psutil's ``ppid()`` first makes sure
+    the pid was not reused, by reading ``stat`` twice more. ``known_parents``
+    (pid -> (facts, its ppid)) is shared by the processes of one sample: the
+    workers of one job have the same parents.
+    """
+    import psutil
+
+    hidden = _hidden_errors()
+    f = ProcessFacts(pid=pid)
+    st = stat or proc_stat(pid)
+    p = None if st is None else _process(pid)
+    if p is None:
+        f.gone = True
         return f
+    try:
+        with p.oneshot():
+            f.name = os_str(p.name())
+            f.start_time_ms = round(p.create_time() * 1000)
+            try:
+                f.user = os_str(p.username())
+            except hidden:
+                f.unreadable.append("user")
+            cmdline = read_cmdline(pid)
+            if cmdline is None:
+                f.unreadable.append("cmdline")
+            else:
+                f.cmdline = cmdline
+            try:
+                f.exe = os_str(p.exe()) or None
+            except hidden:
+                pass
+            if f.exe is None:
+                f.unreadable.append("exe")
+            try:
+                f.cwd = os_str(p.cwd()) or None
+            except hidden:
+                pass
+            try:
+                f.environ = {os_str(k): os_str(v) for k, v in select_env(p.environ()).items()}
+            except hidden:
+                f.unreadable.append("environ")
+    except psutil.NoSuchProcess:
+        f.gone = True
+        return f
+    if now_ms is not None:
+        f.age_seconds = max(0.0, (now_ms - f.start_time_ms) / 1000)
+    f.libraries = libraries(pid)
+    if f.libraries is None:
+        f.unreadable.append("maps")
+    if parents:
+        f.parents = parent_chain(st.ppid, known_parents)
+    return f
 
-    def parent_chain(self, ppid: int) -> list[ParentFacts]:
-        chain: list[ParentFacts] = []
-        seen = set()
-        while ppid > 0 and ppid not in seen and len(chain) < MAX_PARENTS:
-            seen.add(ppid)
-            st = self.stat(ppid)
-            if st is None:
+
+def _parent(pid: int) -> tuple[ParentFacts, int] | None:
+    """One parent's facts and its own parent's pid; None when it cannot be read."""
+    import psutil
+
+    hidden = _hidden_errors()
+    st = proc_stat(pid)
+    p = None if st is None else _process(pid)
+    if p is None:
+        return None
+    try:
+        with p.oneshot():
+            parent = ParentFacts(pid=pid, name=os_str(p.name()))
+            try:
+                parent.exe = os_str(p.exe()) or None
+            except hidden:
+                pass
+            parent.cmdline = read_cmdline(pid) or []
+    except psutil.Error:
+        return None
+    return parent, st.ppid
+
+
+def parent_chain(ppid: int, known: dict[int, tuple[ParentFacts, int]] | None = None) -> list[ParentFacts]:
+    """The parents of a process whose parent is ``ppid``, nearest first."""
+    known = {} if known is None else known
+    chain: list[ParentFacts] = []
+    seen = set()
+    while ppid > 0 and ppid not in seen and len(chain) < MAX_PARENTS:
+        seen.add(ppid)
+        if ppid not in known:
+            found = _parent(ppid)
+            if found is None:
                 break
-            name, next_ppid, _, _ = st
-            chain.append(ParentFacts(pid=ppid, name=name, exe=self._link(ppid, "exe"),
-                                     cmdline=self.cmdline(ppid) or []))
-            ppid = next_ppid
-        return chain
+            known[ppid] = found
+        parent, next_ppid = known[ppid]
+        chain.append(parent)
+        ppid = next_ppid
+    return chain

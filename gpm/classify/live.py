@@ -1,7 +1,8 @@
 """Live classification: the sampler's enricher, and ``gpm ps``'s view.
 
-For each GPU process of a sample: read its facts from ``/proc`` (once per
-pid per sample, even when it uses several GPUs), classify with the same pure
+For each GPU process of a sample: read its facts through psutil (once per
+pid per sample, even when it uses several GPUs; the parents once for all the
+processes of the sample), classify with the same pure
 function as ``gpm classify``, and attach category, label, reason and the
 stored details (command line redacted, or dropped when
 ``[classify] store_cmdline = false``).
@@ -30,7 +31,8 @@ import os
 import pwd
 from typing import TYPE_CHECKING
 
-from gpm.classify.facts import ProcessFacts, ProcReader
+from gpm.classify.facts import (ParentFacts, ProcessFacts, ProcStat, libraries, parent_chain, proc_stat,
+                                 read_facts, reread)
 from gpm.classify.rules import Context, Decision, UserRule, classify, sample_key
 from gpm.config import Config
 from gpm.gpu.model import GpuSample, ProcessDetails, now_ms
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 # setproctitle rewrites command lines: how often a known process's cmdline,
 # cwd and (when its virtual size changed) maps are read again.
 REFRESH_SECS = 30.0
+NO_STAT = ProcStat("", 0, -1, 0)  # what a process not remembered is known by
 
 
 class Known:
@@ -50,8 +53,7 @@ class Known:
 
     __slots__ = ("start_ticks", "comm", "ppid", "vsize", "refreshed_ms", "facts", "details", "decisions")
 
-    def __init__(self, stat: tuple[str, int, int, int], facts: ProcessFacts, details: ProcessDetails,
-                 now: int):
+    def __init__(self, stat: ProcStat, facts: ProcessFacts, details: ProcessDetails, now: int):
         self.comm, self.ppid, self.start_ticks, self.vsize = stat
         self.facts = facts  # without the per-sample figures (memory, utilization, age)
         self.details = details
@@ -61,16 +63,17 @@ class Known:
 
 
 class Classifier:
-    def __init__(self, cfg: Config, proc: str = "/proc", refresh_secs: float = REFRESH_SECS):
+    def __init__(self, cfg: Config, refresh_secs: float = REFRESH_SECS):
         self.rules = UserRule.compile_all(cfg["classify.rules"] or [])
         self.store_cmdline = bool(cfg["classify.store_cmdline"])
         self.steam_paths = list(cfg["classify.steam_paths"] or [])
-        self.reader = ProcReader(proc)
         self.refresh_ms = refresh_secs * 1000
         self.processes: dict[int, Known] = {}  # pid -> the processes of the last sample
         self._libraries: dict[tuple[str, ...], "SteamLibrary"] = {}
         self._homes: dict[str, str | None] = {}
         self._ollama_models = None
+        # Parents read during the current sample: the workers of one job share them.
+        self._parents: dict[int, tuple[ParentFacts, int]] = {}
 
     def _home(self, user: str | None) -> str | None:
         if user is None:
@@ -105,7 +108,7 @@ class Classifier:
         return self._ollama_models(blob_path)
 
     def facts(self, pid: int, now: int | None = None) -> ProcessFacts:
-        return self.reader.facts(pid, now_ms=now if now is not None else now_ms())
+        return read_facts(pid, now_ms=now if now is not None else now_ms())
 
     def details(self, facts: ProcessFacts) -> ProcessDetails:
         cmdline = list(facts.cmdline) if self.store_cmdline and facts.cmdline else None  # redacted when read
@@ -117,36 +120,39 @@ class Classifier:
 
         A process that is gone (or hidden) is not remembered: its facts say so.
         """
-        st = self.reader.stat(pid)
+        st = proc_stat(pid)
         if st is None:
             self.processes.pop(pid, None)
             gone = ProcessFacts(pid=pid, gone=True)
-            return Known(("", 0, -1, 0), gone, self.details(gone), now)
+            return Known(NO_STAT, gone, self.details(gone), now)
         k = self.processes.get(pid)
-        if k is None or k.start_ticks != st[2] or k.comm != st[0]:
-            f = self.reader.facts(pid, stat=st)
+        if k is None or k.start_ticks != st.start_ticks or k.comm != st.name:
+            f = read_facts(pid, stat=st, known_parents=self._parents)
+            if f.gone:  # exited between the two reads
+                self.processes.pop(pid, None)
+                return Known(NO_STAT, f, self.details(f), now)
             k = self.processes[pid] = Known(st, f, self.details(f), now)
             return k
         f = k.facts
         changed = False
-        if st[1] != k.ppid:
-            k.ppid = st[1]
-            f.parents = self.reader.parent_chain(st[1])
+        if st.ppid != k.ppid:
+            k.ppid = st.ppid
+            f.parents = parent_chain(st.ppid, self._parents)
             changed = True
         if abs(now - k.refreshed_ms) >= self.refresh_ms:  # abs: the wall clock may be set back
             k.refreshed_ms = now
-            cmdline, cwd = self.reader.cmdline(pid), self.reader.cwd(pid)
+            cmdline, cwd = reread(pid)
             if cmdline is not None and cmdline != f.cmdline:
                 f.cmdline = cmdline
                 k.details = self.details(f)
                 changed = True
             if cwd is not None and cwd != f.cwd:
                 f.cwd, changed = cwd, True
-            if st[3] != k.vsize:
-                k.vsize = st[3]
-                libraries = self.reader.libraries(pid)
-                if libraries is not None and libraries != f.libraries:
-                    f.libraries, changed = libraries, True
+            if st.vsize_bytes != k.vsize:
+                k.vsize = st.vsize_bytes
+                libs = libraries(pid)
+                if libs is not None and libs != f.libraries:
+                    f.libraries, changed = libs, True
         if changed:
             k.decisions.clear()
         return k
@@ -156,7 +162,7 @@ class Classifier:
         _warn("pid %s: facts not read (%s: %s)", pid, type(err).__name__, err)
         self.processes.pop(pid, None)
         f = ProcessFacts(pid=pid, unreadable=["everything"])
-        return Known(("", 0, -1, 0), f, ProcessDetails(), now)
+        return Known(NO_STAT, f, ProcessDetails(), now)
 
     def enrich(self, samples: list[GpuSample]) -> dict[int, tuple[ProcessFacts, Decision]]:
         """Classify every process of ``samples`` in place; return {pid: (facts, decision)}.
@@ -164,6 +170,7 @@ class Classifier:
         The facts are those the decision was made on (per-sample figures included).
         """
         seen: dict[int, Known] = {}
+        self._parents.clear()
         for s in samples:
             for p in s.processes:
                 if p.pid not in seen:

@@ -18,7 +18,6 @@ import pynvml
 
 from gpm.errors import NoBackendError
 from gpm.gpu.model import GpuProcess, GpuSample, now_ms
-from gpm.gpu.procname import process_name
 from gpm.plain import Plain
 
 # Errors that mean "this field is not available here": the field becomes None.
@@ -284,10 +283,8 @@ class NvmlReader:
                     existing.type = "compute+graphics"
                     if used is not None:
                         existing.used_memory_bytes = max(existing.used_memory_bytes or 0, used)
-        if found:
+        if found:  # named by the classifier, which reads each process once (gpm.classify.live)
             self._process_utilization(gpu, found)
-            for proc in found.values():
-                proc.name = process_name(proc.pid)
         return sorted(found.values(), key=lambda p: p.pid)
 
     @staticmethod

@@ -1,8 +1,10 @@
-"""gpm's own small Ollama client: ``GET /api/version`` and ``GET /api/ps``.
+"""gpm's own small Ollama client: ``GET /api/version`` and ``GET /api/ps``, through requests.
 
-Plain ``http.client`` (no requests import on the cron path) with a timeout,
-and every failure folded into ``OllamaUnavailable`` with a one-line reason:
-a watcher records "Ollama is down", it never crashes on it.
+A ``requests.Session`` with a timeout, and every failure folded into
+``OllamaUnavailable`` with a one-line reason: a watcher records "Ollama is
+down", it never crashes on it. requests is imported when a client is made:
+it costs ~0.1 s to import, which no command that does not talk to Ollama
+should pay.
 """
 
 from __future__ import annotations
@@ -24,9 +26,24 @@ def describe_error(err: BaseException) -> str:
         return "connection refused"
     if isinstance(err, socket.timeout):
         return "timed out"
+    if isinstance(err, socket.gaierror):
+        return f"name not resolved ({err.strerror})"
     if isinstance(err, http.client.IncompleteRead):
         return "incomplete body"
     return getattr(err, "strerror", None) or str(err) or type(err).__name__
+
+
+def _socket_error(err: BaseException) -> BaseException:
+    """The socket's error under a requests one (requests wraps urllib3's, which wraps the
+    socket's), or ``err`` itself when there is none."""
+    seen: set[int] = set()
+    cause: BaseException | None = err
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, socket.timeout) or (isinstance(cause, OSError) and cause.errno is not None):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return err
 
 
 class OllamaUnavailable(Exception):
@@ -51,6 +68,7 @@ class Upstream:
         return cls(parts.scheme, parts.hostname, port, parts.path.rstrip("/"))
 
     def connection(self, timeout: float | None) -> http.client.HTTPConnection:
+        """A connection for the proxy, which streams both ways with ``http.client``."""
         cls = http.client.HTTPSConnection if self.scheme == "https" else http.client.HTTPConnection
         return cls(self.host, self.port, timeout=timeout)
 
@@ -134,35 +152,50 @@ def parse_ps(payload: Any) -> list[LoadedModel]:
 # /api/ps with dozens of models is a few KiB; an answer past this is a broken
 # server or something else on that port, and must not grow the watcher (#12.3).
 MAX_ANSWER_BYTES = 16 * 2**20
+ANSWER_CHUNK_BYTES = 64 * 1024
 
 
 class OllamaClient:
     """``version()`` and ``ps()`` against one Ollama server."""
 
     def __init__(self, api_url: str, timeout_secs: float = 5.0) -> None:
+        import requests
+
         self.upstream = Upstream.parse(api_url)
         self.api_url = api_url
         self.timeout_secs = timeout_secs
+        self.session = requests.Session()
+        # Straight to Ollama, as the proxy goes: no HTTP(S)_PROXY, no .netrc credentials.
+        self.session.trust_env = False
+        # Answers are a few KiB: nothing to gain from compression, and no gzip bomb to fear.
+        self.session.headers.update({"Accept": "application/json", "Accept-Encoding": "identity"})
 
     def _get_json(self, path: str) -> Any:
-        conn = self.upstream.connection(self.timeout_secs)
+        import requests
+
         where = f"{self.api_url.rstrip('/')}{path}"
+        body = bytearray()
         try:
-            conn.request("GET", self.upstream.prefix + path, headers={"Accept": "application/json"})
-            resp = conn.getresponse()
-            body = resp.read(MAX_ANSWER_BYTES + 1)
-            if len(body) > MAX_ANSWER_BYTES:
-                raise OllamaUnavailable(f"{where}: answer larger than {MAX_ANSWER_BYTES // 2**20} MiB (not read)")
-            if resp.length:  # Content-Length promised more: the server died mid-answer
-                raise OllamaUnavailable(f"{where}: connection cut after {len(body)} bytes of the answer")
-        except (OSError, http.client.HTTPException) as err:
-            raise OllamaUnavailable(f"{where}: {describe_error(err)}") from None
-        finally:
-            conn.close()
-        if resp.status != 200:
-            raise OllamaUnavailable(f"{where}: HTTP {resp.status} {resp.reason}")
+            with self.session.get(self.upstream.url + path, timeout=self.timeout_secs, stream=True,
+                                  allow_redirects=False) as resp:
+                if resp.status_code != 200:
+                    raise OllamaUnavailable(f"{where}: HTTP {resp.status_code} {resp.reason}")
+                # A short answer is told below, with how much of it came.
+                resp.raw.enforce_content_length = False
+                for chunk in resp.iter_content(ANSWER_CHUNK_BYTES):
+                    body += chunk
+                    if len(body) > MAX_ANSWER_BYTES:
+                        raise OllamaUnavailable(
+                            f"{where}: answer larger than {MAX_ANSWER_BYTES // 2**20} MiB (not read)")
+                promised = resp.headers.get("Content-Length", "")
+        except requests.exceptions.ChunkedEncodingError:
+            raise OllamaUnavailable(f"{where}: connection cut after {len(body)} bytes of the answer") from None
+        except requests.RequestException as err:
+            raise OllamaUnavailable(f"{where}: {describe_error(_socket_error(err))}") from None
+        if promised.isdigit() and len(body) < int(promised):  # the server died mid-answer
+            raise OllamaUnavailable(f"{where}: connection cut after {len(body)} bytes of the answer")
         try:
-            return jsontext.loads(body)  # too deep is malformed too (#12.11)
+            return jsontext.loads(bytes(body))  # too deep is malformed too (#12.11)
         except ValueError:
             raise OllamaUnavailable(f"{where}: answer is not JSON") from None
 

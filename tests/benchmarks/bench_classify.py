@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from gpm.classify.facts import ProcessFacts, ProcReader  # noqa: E402
+from gpm.classify.facts import ProcessFacts, read_facts  # noqa: E402
 from gpm.classify.rules import Context, classify, validate_rules  # noqa: E402
 from gpm.classify.steam import SteamLibrary  # noqa: E402
 from tests.steamtree import install, new_libraryfolders  # noqa: E402
@@ -94,14 +94,13 @@ def main() -> None:
         cold = timed(lambda: SteamLibrary.for_homes([home]).index(), max(5, args.runs // 5))
         parses = lib.parses
 
-    reader = ProcReader()
     pids = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())[:200]
 
     def live():
         now = time.time_ns() // 1_000_000
         ctx = Context()
         for pid in pids:
-            classify(reader.facts(pid, now_ms=now), ctx)
+            classify(read_facts(pid, now_ms=now), ctx)
 
     live_times = timed(live, max(5, args.runs // 5))
     med = statistics.median
