@@ -12,7 +12,7 @@ from typing import Callable
 from gpm.cli.units import fmt_bytes
 from gpm.humanize import visible_rows
 from gpm.report.build import METHOD_INTEGRATED, Report
-from gpm.report.partials import THROTTLING
+from gpm.report.rollup import THROTTLING
 from gpm.report.period import fmt_local, utc_iso
 
 FORMATS = ("text", "markdown", "json", "csv")
