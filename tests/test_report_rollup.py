@@ -128,7 +128,7 @@ def test_the_rollup_gives_exactly_the_raw_rows_report(gpm, archived, tmp_path, t
     assert report(gpm, empty, bare, tz, "--since", since, "--until", until) == minutes
 
 
-def test_a_changed_day_is_read_raw_not_from_its_stale_reduction(gpm, archived, tmp_path):
+def test_a_changed_day_is_read_raw_not_from_its_stale_rollup(gpm, archived, tmp_path):
     db, archive = archived
     copy = tmp_path / "archive"
     shutil.copytree(archive, copy)
