@@ -241,25 +241,22 @@ def _hours(minutes: "pl.DataFrame", hist: "pl.DataFrame", lo: int, hi: int) -> t
 
 
 def read_stored(stored: list[tuple[Path, int, int]], sel: Selection) -> tuple["pl.DataFrame", "pl.DataFrame"]:
-    """The stored day rollups, each kind of file read in one scan, only the hours each day gives."""
+    """The stored day rollups, each kind of file read in one scan, only the hours each day gives
+    (all of them but at the range's ends)."""
     import polars as pl
 
     if not stored:
         return r.empty_minutes(), r.empty_histogram()
-    bounds = pl.DataFrame({"_f": list(range(len(stored))), "_lo": [s[1] for s in stored],
-                           "_hi": [s[2] for s in stored]})
-
-    def scan_kind(kind: str) -> "pl.LazyFrame":
-        return pl.concat([pl.scan_parquet(str(folder / r.FILES[kind])).with_columns(_f=pl.lit(i))
-                          for i, (folder, _, _) in enumerate(stored)])
-
-    ts_of = {"minutes": pl.col("minute") * BUCKET_MS, "hist": pl.col("hour_ms")}
-
-    def used(kind: str) -> "pl.LazyFrame":
-        return scan_kind(kind).join(bounds.lazy(), on="_f").filter(
-            (ts_of[kind] >= pl.col("_lo")) & (ts_of[kind] < pl.col("_hi"))).drop("_f", "_lo", "_hi")
-
-    return _within(*pl.collect_all([used("minutes"), used("hist")]), sel)
+    lo, hi = min(s[1] for s in stored), max(s[2] for s in stored)
+    whole = [folder for folder, a, b in stored if b - a == DAY_MS]
+    parts = [folder for folder, a, b in stored if b - a != DAY_MS]
+    frames = []
+    for kind, ts in (("minutes", pl.col("minute") * BUCKET_MS), ("hist", pl.col("hour_ms"))):
+        scans = [pl.scan_parquet([str(f / r.FILES[kind]) for f in whole])] if whole else []
+        scans += [pl.scan_parquet(str(f / r.FILES[kind])).filter((ts >= a) & (ts < b))
+                  for f, a, b in stored if f in parts]
+        frames.append(pl.concat(scans).filter((ts >= lo) & (ts < hi)))
+    return _within(*pl.collect_all(frames), sel)
 
 
 def gpu_rollup(conn: sqlite3.Connection | None, archive_dir: Path | None, sel: Selection, busy_threshold: float,
