@@ -145,7 +145,7 @@ complete -c gpm -n '__gpm_at "report"' -l weeks -x -d 'A trend table of the last
 complete -c gpm -n '__gpm_at "report"' -l archive-dir -r -F -d 'Parquet archive to read besides the database; may hold several hosts\' archives (default: [storage] archive_dir).'
 complete -c gpm -n '__gpm_at "report"' -l busy-threshold -x -d 'A GPU is busy above this utilization (default: [report] busy_threshold_percent).'
 complete -c gpm -n '__gpm_at "report"' -s o -l output -r -F -d 'Write to this file atomically (temp file, then rename) instead of stdout; two such runs never overlap (the second exits 75). {week} in the path becomes the reported ISO week: -o reports/report-{week}.txt --week last.'
-complete -c gpm -n '__gpm_at "report"' -l no-cache -d 'Reduce every raw sample again instead of reusing the cached hourly figures.'
+complete -c gpm -n '__gpm_at "report"' -l no-cache -d 'Read every raw sample instead of the stored rollup (one row per GPU and minute).'
 complete -c gpm -n '__gpm_at "report"' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "sample"' -s n -l count -x -d 'Take COUNT samples (default 1), -i seconds apart.'
 complete -c gpm -n '__gpm_at "sample"' -s i -l interval -x -d 'Seconds between samples, with -n or --follow (default: [service] poll_interval_secs).'

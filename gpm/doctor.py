@@ -27,7 +27,7 @@ from gpm.gpu.reader import backend_reason
 from gpm.gpu.smi import smi_read_once
 from gpm.humanize import visible
 from gpm.llm.client import OllamaClient, OllamaUnavailable
-from gpm.report.quarters import FILES, reduction_folder
+from gpm.report.rollup import FILES, reduction_folder
 from gpm.locks import exclusive_lock, lock_path
 from gpm.store.archive import host_dir, manifest_paths, owned_hosts
 from gpm.store.db import connect
@@ -258,7 +258,7 @@ def _manifest(setup: Setup) -> tuple[set[str], set[str]] | Finding:
 
 def _owned_folders(archive_dir: Path, hosts: Iterable[str]) -> tuple[list[Path], list[Path]]:
     """The folders of part files this database reads and recovers (as ``archive.recover`` walks
-    them), and those of the report's reductions of its days (``report.quarters``)."""
+    them), and those of the report's rollups of its days (``report.rollup``)."""
     hosts = sorted(hosts)
     parts = [archive_dir / spec.table / host_dir(host) for spec in TIME_SERIES for host in hosts]
     return parts, [reduction_folder(archive_dir, host_dir(host), "") for host in hosts]

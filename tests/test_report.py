@@ -404,23 +404,66 @@ def test_archive_gives_the_same_figures_and_many_hosts_add_up(gpm, week_db, tmp_
     assert "fleet" in text and "rig" in text
 
 
-def test_gpm_archive_keeps_the_hourly_cache_so_archived_hours_need_no_parquet(gpm, week_db, tmp_path):
+def test_gpm_archive_moves_the_rollup_beside_the_parquet(gpm, week_db, tmp_path):
+    """The rollup lives beside the rows it summarizes: after `gpm archive`
+    the moved hours' rollup is in the archive, not in SQLite (#14.1)."""
+    import shutil
+
     archive = tmp_path / "archive"
-    gpu_keys = ("coverage", "hosts", "fleet", "gpus", "days")
     before = report_json(gpm, week_db, "--week", WEEK, "--no-cache")
     gpm("--db", week_db, "archive", "--archive-dir", archive, "--older-than", "30", env=UTC, check=True)
-    assert sqlite3.connect(week_db).execute("SELECT count(*) FROM report_hours").fetchone()[0] == 3
-    cached = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive)
-    # The GPU figures come from the cache alone: the archive is not even needed for them.
-    alone = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", tmp_path / "nowhere")
-    with sqlite3.connect(week_db) as conn:
-        conn.execute("DELETE FROM report_hours")
-    parquet = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive)
-    for r in (before, cached, parquet):
+    conn = sqlite3.connect(week_db)
+    assert [conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+            for t in ("gpu_metrics", "report_hours", "report_minutes", "report_hist")] == [0, 0, 0, 0]
+    days = sorted(p.name for p in (archive / "gpu_reductions" / "host=lab").iterdir())
+    assert days == ["date=2025-11-17", "date=2025-11-18"]
+    rolled = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive)
+    raw = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive, "--no-cache")
+    shutil.rmtree(archive / "gpu_reductions")
+    without = report_json(gpm, week_db, "--week", WEEK, "--archive-dir", archive)
+    for r in (before, rolled, raw, without):
         r["report"].pop("generated_ms")
         r.pop("llm")  # archived requests are not measured (see the archive test)
-    assert cached == before == parquet
-    assert {k: alone[k] for k in gpu_keys} == {k: before[k] for k in gpu_keys}
+    assert rolled == before == raw == without
+
+
+def test_a_report_that_began_before_gpm_archive_committed_counts_every_row_once(week_db, tmp_path):
+    """The race with `gpm archive` (#14.1): a report reads the manifest, the
+    rollup and the raw rows of one snapshot. Here its read transaction is
+    open while the archive moves every row, rolls up the moved days and
+    commits (on another connection; space is reclaimed later, since that
+    waits for readers); the report still sees each row exactly once. Before,
+    it reduced hours through other connections (a later snapshot, without
+    the moved rows) and failed storing them from its stale one ("database is
+    locked", a traceback)."""
+    from gpm.report import make_report
+    from gpm.report.period import Period, week_bounds
+    from gpm.report.rollup import rollup_archived_days
+    from gpm.store.archive import archive as move
+
+    archive = tmp_path / "archive"
+    since, until = week_bounds(WEEK)
+    period = Period(since, until, WEEK, WEEK)
+    conn = open_db(week_db)
+    try:
+        conn.execute("BEGIN")
+        assert conn.execute("SELECT count(*) FROM gpu_metrics").fetchone()[0] == 2160
+        mover = open_db(week_db)
+        move(mover, archive, cutoff=MON + 30 * 24 * HOUR, own_host="lab", reclaim_space=False,
+             after_move=lambda c, folder, started: rollup_archived_days(c, folder, 5.0, created_since_ms=started))
+        mover.close()
+        assert sqlite3.connect(week_db).execute("SELECT count(*) FROM gpu_metrics").fetchone()[0] == 0
+        assert len(list((archive / "gpu_reductions" / "host=lab").iterdir())) == 2
+        during = make_report(conn=conn, archive_dir=archive, period=period, busy_threshold=5.0,
+                             now_ms=MON + 30 * 24 * HOUR, own_host="lab")
+        conn.execute("COMMIT")
+        after = make_report(conn=conn, archive_dir=archive, period=period, busy_threshold=5.0,
+                            now_ms=MON + 30 * 24 * HOUR, own_host="lab")
+    finally:
+        conn.close()
+    assert [g["samples"] for g in during.gpus] == [g["samples"] for g in after.gpus] == [1080, 1080]
+    assert [g["energy_joules"] for g in during.gpus] == [GPU0["energy_joules"], GPU1["energy_joules"]]
+    assert during.coverage == after.coverage
 
 
 def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_path):

@@ -50,7 +50,7 @@ Then run `gpm report` again.
                    "such runs never overlap (the second exits 75). {week} in the path becomes the "
                    "reported ISO week: -o reports/report-{week}.txt --week last.")
 @click.option("--no-cache", is_flag=True,
-              help="Reduce every raw sample again instead of reusing the cached hourly figures.")
+              help="Read every raw sample instead of the stored rollup (one row per GPU and minute).")
 @pass_app
 def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, weeks, archive_dir,
            busy_threshold, output, no_cache) -> None:
@@ -69,8 +69,9 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     of its GPU's energy; LLM energy is measured only for requests whose GPU
     samples are still in the database. A section without data is one line
     saying why. A report over one whole, finished ISO week is stored in
-    weekly_summaries for `--weeks`. Closed hours are cached in report_hours
-    (also kept current by `gpm archive`). On a terminal, a text report
+    weekly_summaries for `--weeks`. Reads the rollup (one row per GPU and
+    minute) that `gpm sample`, the daemon and `gpm archive` keep; data gpm
+    did not roll up itself is rolled up once (a progress bar on a terminal). On a terminal, a text report
     longer than the screen goes through $PAGER (default: less -FRX), as git
     does; never when piped, with --output, or in other formats.
 
@@ -111,9 +112,10 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     db_path = cfg.db_path
 
     def compute(period):
-        return make_report(conn=conn, db_path=db_path, archive_dir=archive, period=period,
+        return make_report(conn=conn, archive_dir=archive, period=period,
                            hosts=hosts, gpus=gpus, busy_threshold=busy, now_ms=now,
-                           own_host=cfg.hostname, use_cache=not no_cache)
+                           own_host=cfg.hostname, use_cache=not no_cache,
+                           progress=_progress_bar if not app.quiet and sys.stderr.isatty() else None)
 
     def run() -> str:
         from gpm.report.summaries import make_trend, save_week, week_period
@@ -153,3 +155,18 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     finally:
         conn.close()
 
+
+
+def _progress_bar(total: int):
+    """A bar on stderr while data gpm did not roll up itself is rolled up (hours or days)."""
+    bar = click.progressbar(length=total, label="rolling up", file=sys.stderr)
+    done = 0
+
+    def advance(n: int) -> None:
+        nonlocal done
+        done += n
+        bar.update(n)
+        if done >= total:
+            bar.render_finish()
+
+    return advance

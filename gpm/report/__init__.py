@@ -1,20 +1,24 @@
 """``gpm report``: what the GPUs did over a range, built from history.
 
-Layers: ``period`` (the range), ``partials`` and ``source`` (raw rows of
-SQLite and the Parquet archive reduced per GPU and minute), ``build`` (the
-figures, pure functions), ``summaries`` (whole ISO weeks kept for the trend)
-and ``render`` (text, markdown, json, csv). Nothing here imports Click.
+Layers: ``period`` (the range), ``rollup`` (one row per GPU and minute, and
+how it is computed and stored beside archived days), ``source`` (the rollup
+and the raw rows it does not cover, from SQLite and the Parquet archive),
+``build`` (the figures, pure functions), ``usage`` (what used the GPUs),
+``summaries`` (whole ISO weeks kept for the trend) and ``render`` (text,
+markdown, json, csv). Nothing here imports Click.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Callable
 
 from gpm.errors import EXIT_USAGE, GpmError
 from gpm.report.build import Report, build_gpu_report
-from gpm.report.partials import Selection
 from gpm.report.period import Period
+from gpm.report.rollup import Selection
+from gpm.report.source import Progress, archive_first_samples, gpu_rollup
 
 # Sections that read tables of other features: (table, feature, why empty).
 FEATURE_TABLES = {
@@ -55,13 +59,13 @@ def check_gpus(sel: Selection, known: list[tuple]) -> None:
                    "(give an index or a UUID prefix)", EXIT_USAGE)
 
 
-def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archive_dir: Path | None,
+def make_report(*, conn: sqlite3.Connection | None, archive_dir: Path | None,
                 period: Period, hosts: tuple[str, ...] = (), gpus: tuple[str, ...] = (),
                 busy_threshold: float, now_ms: int, own_host: str | None = None,
-                use_cache: bool = True) -> Report:
-    """The full report over ``period`` from the database and the archive."""
-    from gpm.report.source import archive_first_samples, gpu_partials
-
+                use_cache: bool = True, progress: "Callable[[int], Progress | None] | None" = None) -> Report:
+    """The full report over ``period`` from the database and the archive.
+    ``use_cache=False`` reads every raw row (no rollup); ``progress(total)``
+    gives a callback for the rollup of data gpm did not roll up itself."""
     sel = Selection(period.since_ms, period.until_ms, hosts, gpus)
     known = known_gpus(conn, hosts)
     first_samples = archive_first_samples(archive_dir, hosts)
@@ -73,11 +77,10 @@ def make_report(*, conn: sqlite3.Connection | None, db_path: Path | None, archiv
     if not hosts and "gpus" in _tables(conn):
         # A host with no sample in the range is shown with 0 % coverage.
         known_hosts = [r[0] for r in conn.execute("SELECT DISTINCT host FROM gpus")]
-    partials, hist, reduced = gpu_partials(conn, db_path, archive_dir, sel, busy_threshold,
-                                  now_ms=now_ms, own_host=own_host, use_cache=use_cache)
-    report = build_gpu_report(partials, hist, period, busy_threshold=busy_threshold,
-                              generated_ms=now_ms, hosts=known_hosts, reduced=reduced,
-                              first_samples=first_samples)
+    minutes, hist = gpu_rollup(conn, archive_dir, sel, busy_threshold, now_ms=now_ms, own_host=own_host,
+                               use_rollup=use_cache, progress=progress)
+    report = build_gpu_report(minutes, hist, period, busy_threshold=busy_threshold,
+                              generated_ms=now_ms, hosts=known_hosts, first_samples=first_samples)
     if not report.gpus:
         for section in ("gpus", "days"):
             report.omitted[section] = "no GPU samples in this range"

@@ -1,4 +1,4 @@
-"""Stage two: per-minute partials -> the ``Report`` (figures in machine units).
+"""The rollup's minute rows -> the ``Report`` (figures in machine units).
 
 Pure functions over Polars frames; nothing here reads a database or prints.
 Definitions (also in docs/report.md):
@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gpm.report.partials import SHARES, THROTTLING
+from gpm.report.rollup import MIN_GAP_SECS, SHARES, THROTTLING
 from gpm.report.period import Period, day_starts, local_date
 
 if TYPE_CHECKING:
@@ -65,11 +65,9 @@ class Report:
         return not (self.first_samples or self.gpus or self.workload or self.llm or self.models)
 
 
-def _with_intervals(partials: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
-    """Per-row sampled time, busy share and energy, with the interval that
-    leads into each row from the GPU's previous one. A quarter row
-    (``gpm.report.quarters``) brings its minutes' figures summed; only the
-    interval leading into it is added here, weighted by its first minute."""
+def _with_intervals(minutes: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
+    """Per-minute sampled time, busy and throttled time and energy, with the
+    interval that leads into each minute from the GPU's previous one."""
     import polars as pl
 
     g = ["host", "gpu_uuid"]
@@ -77,29 +75,39 @@ def _with_intervals(partials: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
     ok_in = pl.when(incoming <= gap_ms).then(incoming).otherwise(0)
     span = pl.col("last_ts_ms") - pl.col("first_ts_ms")
     sampled = span + ok_in
-    # Minute rows alone (a week from SQLite): the plain formulas, no branch per row.
-    quarter = pl.col("span_minutes") > 1 if (partials["span_minutes"] > 1).any() else pl.lit(False)
     prev_e = pl.col("energy_last_mj").forward_fill().shift(1).over(g)
     step_in = (pl.col("energy_first_mj") - prev_e).clip(lower_bound=0).fill_null(0)
     # Integrated power (rectangle rule, the interval ending at each sample):
     # mW x ms = uJ. Inside a minute the interval is its mean spacing.
-    within_power = pl.when(quarter).then(pl.col("power_within_uj")).when(pl.col("power_n") > 1).then(
+    within_power = pl.when(pl.col("power_n") > 1).then(
         (pl.col("power_sum_mw") - pl.col("power_first_mw").fill_null(0)) * span / (pl.col("n") - 1)
     ).otherwise(0)
     incoming_power = pl.col("power_first_mw").fill_null(0) * ok_in
-    share = lambda num, den: pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(0.0)  # noqa: E731
 
-    def timed(name: str, num: str, den: str) -> "pl.Expr":
-        return pl.when(quarter).then(pl.col(f"{name}_within_ms") + ok_in * share(f"in_{num}", f"in_{den}")) \
-            .otherwise(sampled * share(num, den))
+    def share(num: str, den: str) -> "pl.Expr":
+        return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(0.0)
 
-    return partials.with_columns(
+    return minutes.with_columns(
         sampled_ms=sampled,
-        **{f"{name}_ms": timed(name, num, den) for name, num, den in SHARES},
+        **{f"{name}_ms": sampled * share(num, den) for name, num, den in SHARES},
         counter_j=pl.when(pl.col("energy_n") > 0)
         .then((pl.col("energy_within_mj").fill_null(0) + step_in) / 1000.0),
         integrated_j=(within_power + incoming_power) / 1e6,
     )
+
+
+def gap_ms_for(minutes: "pl.DataFrame") -> int:
+    """The gap threshold: 60 s, or 5 usual sampling intervals when sampling is
+    slower. The usual interval is the median over each GPU's quarter hours
+    of their mean interval (a quarter, not a minute: a sampler slower than
+    once a minute has one sample per minute)."""
+    import polars as pl
+
+    per = minutes.group_by("host", "gpu_uuid", pl.col("minute") // 15).agg(
+        pl.col("n").sum(), pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max())
+    usual = per.filter(pl.col("n") > 1).select(
+        ((pl.col("last_ts_ms") - pl.col("first_ts_ms")) / (pl.col("n") - 1)).median()).item()
+    return int(max(MIN_GAP_SECS * 1000, (usual or 0) * GAP_INTERVALS))
 
 
 def _p95(hist: "pl.DataFrame") -> dict[tuple[str, str], int]:
@@ -181,8 +189,7 @@ def host_coverage(frame: "pl.DataFrame", period: Period, gap_ms: int, hosts: lis
     The range before the host's first sample ever (``first_samples``) is
     not a gap: gpm was not installed yet; coverage is of the rest (#13.2).
 
-    Each row (a GPU's minute, or quarter with no gap inside) is an interval
-    sampled without a gap, so the host's gaps are the holes longer than the
+    Each row (a GPU's minute) is an interval sampled without a gap, so the host's gaps are the holes longer than the
     threshold between the union of its rows' intervals: sorted by start, a
     hole is a row's first sample less the latest end before it.
     """
@@ -296,28 +303,22 @@ def _totals(gpus: list[dict], base: dict) -> dict:
     }
 
 
-def build_gpu_report(partials: "pl.DataFrame", hist: "pl.DataFrame", period: Period, *,
+def build_gpu_report(minutes: "pl.DataFrame", hist: "pl.DataFrame", period: Period, *,
                      busy_threshold: float, generated_ms: int, hosts: list[str] | None = None,
-                     reduced: "pl.DataFrame | None" = None, first_samples: dict[str, int] | None = None,
-                     ) -> Report:
-    """The GPU sections of the report (coverage, hosts, per GPU, per day), from
-    minute partials and, for reduced days, quarter rows with their spare minutes."""
-    from gpm.report.quarters import resolve
-
+                     first_samples: dict[str, int] | None = None) -> Report:
+    """The GPU sections of the report (coverage, hosts, per GPU, per day), from minute rows."""
     report = Report(period=period, generated_ms=generated_ms, busy_threshold_percent=busy_threshold,
                     first_samples=dict(first_samples or {}))
-    host_names = sorted(set(hosts or []) | set(partials["host"].unique().to_list())
-                        | (set(reduced["host"].unique().to_list()) if reduced is not None else set()))
-    if partials.is_empty() and (reduced is None or reduced.is_empty()):
-        report.coverage = host_coverage(partials, period, 60_000, host_names, first_samples)
+    host_names = sorted(set(hosts or []) | set(minutes["host"].unique().to_list()))
+    if minutes.is_empty():
+        report.coverage = host_coverage(minutes, period, 60_000, host_names, first_samples)
         report.hosts, report.fleet = hosts_and_fleet([], report.coverage)
         return report
-    partials, gap_ms = resolve(partials, reduced if reduced is not None else partials.clear())
-    frame = _with_intervals(partials, gap_ms)
+    gap_ms = gap_ms_for(minutes)
+    frame = _with_intervals(minutes, gap_ms)
     report.gpus = gpu_figures(frame, hist)
     report.coverage = host_coverage(frame, period, gap_ms, host_names, first_samples)
     report.hosts, report.fleet = hosts_and_fleet(report.gpus, report.coverage)
     methods = {(g["host"], g["gpu_uuid"]): g["energy_method"] for g in report.gpus}
     report.days = daily(frame, period, methods)
     return report
-

@@ -11,7 +11,7 @@ from typing import Callable
 
 from gpm.humanize import Column, cut, display_width, fmt_bytes, short_gpu_name, table, visible
 from gpm.report.build import METHOD_INTEGRATED, Report
-from gpm.report.partials import THROTTLING
+from gpm.report.rollup import THROTTLING
 from gpm.report.period import fmt_local, utc_iso
 
 FORMATS = ("text", "markdown", "json", "csv")

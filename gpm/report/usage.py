@@ -31,7 +31,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpm.report.partials import Selection
+from gpm.report.rollup import Selection
 
 if TYPE_CHECKING:
     import polars as pl

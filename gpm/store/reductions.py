@@ -1,28 +1,37 @@
-"""Per-GPU, per-minute reductions of ``gpu_metrics``, kept in plain SQL tables.
+"""The report's one rollup of ``gpu_metrics``: one row per GPU and minute.
 
 ``gpm report`` never reads millions of raw samples when it can help it: each
-closed hour of ``gpu_metrics`` is reduced once to one row per GPU and minute
-(``report_minutes``: counts, sums, extremes, first and last sample, the
-energy counter's positive steps) and a utilization histogram per GPU
-(``report_hist``); ``report_hours`` records which hours are reduced, with the
-fingerprint that says whether an hour is still current (its first and last
-sample and the busy threshold). See ``gpm.report.partials`` for why minutes
-keep every figure exact.
+closed hour of ``gpu_metrics`` is rolled up once to one row per GPU and
+minute (``report_minutes``: counts, sums, extremes, first and last sample,
+the energy counter's positive steps) and a utilization histogram per GPU
+(``report_hist``, for the exact p95); ``report_hours`` records which hours
+are rolled up, with the fingerprint that says whether an hour is still
+current (its first and last sample and the busy threshold). See
+``gpm.report.rollup`` for why minutes keep every figure exact; archived days
+keep the same rollup beside their Parquet files.
 
-Everything here is sqlite3 alone (no Polars), so the write path can keep the
+Everything here is sqlite3 alone (no Polars), so the write path keeps the
 tables current: ``gpm sample`` calls ``refresh`` at its end (one indexed
-query when nothing closed since its last run: an hour closes once an hour),
-the daemon runs it as its ``reduce`` job and ``gpm archive`` before it moves
-rows, so a report finds the past hours reduced and reads ~1,300 rows per
-GPU-day instead of 86,400.
+query when nothing closed since its last run), the daemon runs it as its
+``reduce`` job and ``gpm archive`` before it moves rows, so a report finds
+the past hours rolled up and reads ~1,300 rows per GPU-day instead of 86,400.
+
+No race with `gpm archive` by construction: an hour is rolled up inside one
+read transaction (its fingerprint and its rows from one snapshot) and
+stored only if, inside the write transaction, its fingerprint is still the
+same; a reader uses a rolled-up hour only while its rows are in the same
+snapshot with that fingerprint (``current_hours``), so a rollup whose rows
+were archived meanwhile is never used (nor counted twice).
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from typing import Iterable
+from typing import Callable, Iterable, Iterator
 
 from gpm.gpu.model import THROTTLE_REASONS
+from gpm.store.db import write
 
 BUCKET_MS = 60_000
 HOUR_MS = 3_600_000
@@ -137,11 +146,31 @@ def fingerprint(conn: sqlite3.Connection, hour: int) -> tuple[int | None, int | 
     ).fetchone()[0] for agg in ("min", "max"))
 
 
+@contextlib.contextmanager
+def snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """One read transaction: every query inside sees the same committed state
+    (in WAL mode a concurrent `gpm archive` commit is not seen half-way)."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
 def store_hours(conn: sqlite3.Connection, busy_threshold: float, now_ms: int,
-                hours: list[tuple[int, tuple, list[tuple], list[tuple]]]) -> None:
-    """Replace the reductions of whole hours: ``(hour_ms, fingerprint, minute rows, histogram rows)``.
-    The caller holds the write transaction."""
+                hours: list[tuple[int, tuple, list[tuple], list[tuple]]]) -> int:
+    """Replace the rollups of whole hours: ``(hour_ms, fingerprint, minute rows, histogram rows)``;
+    return how many were stored. The caller holds the write transaction; an
+    hour whose rows changed since it was rolled up (its fingerprint differs
+    now: rows archived or written meanwhile) is not stored."""
+    stored = 0
     for hour, fp, rows, hist in hours:
+        if fingerprint(conn, hour) != tuple(fp):
+            continue
         drop_hour(conn, hour)
         conn.execute("INSERT INTO report_hours (hour_ms, first_ts_ms, last_ts_ms, busy_threshold_percent, "
                      "computed_ms) VALUES (?, ?, ?, ?, ?)", (hour, fp[0], fp[1], busy_threshold, now_ms))
@@ -149,6 +178,8 @@ def store_hours(conn: sqlite3.Connection, busy_threshold: float, now_ms: int,
                          f"VALUES ({', '.join('?' * (2 + len(MINUTE_COLUMNS)))})", rows)
         conn.executemany("INSERT INTO report_hist (hour_ms, gpu_id, util, n) VALUES (?, ?, ?, ?)",
                          [(hour, *h) for h in hist])
+        stored += 1
+    return stored
 
 
 def drop_hour(conn: sqlite3.Connection, hour: int) -> None:
@@ -158,45 +189,81 @@ def drop_hour(conn: sqlite3.Connection, hour: int) -> None:
     conn.execute("DELETE FROM report_hist WHERE hour_ms = ?", (hour,))
 
 
+def drop_moved_hours(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> int:
+    """Drop the rollups of hours of [since, until) that have no row left in
+    SQLite (`gpm archive` moved them; the archive keeps its own rollup)."""
+    with write(conn):
+        hours = [h for (h,) in conn.execute("SELECT hour_ms FROM report_hours WHERE hour_ms >= ? AND hour_ms < ?",
+                                            (since_ms, until_ms)).fetchall() if fingerprint(conn, h)[0] is None]
+        for hour in hours:
+            drop_hour(conn, hour)
+    return len(hours)
+
+
 def closed_until(now_ms: int) -> int:
     """The end of the last closed hour."""
     return (now_ms - CLOSED_AFTER_MS) // HOUR_MS * HOUR_MS
 
 
+def current_hours(conn: sqlite3.Connection, hours: list[int], busy_threshold: float) -> tuple[list[int], list[int]]:
+    """(hours whose stored rollup matches their rows, hours with rows but no current rollup).
+    Hours without rows in SQLite are in neither. Run it inside the reader's ``snapshot``."""
+    if not hours:
+        return [], []
+    stored = {r[0]: r[1:] for r in conn.execute(
+        "SELECT hour_ms, first_ts_ms, last_ts_ms, busy_threshold_percent FROM report_hours "
+        "WHERE hour_ms >= ? AND hour_ms <= ?", (hours[0], hours[-1]))}
+    current, missing = [], []
+    for hour in hours:
+        fp = fingerprint(conn, hour)
+        if fp[0] is None:
+            continue
+        (current if stored.get(hour) == (*fp, busy_threshold) else missing).append(hour)
+    return current, missing
+
+
+def roll_up(conn: sqlite3.Connection, hours: list[int], busy_threshold: float, *, now_ms: int,
+            progress: Callable[[int], None] | None = None) -> int:
+    """Roll up the given closed hours and store them; return how many were stored.
+
+    Each hour is read in one snapshot (its fingerprint and rows agree) and
+    stored in a short write transaction that checks the fingerprint again.
+    """
+    done = 0
+    for hour in hours:
+        with snapshot(conn):
+            fp = fingerprint(conn, hour)
+            rolled = reduce_span(conn, hour, hour + HOUR_MS, busy_threshold) if fp[0] is not None else None
+        if rolled is not None:
+            with write(conn):
+                done += store_hours(conn, busy_threshold, now_ms, [(hour, fp, *rolled)])
+        if progress is not None:
+            progress(1)
+    return done
+
+
 def refresh(conn: sqlite3.Connection, busy_threshold: float, *, now_ms: int,
             max_hours: int | None = None) -> int:
-    """Reduce the closed hours after the last reduced one; return how many were reduced.
+    """Roll up the closed hours after the last rolled-up one; return how many were rolled up.
 
     One indexed query when nothing closed since the last call (the common
     case on every `gpm sample`); else two more per hour with samples plus
-    the reduction of its rows. ``max_hours`` bounds one call's work (a
+    the rollup of its rows. ``max_hours`` bounds one call's work (a
     backlog, e.g. a database from before this table, is taken oldest first
-    over several calls). Hours are reduced outside the write transaction and
-    stored in one short one.
+    over several calls).
     """
-    from gpm.store.db import write
-
     until = closed_until(now_ms)
     last = conn.execute("SELECT max(hour_ms) FROM report_hours").fetchone()[0]
     start = 0 if last is None else last + HOUR_MS
     if start >= until:
         return 0
-    first = conn.execute("SELECT min(ts_ms) FROM gpu_metrics WHERE ts_ms >= ?", (start,)).fetchone()[0]
-    if first is None or first // HOUR_MS * HOUR_MS >= until:
-        return 0
-    done = []
-    hour = first // HOUR_MS * HOUR_MS
-    while hour < until and (max_hours is None or len(done) < max_hours):
-        fp = fingerprint(conn, hour)
-        if fp[0] is not None:
-            done.append((hour, fp, *reduce_span(conn, hour, hour + HOUR_MS, busy_threshold)))
-            hour += HOUR_MS
-        else:  # skip an empty stretch in one step
-            nxt = conn.execute("SELECT min(ts_ms) FROM gpu_metrics WHERE ts_ms >= ?", (hour,)).fetchone()[0]
-            if nxt is None:
-                break
-            hour = nxt // HOUR_MS * HOUR_MS
-    if done:
-        with write(conn):
-            store_hours(conn, busy_threshold, now_ms, done)
-    return len(done)
+    todo = []
+    hour = start
+    while hour < until and (max_hours is None or len(todo) < max_hours):
+        nxt = conn.execute("SELECT min(ts_ms) FROM gpu_metrics WHERE ts_ms >= ?", (hour,)).fetchone()[0]
+        if nxt is None or nxt // HOUR_MS * HOUR_MS >= until:
+            break
+        hour = nxt // HOUR_MS * HOUR_MS
+        todo.append(hour)
+        hour += HOUR_MS
+    return roll_up(conn, todo, busy_threshold, now_ms=now_ms)

@@ -11,13 +11,13 @@
 - year: 8 GPUs x 52 weeks in the Parquet archive (hive layout of the archive
   issue), every ``--year-interval`` seconds (default 10 s: 25 million rows;
   1 Hz would be 250 million). Measured: a report over the whole year, first
-  run (raw Parquet, each day folder's partials cached) and later runs, and ``--weeks 52`` cold (summaries computed from the archive
+  run (raw Parquet, each day's rollup stored beside its files) and later runs, and ``--weeks 52`` cold (summaries computed from the archive
   and stored) and warm (read from ``weekly_summaries``). Target: under 5 s.
   The target case: the same year as it arrives through gpm's own path, each
-  day's reduction stored beside its files (``gpm.report.quarters``, what `gpm
-  archive` writes), read as ~280 k quarter rows; first and later runs. The
-  foreign raw archive stays a secondary figure: its first run must read
-  every raw row.
+  day's rollup stored beside its files (``gpm.report.rollup``, what `gpm
+  archive` writes), read as 4.2 M minute rows; first and later runs. The
+  foreign raw archive: its first run must read every raw row (and stores
+  each day's rollup beside its files), later runs read the rollup.
 
 Run: ``python tests/benchmarks/bench_report.py [--runs 3] [--year-interval 10]``.
 The generated data is kept in $TMPDIR/gpm-bench-report between runs.
@@ -134,10 +134,9 @@ def make_year_archive(folder: Path, start_ms: int, interval_s: int) -> None:
 
 
 def make_reduced_archive(raw: Path, folder: Path, busy_threshold: float = 5.0) -> None:
-    """The same part files (hard links) with the reduction `gpm archive` stores beside each day
-    (``gpm.report.quarters``: what reduce_archived_days writes, without a manifest)."""
-    from gpm.report import quarters as q
-    from gpm.report.source import _day_start
+    """The same part files (hard links) with the rollup `gpm archive` stores beside each day
+    (``gpm.report.rollup``: what rollup_archived_days writes, without a manifest)."""
+    from gpm.report import rollup as q
 
     for day in sorted((raw / "gpu_metrics").glob("host=*/date=*")):
         out = folder / "gpu_metrics" / day.parent.name / day.name
@@ -146,9 +145,9 @@ def make_reduced_archive(raw: Path, folder: Path, busy_threshold: float = 5.0) -
             if not (out / f.name).exists():
                 os.link(f, out / f.name)
         files = sorted(out.glob("*.parquet"))
-        partials, hist = q.reduce_files(files, _day_start(day.name), busy_threshold)
-        q.write_day(q.reduction_folder(folder, day.parent.name, day.name), partials, hist, q.day_sources(files),
-                    busy_threshold, root=folder, durable=True)
+        minutes, hist = q.roll_up_day(files, q.day_start(day.name), busy_threshold)
+        q.write_day(q.rollup_folder(folder, day.parent.name, day.name), minutes, hist, q.day_sources(files),
+                    busy_threshold, root=folder)
 
 
 def timed(args: list[str], env: dict) -> float:
@@ -224,7 +223,7 @@ def main() -> None:
           f"  (2) cold, nothing reduced: {statistics.median(cold):.2f} s (reduces and stores every hour); "
           f"--no-cache {nocache:.2f} s")
 
-    reduced = WORK / f"archive-v2-{opts.year_interval}s-reduced"
+    reduced = WORK / f"archive-v3-{opts.year_interval}s-rolled-up"
     if not (reduced / "gpu_reductions").exists():
         t0 = time.perf_counter()
         make_reduced_archive(archive, reduced)
@@ -239,18 +238,18 @@ def main() -> None:
     own = statistics.median([timed(own_args, env) for _ in range(opts.runs)])
     own_nocache = timed(own_args + ["--no-cache"], env)
     print(f"year, {GPUS * 364 * 86400 // opts.year_interval / 1e6:.1f} M rows in Parquet, arrived through gpm's "
-          f"own path (each day's reduction stored by gpm archive, 8 x 96 quarter rows a day):\n"
+          f"own path (each day's rollup stored by gpm archive, 8 x 1440 minute rows a day):\n"
           f"  whole-year report, first run {own_first:.2f} s; later runs {own:.2f} s (median of {opts.runs}, "
           f"target < 5 s, ratio {own / 5:.2f}); --no-cache (every raw row) {own_nocache:.2f} s")
-    shutil.rmtree(WORK / "cache", ignore_errors=True)
-    first = timed(year_args, env)  # reduces every day folder and caches it
+    shutil.rmtree(archive / "gpu_reductions", ignore_errors=True)
+    first = timed(year_args, env)  # rolls up every day folder and stores it beside its files
     raw = statistics.median([timed(year_args, env) for _ in range(opts.runs)])
     trend_args = ["--db", str(ydb), "report", "--weeks", "52", "--archive-dir", str(archive)]
     t_cold = timed(trend_args, env)
     t_warm = statistics.median([timed(trend_args, env) for _ in range(opts.runs)])
     print(f"year, {GPUS * 364 * 86400 // opts.year_interval / 1e6:.1f} M rows in Parquet "
           f"(1 sample / {opts.year_interval} s), another host's archive (no reductions):\n"
-          f"  whole-year report, first run (raw Parquet, day partials cached): {first:.2f} s; later runs "
+          f"  whole-year report, first run (raw Parquet, each day's rollup stored beside it): {first:.2f} s; later runs "
           f"{raw:.2f} s (median of {opts.runs}, target < 5 s, ratio {raw / 5:.2f}); --weeks 52 first run "
           f"{t_cold:.2f} s, later runs {t_warm:.2f} s (target < 5 s, ratio {t_warm / 5:.2f})")
 

@@ -1,6 +1,7 @@
-"""Quarter-hour reductions (gpm.report.quarters): `gpm archive` stores each
-archived day's reduction beside its Parquet, and a report read from quarter
-rows says exactly what the one read from raw minutes says."""
+"""The report's rollup beside the archive (gpm.report.rollup): `gpm archive`
+stores each archived day's rollup beside its Parquet, another host's raw
+archive is rolled up once and stored beside its files, and a report read
+from the rollup says exactly what the one read from every raw row says."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def gpu(ts_ms: int, index: int, **values) -> GpuSample:
 
 
 def samples() -> list[GpuSample]:
-    """Two days and a half of three GPUs with what makes minutes and quarters differ.
+    """Two days and a half of three GPUs with what makes a rollup hard to get right.
 
     GPU 0 every 10 s with a counter that resets (a driver reload), readings
     missing now and then, and none at all for the first 3 minutes of one
@@ -91,7 +92,7 @@ def report(gpm, db: Path, archive: Path, tz: str, *args) -> dict:
     return out
 
 
-def test_gpm_archive_stores_each_days_reduction_beside_its_files(archived):
+def test_gpm_archive_stores_each_days_rollup_beside_its_files(archived):
     db, archive = archived
     assert sqlite3.connect(db).execute("SELECT count(*) FROM gpu_metrics").fetchone()[0] == 0
     days = sorted(p.name for p in (archive / "gpu_reductions" / "host=lab").iterdir())
@@ -103,12 +104,12 @@ def test_gpm_archive_stores_each_days_reduction_beside_its_files(archived):
 
 
 @pytest.mark.parametrize("tz, since, until", [
-    ("UTC", "2025-03-03", "2025-03-05"),  # whole days: quarters only
-    ("Asia/Kolkata", "2025-03-03", "2025-03-05"),  # +05:30: days cut at a half hour, edge days raw
-    ("XST-05:20", "2025-03-03", "2025-03-06"),  # +05:20: local midnight cuts a quarter
-    ("UTC", "2025-03-03T06:07:30", "2025-03-05T09:10"),  # partial quarters and hours at both ends
+    ("UTC", "2025-03-03", "2025-03-05"),  # whole days: rollup only
+    ("Asia/Kolkata", "2025-03-03", "2025-03-05"),  # +05:30: days cut at a half hour, edge hours raw
+    ("XST-05:20", "2025-03-03", "2025-03-06"),  # +05:20: local midnight at 40 past the hour
+    ("UTC", "2025-03-03T06:07:30", "2025-03-05T09:10:20"),  # partial minutes and hours at both ends
 ])
-def test_quarters_give_exactly_the_minutes_report(gpm, archived, tmp_path, tz, since, until):
+def test_the_rollup_gives_exactly_the_raw_rows_report(gpm, archived, tmp_path, tz, since, until):
     db, archive = archived
     empty = tmp_path / "other.db"
     minutes = report(gpm, empty, archive, tz, "--since", since, "--until", until, "--no-cache")
@@ -116,17 +117,19 @@ def test_quarters_give_exactly_the_minutes_report(gpm, archived, tmp_path, tz, s
     assert minutes["gpus"][2]["energy_method"] == "integrated_power"
     assert len(minutes["coverage"][0]["gaps"]) >= 2
     # A copied archive (another database), the archiving database itself
-    # (through its manifest), and the same archive without stored reductions
-    # (reduced by the report and cached, then read from the cache).
+    # (through its manifest), and the same archive without stored rollups
+    # (rolled up by the first report and stored beside the files, then read from there).
     assert report(gpm, empty, archive, tz, "--since", since, "--until", until) == minutes
     assert report(gpm, db, archive, tz, "--since", since, "--until", until) == minutes
     bare = tmp_path / "bare"
     shutil.copytree(archive / "gpu_metrics", bare / "gpu_metrics")
     assert report(gpm, empty, bare, tz, "--since", since, "--until", until) == minutes
+    stored = sorted(p.name for p in (bare / "gpu_reductions" / "host=lab").iterdir())
+    assert stored and all((bare / "gpu_reductions" / "host=lab" / d / "sources.json").is_file() for d in stored)
     assert report(gpm, empty, bare, tz, "--since", since, "--until", until) == minutes
 
 
-def test_a_changed_day_is_read_raw_not_from_its_stale_reduction(gpm, archived, tmp_path):
+def test_a_changed_day_is_read_raw_not_from_its_stale_rollup(gpm, archived, tmp_path):
     db, archive = archived
     copy = tmp_path / "archive"
     shutil.copytree(archive, copy)
@@ -161,7 +164,7 @@ def test_a_long_range_shows_weeks_in_80_columns_and_json_keeps_every_day(gpm, ar
     assert data["days"][61]["date"] == "2025-03-03" and data["days"][61]["sampled_seconds"] > 0
 
 
-def test_gpm_archive_reduces_days_archived_without_a_reduction(gpm, archived, tmp_path):
+def test_gpm_archive_rolls_up_days_archived_without_a_rollup(gpm, archived, tmp_path):
     db, archive = archived
     shutil.copy(db, tmp_path / "lab.db")
     shutil.copytree(archive, tmp_path / "archive")
@@ -169,4 +172,4 @@ def test_gpm_archive_reduces_days_archived_without_a_reduction(gpm, archived, tm
     gpm("--db", tmp_path / "lab.db", "archive", "--archive-dir", tmp_path / "archive", "--older-than", "1",
         env={"TZ": "UTC"}, check=True)
     day = tmp_path / "archive" / "gpu_reductions" / "host=lab" / "date=2025-03-04"
-    assert sorted(p.name for p in day.iterdir()) == ["hist.pq", "partials.pq", "sources.json"]
+    assert sorted(p.name for p in day.iterdir()) == ["hist.pq", "minutes.pq", "sources.json"]
