@@ -12,7 +12,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from gpm.report.quarters import reduce_archived_days
+from gpm.report.rollup import rollup_archived_days
 from gpm.store.archive import ArchiveResult, Progress
 from gpm.store.archive import archive as move_rows
 from gpm.store.reductions import refresh
@@ -33,7 +33,7 @@ def archive(conn: sqlite3.Connection, archive_dir: str | Path, *, cutoff: int, o
     refresh(conn, busy_threshold, now_ms=started_ms if now_ms is None else now_ms)
     result = move_rows(conn, archive_dir, cutoff=cutoff, own_host=own_host, progress=progress)
     try:
-        reduce_archived_days(conn, Path(archive_dir), busy_threshold, created_since_ms=started_ms)
+        rollup_archived_days(conn, Path(archive_dir), busy_threshold, created_since_ms=started_ms)
     except Exception as err:  # noqa: BLE001 - the archive itself is done and durable
         result.warnings.append(f"report reductions of the archived days not stored ({err}); "
                                f"`gpm report` reads the rows")

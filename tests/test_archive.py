@@ -451,17 +451,19 @@ def test_awkward_values_come_back_exactly(tmp_path):
 def test_the_library_call_is_the_whole_command(tmp_path):
     """#14.6: `gpm.archiving.archive` does what `gpm archive` does: the hours reduced first, the days after."""
     from gpm import archiving
-    from gpm.report.quarters import REDUCTIONS_DIR
+    from gpm.report.rollup import ROLLUP_DIR
 
     db = saved_db(tmp_path, days=3, interval_s=300)
     conn = open_db(db)
     assert conn.execute("SELECT COUNT(*) FROM report_hours").fetchone()[0] == 0
     result = archiving.archive(conn, tmp_path / "archive", cutoff=cutoff_ms(1), own_host=HOST, busy_threshold=5.0)
-    hours = conn.execute("SELECT COUNT(*) FROM report_hours").fetchone()[0]
+    hours = conn.execute("SELECT MIN(hour_ms), COUNT(*) FROM report_hours").fetchone()
+    left = conn.execute("SELECT COUNT(DISTINCT ts_ms / 3600000) FROM gpu_metrics").fetchone()[0]
     conn.close()
     assert result.rows == 2 * 2 * 288 and result.problems == [] and result.warnings == []
-    assert hours >= 2 * 24  # the moved days were reduced while still in SQLite
-    reduced = sorted(p.parent.name for p in (tmp_path / "archive" / REDUCTIONS_DIR).rglob("sources.json"))
+    # the hours still in SQLite are rolled up there; the moved ones' rollup went beside their Parquet (#14.1)
+    assert hours[0] >= cutoff_ms(1) and hours[1] == left
+    reduced = sorted(p.parent.name for p in (tmp_path / "archive" / ROLLUP_DIR).rglob("sources.json"))
     assert reduced == sorted({f"date={d}" for d in (time.strftime("%Y-%m-%d", time.gmtime(days_ago(n) / 1000))
                                                     for n in (3, 2))})
     assert result.reclaim.startswith(("VACUUM", "incremental_vacuum"))

@@ -327,4 +327,3 @@ def rollup_archived_days(conn: sqlite3.Connection, archive_dir: Path, busy_thres
     return done
 
 
-reduce_archived_days = rollup_archived_days  # the name `gpm archive` called before #14.1
