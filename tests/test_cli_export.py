@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import run_gpm
+from tests.fakes.nvml import Scenario
 
 
 def test_a_misspelt_table_suggests_the_right_one(fake_nvml, tmp_path):
@@ -33,3 +34,18 @@ def test_a_table_like_none_lists_the_known_ones(fake_nvml, tmp_path):
     assert result.stderr.startswith(f"gpm: --table zzzz: no such table or view in {db} (known: ")
     assert "gpu_metrics, " in result.stderr and "gpus" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_plain_table_or_view_is_filtered_by_the_columns_it_has(fake_nvml, tmp_path):
+    """Tables and views other than the time series: their columns decide which filters apply (#14.5)."""
+    db = tmp_path / "gpm.db"
+    run_gpm("--db", db, "sample", env=fake_nvml.env(), check=True)
+    fake_nvml.set(Scenario.many(3))
+    run_gpm("--db", db, "sample", env=fake_nvml.env(), check=True)
+    gpus = run_gpm("--db", db, "export", "-t", "gpus", "-f", "jsonl", check=True).stdout.splitlines()
+    view = run_gpm("--db", db, "export", "-t", "gpu_samples", "-f", "jsonl", "--since", "2000-01-01", check=True)
+    assert (len(gpus), len(view.stdout.splitlines())) == (3, 4)  # one GPU, then three
+    future = run_gpm("--db", db, "export", "-t", "gpu_samples", "-f", "jsonl", "--since", "2999-01-01", check=True)
+    assert future.stdout == ""
+    no_time = run_gpm("--db", db, "export", "-t", "gpus", "--since", "2000-01-01")
+    assert no_time.returncode == 2 and "gpus has no ts_ms column" in no_time.stderr

@@ -16,7 +16,7 @@ import ollama
 import pytest
 
 from gpm.llm.record import REQUEST_COLUMNS
-from gpm.llm.sessions import SESSION_COLUMNS
+from gpm.store.llm import SESSION_COLUMNS
 from tests.conftest import gpm_env
 from tests.fakes.ollama_server import FakeOllama, free_port
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gpm.llm.energy import model_energy, request_energy
-from gpm.llm.record import REQUEST_COLUMNS, save_request
+from gpm.llm.record import REQUEST_COLUMNS
 from gpm.store.db import open_db, write
+from gpm.store.llm import save_request
 
 
 @pytest.fixture

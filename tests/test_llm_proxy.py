@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from gpm.llm.proxy import RecordingProxy
-from gpm.llm.record import RequestLog
 from gpm.store.db import open_db
+from gpm.store.llm import RequestLog
 from tests.fakes.ollama_server import FakeOllama, free_port
 
 FIRST_TOKEN = 0.15

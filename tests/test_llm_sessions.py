@@ -8,8 +8,10 @@ import time
 import pytest
 
 from gpm.llm.client import OllamaClient, parse_ps, parse_time_ms
-from gpm.llm.sessions import OllamaWatcher, SessionTracker, open_sessions
+from gpm.llm import sessions
+from gpm.llm.sessions import OllamaWatcher
 from gpm.store.db import open_db
+from gpm.store.llm import SessionLog, open_sessions
 from tests.conftest import FIXTURES
 from tests.fakes.ollama_server import PS_MODEL, FakeOllama, free_port
 
@@ -30,8 +32,8 @@ def fake():
 
 
 def poll(conn, url, ts_ms):
-    """One cron run: a fresh tracker each time, as a new process would have."""
-    return SessionTracker(conn, url, "box").poll(OllamaClient(url, 2.0), ts_ms)
+    """One cron run: a fresh session log each time, as a new process would have."""
+    return SessionLog(conn, url, "box")(sessions.poll(OllamaClient(url, 2.0), ts_ms))
 
 
 @pytest.mark.skipif(not OLLAMA.is_dir(), reason="../shared/fixtures/ollama not present")
@@ -119,7 +121,8 @@ def test_not_ollama_answers_count_as_down(conn):
 def test_watcher_thread_for_the_daemon(tmp_path, fake):
     conn = open_db(tmp_path / "w.db")
     seen = []
-    watcher = OllamaWatcher(conn, fake.url, "box", interval_secs=0.5, on_poll=seen.append).start()
+    watcher = OllamaWatcher(fake.url, SessionLog(conn, fake.url, "box"), interval_secs=0.5,
+                            on_poll=seen.append).start()
     try:
         for _ in range(100):
             if seen:

@@ -31,12 +31,12 @@ from gpm.config import load_config
 from gpm.humanize import display_width
 from gpm.gpu.model import GpuProcess, GpuSample, ProcessDetails
 from gpm.llm.client import LoadedModel
-from gpm.llm.record import save_request
-from gpm.llm.sessions import SessionTracker
+from gpm.llm.sessions import PollResult
 from gpm.sampling import Sampler
 from gpm.report.period import resolve_period, utc_iso, week_bounds
 from gpm.report.render import sparkline
 from gpm.store.db import open_db, write
+from gpm.store.llm import SessionLog, save_request
 from gpm.store.samples import save_samples
 from tests.conftest import REPO, run_gpm
 
@@ -168,10 +168,10 @@ def fill_week(path: Path, host: str = "lab") -> None:
     with write(conn):
         for row in REQUESTS:
             save_request(conn, {**row, "host": host})
-    tracker = SessionTracker(conn, "http://127.0.0.1:11434", host)
+    save = SessionLog(conn, "http://127.0.0.1:11434", host)
     for ts, models in ((NINE + 8_000, [LLAMA]), (NINE + 98_000, [LLAMA, QWEN]),
                        (NINE + 300_000, [LLAMA, QWEN]), (NINE + 600_000, [])):
-        tracker.record_up(ts, "0.5.1", models)
+        save(PollResult(ts, up=True, version="0.5.1", models=models))
     conn.close()
 
 

@@ -7,8 +7,8 @@ import json
 import re
 from pathlib import Path
 
-from gpm.llm.record import save_request
 from gpm.store.db import open_db, write
+from gpm.store.llm import save_request
 from gpm.store.samples import save_samples
 from tests.test_report import (HOUR, MON, UTC, WEEK, archive_db, gpu, request,  # noqa: F401 (fixtures)
                                utc, week_db)

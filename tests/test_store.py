@@ -167,7 +167,7 @@ def test_readme_query_runs_on_a_real_database(tmp_path, query):
     for k in range(5):
         save_samples(conn, "box", [make_sample(now - 60_000 * k, i, energy_joules=1000.0 + 10 * k)
                                    for i in range(2)])
-    from gpm.llm.record import save_request
+    from gpm.store.llm import save_request
     from gpm.store.db import write
 
     with write(conn):

@@ -14,8 +14,8 @@ import requests
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from gpm.llm.proxy import RecordingProxy
-from gpm.llm.record import RequestLog
 from gpm.store.db import open_db
+from gpm.store.llm import RequestLog
 from gpm.telemetry.llm import DbRequestFeed, LlmAggregator
 from gpm.telemetry.proxy_hooks import ProxyHooks
 from gpm.telemetry.tracing import ProxyTracer

@@ -107,10 +107,10 @@ def add_long_names(db, host: str) -> None:
     requests to a model of a long name that was loaded."""
     from gpm.config import load_config
     from gpm.gpu.model import GpuSample
-    from gpm.llm.record import save_request
-    from gpm.llm.sessions import SessionTracker
+    from gpm.llm.sessions import PollResult
     from gpm.sampling import Sampler
     from gpm.store.db import open_db, write
+    from gpm.store.llm import SessionLog, save_request
     from tests.test_report import HOUR, MON, loaded, request, run
 
     start = MON + 3 * 24 * HOUR  # Thursday, when nothing else was sampled
@@ -127,9 +127,9 @@ def add_long_names(db, host: str) -> None:
         save_request(conn, {**request(LONG_MODEL, start + HOUR // 2, start + HOUR // 2 + 9_000,
                                       prompt_tokens=12_345, completion_tokens=678_901, ttft_seconds=0.25,
                                       tpot_seconds=0.02, tokens_per_second=41.5), "host": host})
-    tracker = SessionTracker(conn, "http://127.0.0.1:11434", host)
-    tracker.record_up(start + 60_000, "0.5.1", [loaded(LONG_MODEL, 40 * GiB)])
-    tracker.record_up(start + HOUR, "0.5.1", [])
+    save = SessionLog(conn, "http://127.0.0.1:11434", host)
+    save(PollResult(start + 60_000, up=True, version="0.5.1", models=[loaded(LONG_MODEL, 40 * GiB)]))
+    save(PollResult(start + HOUR, up=True, version="0.5.1"))
     conn.close()
 
 

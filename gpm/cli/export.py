@@ -12,6 +12,7 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import time_range_options
 from gpm.errors import GpmError
 from gpm.report.output import check_output
+from gpm.store.db import utils_db
 
 FORMATS = ("csv", "parquet", "jsonl")
 
@@ -118,9 +119,9 @@ def _plain_table(app: AppContext, table: str, since, until, hosts):
 
     conn = app.open_db(readonly=True)
     try:
-        known = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")}
-        _check_table(table, known | set(BY_TABLE), app.config().db_path)
-        columns = [row[1] for row in conn.execute(f'PRAGMA table_info("{table}")')]
+        db = utils_db(conn)
+        _check_table(table, {*db.table_names(), *db.view_names(), *BY_TABLE}, app.config().db_path)
+        columns = [c.name for c in db[table].columns]
         clauses, params = [], []
         if since is not None or until is not None:
             if "ts_ms" not in columns:

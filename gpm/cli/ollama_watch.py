@@ -94,7 +94,8 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
     """
     from gpm.config import parse_listen
     from gpm.llm.client import OllamaClient
-    from gpm.llm.sessions import SessionTracker, open_sessions
+    from gpm.llm.sessions import poll
+    from gpm.store.llm import SessionLog, open_sessions
     from gpm.schedule import Stopper, ticks
 
     if otlp and proxy_listen is None:
@@ -116,7 +117,7 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
             sys.stdout.flush()
 
     conn = app.open_db()
-    tracker = SessionTracker(conn, api, cfg.hostname)
+    save = SessionLog(conn, api, cfg.hostname)
     proxy = proxy_conn = tracer = None
     try:
         if proxy_listen is not None:
@@ -127,7 +128,7 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
         with Stopper() as stopper:
             count = None if (follow or proxy is not None) else 1
             for _ in ticks(cfg["ollama.poll_interval_secs"], count, stopper):
-                result = tracker.poll(client)
+                result = save(poll(client))
                 if not result.up and (result.events or (tty and not as_json)):
                     app.warn(f"Ollama is down: {result.error}")
                 elif "up" in result.events and count is None and not app.quiet:
@@ -166,7 +167,7 @@ def _start_tracer(app: AppContext, cfg):
 
 def _start_proxy(app: AppContext, cfg, listen: tuple[str, int], as_json: bool, tty: bool, emit, tracer):
     from gpm.llm.proxy import RecordingProxy
-    from gpm.llm.record import RequestLog
+    from gpm.store.llm import RequestLog
 
     def saved(row: dict) -> None:
         if app.quiet:

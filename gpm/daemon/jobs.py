@@ -252,10 +252,11 @@ def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
     """``gpm ollama-watch --follow``: poll /api/ps, record model sessions."""
     from gpm.llm.sessions import OllamaWatcher
     from gpm.store.db import open_db
+    from gpm.store.llm import SessionLog
 
     cfg = ctx.cfg
     conn = open_db(cfg.db_path)
-    watcher = OllamaWatcher(conn, cfg["ollama.api_url"], cfg.hostname,
+    watcher = OllamaWatcher(cfg["ollama.api_url"], SessionLog(conn, cfg["ollama.api_url"], cfg.hostname),
                             interval_secs=cfg["ollama.poll_interval_secs"], timeout_secs=cfg["ollama.timeout_secs"])
 
     def run() -> None:
@@ -290,8 +291,8 @@ def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
 
     def open_() -> Callable[[], None]:
         from gpm.llm.proxy import RecordingProxy
-        from gpm.llm.record import RequestLog
         from gpm.store.db import open_db
+        from gpm.store.llm import RequestLog
 
         hooks = tracer = None
         if cfg["telemetry.enable_opentelemetry"]:  # a span per proxied request

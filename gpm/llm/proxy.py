@@ -291,7 +291,8 @@ class RecordingProxy:
         proxy.stop()           # in-flight requests are recorded as interrupted
 
     ``sink(row)`` receives each finished request row (``REQUEST_COLUMNS``
-    without ``id``); it is called from the proxy's threads, one at a time.
+    without ``id``; ``gpm.store.llm.RequestLog`` stores it); it is called
+    from the proxy's threads, one at a time.
     ``hooks`` (optional) is told about each recorded request: ``begin(headers,
     start_ns=)`` on arrival, whose handle gives ``forward_headers()`` for
     Ollama and gets ``finish(row)`` after the sink.

@@ -311,34 +311,3 @@ class ExchangeRecorder:
             "response": "".join(self._text) if self.store_prompts and self._text else None,
         }
 
-
-_INSERT = (
-    f"INSERT INTO llm_requests ({', '.join(REQUEST_COLUMNS[1:])}) "
-    f"VALUES ({', '.join('?' for _ in REQUEST_COLUMNS[1:])})"
-)
-
-
-def save_request(conn, row: dict[str, Any]) -> int:
-    """Insert one request row (inside the caller's ``write()``); returns its id."""
-    values = [int(row["stream"]) if key == "stream" else row.get(key) for key in REQUEST_COLUMNS[1:]]
-    return conn.execute(_INSERT, values).lastrowid
-
-
-class RequestLog:
-    """A proxy ``sink`` that stores each finished request, then hands it on.
-
-    ``on_saved(row)`` (optional) gets the row with its new ``id``, e.g. to
-    print it. Calls must not overlap (``RecordingProxy`` serialises them).
-    """
-
-    def __init__(self, conn, on_saved=None) -> None:
-        self.conn = conn
-        self.on_saved = on_saved
-
-    def __call__(self, row: dict[str, Any]) -> None:
-        from gpm.store.db import write
-
-        with write(self.conn):
-            row_id = save_request(self.conn, row)
-        if self.on_saved is not None:
-            self.on_saved({"id": row_id, **row})

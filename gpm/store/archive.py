@@ -294,7 +294,7 @@ class _Mover:
                     raise _Changed(f"{spec.table} {part.host} {day_name(lo)}: rows changed while archiving "
                                    f"(time range); retried on the next run")
                 record_file(conn, spec.table, part.host, lo, Path(part.relative), part.count, part.first,
-                        part.last, part.size)
+                            part.last, part.size)
                 deleted = conn.execute(f"DELETE FROM {spec.table} WHERE {where}", params).rowcount
                 if deleted != part.count:
                     raise _Changed(f"{spec.table} {part.host} {day_name(lo)}: rows changed while archiving "

@@ -18,7 +18,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from gpm.errors import GpmError
-from gpm.store.db import write
+from gpm.store.db import utils_db, write
 from gpm.store.timeseries import DAY_MS, Resolved, TimeSeries, available, resolve
 
 
@@ -85,14 +85,14 @@ def resolved_tables(conn: sqlite3.Connection, problems: list[str]) -> list[tuple
     return out
 
 
-def record_file(conn, table: str, host: str, day_ms: int, relative: Path, count: int, first: int,
-            last: int, size: int) -> None:
-    conn.execute(
-        """INSERT INTO archive_files (table_name, host, day, path, row_count, min_ts_ms, max_ts_ms,
-           size_bytes, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-        (table, host, day_name(day_ms), relative.as_posix(), count, first, last, size,
-         time.time_ns() // 1_000_000),
-    )
+def record_file(conn: sqlite3.Connection, table: str, host: str, day_ms: int, relative: Path, count: int,
+                first: int, last: int, size: int) -> None:
+    """List a part file in the manifest, inside the caller's transaction (the one that deletes its rows)."""
+    utils_db(conn)["archive_files"].insert({
+        "table_name": table, "host": host, "day": day_name(day_ms), "path": relative.as_posix(),
+        "row_count": count, "min_ts_ms": first, "max_ts_ms": last, "size_bytes": size,
+        "created_ms": time.time_ns() // 1_000_000,
+    })
 
 
 # --------------------------------------------------------------------------- which folder, which files
@@ -243,7 +243,7 @@ def _adopt_or_reject(conn, archive_dir: Path, res: Resolved, path: Path, host: s
                 ).rowcount
                 if deleted == found:
                     record_file(conn, spec.table, host, day_ms, path.relative_to(archive_dir), found,
-                            int(times.min()), int(times.max()), path.stat().st_size)
+                                int(times.min()), int(times.max()), path.stat().st_size)
                     result.adopted.append(str(path))
                     return
                 raise RuntimeError(f"{path}: deleted {deleted} rows, expected {found}")

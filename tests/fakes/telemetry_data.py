@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from gpm.gpu.model import GpuProcess, GpuSample
-from gpm.llm.record import REQUEST_COLUMNS, save_request
+from gpm.llm.record import REQUEST_COLUMNS
 from gpm.store.db import open_db, write
+from gpm.store.llm import save_request
 from gpm.telemetry.llm import LlmRequest
 
 CATEGORIES = ["gaming", "llm_inference", "ml_training", "desktop", "general_compute", None]
