@@ -13,17 +13,18 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import KW_ONLY, dataclass
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from gpm import paths
 from gpm.errors import ConfigError
-from gpm.plain import Plain
 
 if TYPE_CHECKING:
     from pathlib import Path
 
 
-class Key(Plain):
+@dataclass(slots=True)
+class Key:
     """One setting: its section, name, type, default and limits.
 
     ``type`` is one of bool, int, float, str, path, url, listen, choice,
@@ -32,20 +33,16 @@ class Key(Plain):
     rules); it is imported only when the key is set.
     """
 
-    __slots__ = ("section", "name", "type", "default", "help", "min", "max", "choices", "validator")
-
-    def __init__(self, section: str, name: str, type: str, default: Any, help: str, *,
-                 min: float | None = None, max: float | None = None, choices: tuple[str, ...] = (),
-                 validator: str | None = None) -> None:
-        self.section = section
-        self.name = name
-        self.type = type
-        self.default = default
-        self.help = help
-        self.min = min
-        self.max = max
-        self.choices = choices
-        self.validator = validator
+    section: str
+    name: str
+    type: str
+    default: Any
+    help: str
+    _: KW_ONLY
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    validator: str | None = None
 
     def __hash__(self) -> int:
         return hash((self.section, self.name))
@@ -175,21 +172,18 @@ for _k in SCHEMA:
 ROOT_ENV_VARS = ("GPM_DB", "GPM_CONFIG")
 
 
-class Config(Plain):
+@dataclass(slots=True)
+class Config:
     """The effective configuration: ``cfg.get("service.poll_interval_secs")``.
 
     ``values`` maps dotted keys to values; ``sources`` maps them to where the
     value came from ("default", "/path/config.toml:3", "env GPM_...", "flag --x").
     """
 
-    __slots__ = ("values", "sources", "config_path", "config_file_found")
-
-    def __init__(self, values: dict[str, Any], sources: dict[str, str], config_path: str | None = None,
-                 config_file_found: bool = False) -> None:
-        self.values = values
-        self.sources = sources
-        self.config_path = config_path
-        self.config_file_found = config_file_found
+    values: dict[str, Any]
+    sources: dict[str, str]
+    config_path: str | None = None
+    config_file_found: bool = False
 
     def get(self, dotted: str) -> Any:
         return self.values[dotted]

@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass
 
-from gpm.plain import Plain
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -196,17 +196,15 @@ def short_gpu_name(name: str | None, width: int = GPU_NAME_WIDTH) -> str:
     return cut(short or "?", width)
 
 
-class Column(Plain):
+@dataclass(slots=True)
+class Column:
     """A table column: its header, whether it is right-aligned (numbers), and
     the narrowest it may become when the table must give way (default: its
     header's width)."""
 
-    __slots__ = ("header", "right", "min_width")
-
-    def __init__(self, header: str, right: bool = False, min_width: int | None = None) -> None:
-        self.header = header
-        self.right = right
-        self.min_width = min_width
+    header: str
+    right: bool = False
+    min_width: int | None = None
 
 
 def table(columns: list[Column], rows: list[list], width: int | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -12,17 +13,16 @@ import click
 from gpm.config import Config, load_config
 
 
+@dataclass(eq=False)
 class AppContext:
     """The root group's options, and the configuration they lead to (loaded once)."""
 
-    def __init__(self, config_path: str | None = None, db_path: str | None = None, db_source: str | None = None,
-                 verbose: int = 0, quiet: bool = False) -> None:
-        self.config_path = config_path
-        self.db_path = db_path
-        self.db_source = db_source
-        self.verbose = verbose
-        self.quiet = quiet
-        self._config: Config | None = None
+    config_path: str | None = None
+    db_path: str | None = None
+    db_source: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+    _config: Config | None = field(default=None, init=False, repr=False)
 
     def config(self, overrides: dict[str, tuple[Any, str]] | None = None) -> Config:
         """The effective configuration, flags applied (loaded once)."""
