@@ -322,26 +322,6 @@ def test_help_and_sample_never_import_heavy_modules(fake_nvml, tmp_path, args):
     assert "HEAVY:\n" in result.stderr, result.stderr
 
 
-# What a cron `gpm sample` must not load, on a database already migrated: each
-# is a few ms of every run, and the benchmark's budget is 2x a bare pynvml
-# script (tests/benchmarks/bench_sample.py).
-CRON_UNWANTED = ("sqlite_utils", "pathlib", "dataclasses", "json", "logging", "socket", "tabulate", "psutil",
-                 "requests", "gpm.store.schema_llm", "gpm.store.schema_report")
-
-
-def test_a_cron_sample_loads_only_what_it_uses(fake_nvml, tmp_path):
-    db = str(tmp_path / "gpm.db")
-    env = gpm_env(fake_nvml.env())
-    subprocess.run([sys.executable, "-m", "gpm", "--db", db, "sample"], env=env, check=True, timeout=60)
-    # Only what gpm loads counts: an editable install's path hook, for one, imports pathlib at start-up.
-    check = ("import sys\nbefore = set(sys.modules)\n" + CHECK_MODULES + "print('LOADED:' + ','.join(sorted("
-             f"m for m in {CRON_UNWANTED!r} if m in sys.modules and m not in before)))\n")
-    result = subprocess.run([sys.executable, "-c", check, "--db", db, "sample"], env=env, capture_output=True,
-                            text=True, timeout=60)
-    assert "LOADED:\n" in result.stdout, result.stdout + result.stderr
-    assert sqlite3.connect(db).execute("SELECT COUNT(DISTINCT ts_ms) FROM gpu_metrics").fetchone()[0] == 2
-
-
 def test_version_and_python_dash_m(gpm):
     from gpm import __version__
 
