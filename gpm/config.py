@@ -11,17 +11,17 @@ that ``gpm config init`` writes and the table in docs/configuration.md.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
 import re
 from dataclasses import KW_ONLY, dataclass
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from gpm import paths
 from gpm.errors import ConfigError
-
-if TYPE_CHECKING:
-    from pathlib import Path
-
 
 @dataclass(slots=True)
 class Key:
@@ -199,18 +199,16 @@ class Config:
 
     @property
     def db_file(self) -> str:
-        """The database path as a string (the cron path never imports pathlib)."""
+        """The database path as a string, for sqlite3 and messages."""
         value = self.values["storage.db_path"]
         return os.path.expanduser(value) if value else paths.default_db_path()
 
     @property
-    def db_path(self) -> "Path":
-        from pathlib import Path
-
+    def db_path(self) -> Path:
         return Path(self.db_file)
 
     @property
-    def archive_dir(self) -> "Path":
+    def archive_dir(self) -> Path:
         """[storage] archive_dir when set, else the database's own folder (``gpm.store.archive.archive_folder``)."""
         from gpm.store.archive import archive_folder
 
@@ -221,8 +219,7 @@ class Config:
     def hostname(self) -> str:
         if self.values["service.hostname"]:
             return self.values["service.hostname"]
-        # What socket.gethostname() returns, without importing socket on the
-        # cron path.
+        # What socket.gethostname() returns.
         return os.uname().nodename
 
     def with_overrides(self, overrides: Mapping[str, tuple[Any, str]]) -> "Config":
@@ -250,8 +247,6 @@ def _shown(name: str) -> str:
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
-    import difflib  # only on the error path: it is not free to import
-
     match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
@@ -367,8 +362,6 @@ def host_problem(host: str) -> str | None:
     Checked when the configuration is read, so that ``gpm config check``
     rejects what ``connect()`` or ``bind()`` would only reject later (#12.11).
     """
-    import ipaddress
-
     if ":" in host:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
@@ -392,8 +385,6 @@ def url_problem(value: str) -> str | None:
     The same ``urlsplit`` the clients call, so a URL that passes here does
     not fail at use with "Invalid IPv6 URL" or "Port out of range".
     """
-    from urllib.parse import urlsplit
-
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
         return "a URL holds no spaces or control characters"
     try:

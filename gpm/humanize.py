@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
 from dataclasses import dataclass
 
 
@@ -136,8 +137,6 @@ def terminal_size() -> tuple[int, int]:
 def _char_width(c: str) -> int:
     if c.isascii():
         return 1
-    import unicodedata  # not on the cron path: only non-ASCII text needs it
-
     if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
         return 0
     return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1

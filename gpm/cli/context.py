@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
@@ -44,11 +45,7 @@ class AppContext:
     def set_output(self, verbose: int, quiet: bool) -> None:
         """Apply -v/-q, given before or after the subcommand: logging level on stderr."""
         self.verbose, self.quiet = verbose, quiet
-        if verbose or quiet:
-            # Only then: importing logging costs ~9 ms of every cron run otherwise,
-            # and without configuration Python already prints warnings to stderr.
-            import logging
-
+        if verbose or quiet:  # without configuration Python already prints warnings to stderr
             level = logging.ERROR if quiet else (logging.INFO if verbose == 1 else logging.DEBUG)
             logging.basicConfig(level=level, format="gpm: %(message)s", stream=sys.stderr, force=True)
 
