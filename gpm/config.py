@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 from gpm import paths
 from gpm.errors import ConfigError
 
-@dataclass(slots=True)
+@dataclass
 class Key:
     """One setting: its section, name, type, default and limits.
 
@@ -172,7 +172,7 @@ for _k in SCHEMA:
 ROOT_ENV_VARS = ("GPM_DB", "GPM_CONFIG")
 
 
-@dataclass(slots=True)
+@dataclass
 class Config:
     """The effective configuration: ``cfg.get("service.poll_interval_secs")``.
 

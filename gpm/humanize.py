@@ -195,7 +195,7 @@ def short_gpu_name(name: str | None, width: int = GPU_NAME_WIDTH) -> str:
     return cut(short or "?", width)
 
 
-@dataclass(slots=True)
+@dataclass
 class Column:
     """A table column: its header, whether it is right-aligned (numbers), and
     the narrowest it may become when the table must give way (default: its

@@ -57,7 +57,7 @@ def sparkline(values: list[float | None], top: float | None) -> str:
     return "".join(out)
 
 
-@dataclass(slots=True)
+@dataclass
 class History:
     """The readings of the last minute, per GPU index: what the sparklines draw."""
 

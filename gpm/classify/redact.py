@@ -96,7 +96,7 @@ PASSWORD_SHORT_OPTIONS = {
 _WORD = re.compile(r"""(?:'[^']*'|"[^"]*"|[^\s'"])+""")
 
 
-@dataclass(slots=True)
+@dataclass
 class _Words:
     """The argument-wise pass, one word at a time, over a whole command line.
 

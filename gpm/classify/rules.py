@@ -113,7 +113,7 @@ def validate_rules(value: Any, where: str) -> list[dict]:
     return out
 
 
-@dataclass(slots=True)
+@dataclass
 class UserRule:
     index: int
     category: str
@@ -145,7 +145,7 @@ class UserRule:
 # ---------------------------------------------------------------- context
 
 
-@dataclass(slots=True)
+@dataclass
 class Context:
     """What the classifier may consult besides the facts: user rules, Steam.
 

@@ -89,7 +89,7 @@ def _text(value) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-@dataclass(slots=True)
+@dataclass
 class _Static:
     """What is read once per GPU when NVML opens."""
 
