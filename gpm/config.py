@@ -11,19 +11,20 @@ that ``gpm config init`` writes and the table in docs/configuration.md.
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import os
 import re
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from dataclasses import KW_ONLY, dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+from urllib.parse import urlsplit
 
 from gpm import paths
 from gpm.errors import ConfigError
-from gpm.plain import Plain
 
-if TYPE_CHECKING:
-    from pathlib import Path
-
-
-class Key(Plain):
+@dataclass
+class Key:
     """One setting: its section, name, type, default and limits.
 
     ``type`` is one of bool, int, float, str, path, url, listen, choice,
@@ -32,20 +33,16 @@ class Key(Plain):
     rules); it is imported only when the key is set.
     """
 
-    __slots__ = ("section", "name", "type", "default", "help", "min", "max", "choices", "validator")
-
-    def __init__(self, section: str, name: str, type: str, default: Any, help: str, *,
-                 min: float | None = None, max: float | None = None, choices: tuple[str, ...] = (),
-                 validator: str | None = None) -> None:
-        self.section = section
-        self.name = name
-        self.type = type
-        self.default = default
-        self.help = help
-        self.min = min
-        self.max = max
-        self.choices = choices
-        self.validator = validator
+    section: str
+    name: str
+    type: str
+    default: Any
+    help: str
+    _: KW_ONLY
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+    validator: str | None = None
 
     def __hash__(self) -> int:
         return hash((self.section, self.name))
@@ -175,21 +172,18 @@ for _k in SCHEMA:
 ROOT_ENV_VARS = ("GPM_DB", "GPM_CONFIG")
 
 
-class Config(Plain):
+@dataclass
+class Config:
     """The effective configuration: ``cfg.get("service.poll_interval_secs")``.
 
     ``values`` maps dotted keys to values; ``sources`` maps them to where the
     value came from ("default", "/path/config.toml:3", "env GPM_...", "flag --x").
     """
 
-    __slots__ = ("values", "sources", "config_path", "config_file_found")
-
-    def __init__(self, values: dict[str, Any], sources: dict[str, str], config_path: str | None = None,
-                 config_file_found: bool = False) -> None:
-        self.values = values
-        self.sources = sources
-        self.config_path = config_path
-        self.config_file_found = config_file_found
+    values: dict[str, Any]
+    sources: dict[str, str]
+    config_path: str | None = None
+    config_file_found: bool = False
 
     def get(self, dotted: str) -> Any:
         return self.values[dotted]
@@ -205,18 +199,16 @@ class Config(Plain):
 
     @property
     def db_file(self) -> str:
-        """The database path as a string (the cron path never imports pathlib)."""
+        """The database path as a string, for sqlite3 and messages."""
         value = self.values["storage.db_path"]
         return os.path.expanduser(value) if value else paths.default_db_path()
 
     @property
-    def db_path(self) -> "Path":
-        from pathlib import Path
-
+    def db_path(self) -> Path:
         return Path(self.db_file)
 
     @property
-    def archive_dir(self) -> "Path":
+    def archive_dir(self) -> Path:
         """[storage] archive_dir when set, else the database's own folder (``gpm.store.archive.archive_folder``)."""
         from gpm.store.archive import archive_folder
 
@@ -227,8 +219,7 @@ class Config(Plain):
     def hostname(self) -> str:
         if self.values["service.hostname"]:
             return self.values["service.hostname"]
-        # What socket.gethostname() returns, without importing socket on the
-        # cron path.
+        # What socket.gethostname() returns.
         return os.uname().nodename
 
     def with_overrides(self, overrides: Mapping[str, tuple[Any, str]]) -> "Config":
@@ -256,8 +247,6 @@ def _shown(name: str) -> str:
 
 
 def _did_you_mean(word: str, options: list[str]) -> str:
-    import difflib  # only on the error path: it is not free to import
-
     match = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     return f" (did you mean '{match[0]}'?)" if match else ""
 
@@ -373,8 +362,6 @@ def host_problem(host: str) -> str | None:
     Checked when the configuration is read, so that ``gpm config check``
     rejects what ``connect()`` or ``bind()`` would only reject later (#12.11).
     """
-    import ipaddress
-
     if ":" in host:
         try:
             ipaddress.IPv6Address(host.split("%", 1)[0])
@@ -398,8 +385,6 @@ def url_problem(value: str) -> str | None:
     The same ``urlsplit`` the clients call, so a URL that passes here does
     not fail at use with "Invalid IPv6 URL" or "Port out of range".
     """
-    from urllib.parse import urlsplit
-
     if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
         return "a URL holds no spaces or control characters"
     try:

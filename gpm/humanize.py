@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import re
 import shutil
+import unicodedata
+from dataclasses import dataclass
 
-from gpm.plain import Plain
 
 _NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -136,8 +137,6 @@ def terminal_size() -> tuple[int, int]:
 def _char_width(c: str) -> int:
     if c.isascii():
         return 1
-    import unicodedata  # not on the cron path: only non-ASCII text needs it
-
     if unicodedata.combining(c) or unicodedata.category(c) in ("Mn", "Me", "Cf"):
         return 0
     return 2 if unicodedata.east_asian_width(c) in ("W", "F") else 1
@@ -196,17 +195,15 @@ def short_gpu_name(name: str | None, width: int = GPU_NAME_WIDTH) -> str:
     return cut(short or "?", width)
 
 
-class Column(Plain):
+@dataclass
+class Column:
     """A table column: its header, whether it is right-aligned (numbers), and
     the narrowest it may become when the table must give way (default: its
     header's width)."""
 
-    __slots__ = ("header", "right", "min_width")
-
-    def __init__(self, header: str, right: bool = False, min_width: int | None = None) -> None:
-        self.header = header
-        self.right = right
-        self.min_width = min_width
+    header: str
+    right: bool = False
+    min_width: int | None = None
 
 
 GiveWay = tuple["int | tuple[int, int]", ...]

@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 from gpm import paths
@@ -190,13 +193,6 @@ def _timer(name: str, description: str, calendar: str, *, persistent: bool, spre
 _REPORT_ARGS = ("report", "--week", "last", "--output")  # then the path with {week}
 
 
-def _available(command: str) -> bool:
-    """Only schedule subcommands this gpm has (archive and report are optional)."""
-    from gpm.cli import COMMANDS
-
-    return command in COMMANDS
-
-
 def systemd_units(setup: Setup, *, timers: bool) -> dict[str, str]:
     """File name -> content, the daemon's unit first."""
     wanted_by = "default.target" if setup.user else "multi-user.target"
@@ -231,13 +227,11 @@ def systemd_units(setup: Setup, *, timers: bool) -> dict[str, str]:
         units["gpm-sample.timer"] = _timer(
             "gpm-sample.timer", "gpm: sample every GPU every minute", "*-*-* *:*:00",
             persistent=False, spread=None, accuracy="1s")
-    if timers and _available("archive"):
         units["gpm-archive.service"] = _oneshot(
             setup, "gpm-archive.service", "gpm: archive old rows to Parquet", "gpm-archive", "archive")
         units["gpm-archive.timer"] = _timer(
             "gpm-archive.timer", "gpm: archive old rows daily", "daily",
             persistent=True, spread="30min", accuracy="1min")
-    if timers and _available("report"):
         units["gpm-report.service"] = _oneshot(
             setup, "gpm-report.service", "gpm: report the last finished week into its own file", "gpm-report",
             *_REPORT_ARGS, str(setup.report_path), folder=setup.report_path.parent)
@@ -335,8 +329,6 @@ def man_dir(system: bool) -> Path:
 
 
 def man_files(system: bool) -> dict[Path, str]:
-    from datetime import date
-
     from gpm.devtools import clitree, manpages
 
     folder = man_dir(system)
@@ -350,9 +342,6 @@ def manpath_hint(folder: Path) -> str | None:
     Asks ``manpath`` (man-db) when present; without it, a MANPATH line is
     always given, since there is no way to know.
     """
-    import shutil
-    import subprocess
-
     root = folder.parent
     if shutil.which("manpath"):
         try:
@@ -380,13 +369,11 @@ def cron_lines(setup: Setup) -> str:
         f"# sample every GPU each minute: {SAMPLE_COUNT} samples {SAMPLE_INTERVAL_SECS} s apart",
         f"* * * * * {cmd('sample', '--count', str(SAMPLE_COUNT), '--interval', str(SAMPLE_INTERVAL_SECS))}",
     ]
-    if _available("archive"):
-        lines += ["# archive rows older than [storage] retention_days to Parquet, daily",
-                  f"17 3 * * * {cmd('archive')}"]
-    if _available("report"):
-        folder = shlex.quote(str(setup.report_path.parent)).replace("%", "\\%")
-        lines += ["# report the last finished ISO week into its own file, Mondays",
-                  f"23 6 * * 1 mkdir -p {folder} && {cmd(*_REPORT_ARGS, str(setup.report_path))}"]
+    folder = shlex.quote(str(setup.report_path.parent)).replace("%", "\\%")
+    lines += ["# archive rows older than [storage] retention_days to Parquet, daily",
+              f"17 3 * * * {cmd('archive')}",
+              "# report the last finished ISO week into its own file, Mondays",
+              f"23 6 * * 1 mkdir -p {folder} && {cmd(*_REPORT_ARGS, str(setup.report_path))}"]
     lines += ["# or, instead of the sample line, run the daemon from boot:",
               f"# @reboot {cmd('daemon')}"]
     return "\n".join(lines) + "\n"

@@ -1,8 +1,7 @@
 """Where gpm keeps its files, following the XDG base directory spec.
 
-Plain strings and ``os.path``: these run on every cron `gpm sample`, and
-importing pathlib (with urllib.parse and ipaddress behind it) would cost that
-run more than everything here does. Callers that want a ``Path`` wrap one.
+Strings, as sqlite3, the configuration's values and the messages that name
+them use; callers that want a ``Path`` wrap one.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""``Plain``: the base of the small record classes on ``gpm sample``'s path.
+"""``Plain``: a slotted record with equality and a readable repr.
 
-A dataclass compiles its generated ``__init__``, ``__repr__`` and ``__eq__``
-when its module is imported, ~0.4 ms a class; `gpm sample` runs from cron
-every minute and imported a dozen of them, which was most of what gpm itself
-added to a cold sample beyond Click and NVML. These classes write their
-``__init__`` by hand, declare ``__slots__``, and get equality and a readable
-repr from here.
+Only ``gpm.classify.facts`` still uses it (issue #14.3: every other record is
+a dataclass); it goes when that module moves to psutil and dataclasses.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ so the daemon and the cron command can never drift apart.
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Callable
 
 from gpm.config import Config
@@ -42,6 +43,7 @@ def default_savers() -> list[Saver]:
     return [save_process_events]
 
 
+@dataclass(eq=False)
 class Sampler:
     """Holds an open reader (and database) across samples.
 
@@ -50,17 +52,18 @@ class Sampler:
     ``state`` holds the enrichers' caches (the classifier's known processes).
     """
 
-    def __init__(self, cfg: Config, conn: sqlite3.Connection | None = None, *, reader: GpuReader | None = None,
-                 enrichers: list[Enricher] | None = None, savers: list[Saver] | None = None,
-                 host: str = "") -> None:
-        self.cfg = cfg
-        self.conn = conn
-        self.reader = reader
-        self.enrichers = default_enrichers() if enrichers is None else enrichers
-        self.savers = default_savers() if savers is None else savers
-        self.host = host or cfg.hostname
-        self._ids = GpuIds()
-        self.state: dict = {}
+    cfg: Config
+    conn: sqlite3.Connection | None = None
+    _: KW_ONLY
+    reader: GpuReader | None = None
+    enrichers: list[Enricher] = field(default_factory=default_enrichers)
+    savers: list[Saver] = field(default_factory=default_savers)
+    host: str = ""
+    state: dict = field(default_factory=dict)
+    _ids: GpuIds = field(default_factory=GpuIds, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.host = self.host or self.cfg.hostname
 
     def open(self) -> "Sampler":
         if self.reader is None:

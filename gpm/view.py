@@ -10,11 +10,11 @@ the table, and a sparkline per GPU of its utilization (0-100 %) and power
 from __future__ import annotations
 
 from collections import deque
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from gpm.gpu.model import GpuSample
 from gpm.humanize import Column, cut, display_width, fmt_bytes, fmt_opt, pad, short_gpu_name, table, visible
-from gpm.plain import Plain
 
 SPARKS = "▁▂▃▄▅▆▇█"
 HISTORY_MS = 60_000
@@ -57,14 +57,12 @@ def sparkline(values: list[float | None], top: float | None) -> str:
     return "".join(out)
 
 
-class History(Plain):
+@dataclass
+class History:
     """The readings of the last minute, per GPU index: what the sparklines draw."""
 
-    __slots__ = ("window_ms", "points")
-
-    def __init__(self, window_ms: int = HISTORY_MS) -> None:
-        self.window_ms = window_ms
-        self.points: dict[int, deque] = {}
+    window_ms: int = HISTORY_MS
+    points: dict[int, deque] = field(default_factory=dict)
 
     def add(self, samples: list[GpuSample]) -> None:
         for s in samples:

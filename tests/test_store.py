@@ -49,21 +49,18 @@ def test_new_database_is_private_wal_and_migrated(tmp_path):
     assert count == len(names)
 
 
-def test_an_up_to_date_database_opens_without_the_schema_modules(tmp_path):
-    """MIGRATION_COUNT is what lets a cron run skip importing every schema module."""
-    import importlib
-
-    from gpm.store import db as store_db
-
-    total = sum(len(importlib.import_module(m).MIGRATIONS) for m in store_db.SCHEMA_MODULES)
-    assert store_db.MIGRATION_COUNT == total, "a migration was added: update MIGRATION_COUNT"
+def test_a_migration_added_to_a_schema_module_is_applied_to_an_up_to_date_database(tmp_path):
+    """#14.3: the count of migrations that says "up to date" was kept by hand; a new
+    migration with the count not bumped was never applied to existing databases."""
     path = tmp_path / "gpm.db"
     open_db(path).close()
-    code = ("import sys; from gpm.store.db import open_db; open_db(sys.argv[1]).close(); "
-            "print(sorted(m for m in sys.modules if m.startswith('gpm.store.schema')))")
-    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True,
-                         cwd=REPO)
-    assert out.stdout.strip() == "[]"
+    code = ("import sys\nfrom gpm.store import schema_core\n"
+            "schema_core.MIGRATIONS.append(('9999_added', lambda db: db.execute('CREATE TABLE added (x)')))\n"
+            "from gpm.store.db import open_db\nopen_db(sys.argv[1]).close()\n")
+    subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=REPO)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'added'").fetchall() == [("added",)]
+    assert conn.execute("SELECT name FROM _sqlite_migrations WHERE name = '9999_added'").fetchall() == [("9999_added",)]
 
 
 def test_closing_leaves_the_wal_for_the_next_run_and_loses_nothing(tmp_path):
@@ -76,6 +73,23 @@ def test_closing_leaves_the_wal_for_the_next_run_and_loses_nothing(tmp_path):
     reader = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     assert [r[0] for r in reader.execute("SELECT ts_ms FROM gpu_metrics ORDER BY ts_ms")] == [1_000, 2_000, 3_000]
     assert reader.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+def test_the_wal_shrinks_to_its_limit_after_a_bulk_write(tmp_path):
+    """#14.4: a bulk insert left a 284 MB WAL beside a 282 MB database, for good."""
+    from gpm.store.db import WAL_SIZE_LIMIT_BYTES, write
+
+    path = tmp_path / "gpm.db"
+    conn = open_db(path)
+    conn.execute("CREATE TABLE bulk (data BLOB)")
+    with write(conn):  # one transaction larger than the limit: the WAL must hold all of it
+        conn.executemany("INSERT INTO bulk VALUES (zeroblob(?))", [(1 << 20,)] * 80)
+    assert Path(f"{path}-wal").stat().st_size > WAL_SIZE_LIMIT_BYTES
+    save_samples(conn, "box", [make_sample(1_000)])  # the next write restarts the checkpointed WAL
+    assert Path(f"{path}-wal").stat().st_size <= WAL_SIZE_LIMIT_BYTES
+    assert conn.execute("SELECT COUNT(*) FROM bulk").fetchone()[0] == 80
+    assert conn.execute("SELECT ts_ms FROM gpu_metrics").fetchall() == [(1_000,)]
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
 def test_a_database_deleted_without_its_wal_starts_afresh(tmp_path):
@@ -186,8 +200,6 @@ def test_readme_query_runs_on_a_real_database(tmp_path, query):
 
 def test_memory_total_moves_to_gpus_and_an_old_database_keeps_every_row(tmp_path):
     """0002 drops gpu_metrics.memory_total_bytes (issue 5): rows, views and sizes survive it."""
-    import importlib
-
     import sqlite_utils
 
     from gpm.store import db as store_db
@@ -195,9 +207,8 @@ def test_memory_total_moves_to_gpus_and_an_old_database_keeps_every_row(tmp_path
     path = tmp_path / "old.db"
     conn = store_db.connect(path)
     old = sqlite_utils.Database(conn)
-    for module_name in store_db.SCHEMA_MODULES:  # a database made before 0002
-        module = importlib.import_module(module_name)
-        steps = module.MIGRATIONS[:1] if module_name == "gpm.store.schema_core" else module.MIGRATIONS
+    for module in store_db.SCHEMA_MODULES:  # a database made before 0002
+        steps = module.MIGRATIONS[:1] if module.SET_NAME == "gpm.core" else module.MIGRATIONS
         migrations = sqlite_utils.Migrations(module.SET_NAME)
         for name, fn in steps:
             migrations(name=name)(fn)

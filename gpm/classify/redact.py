@@ -18,39 +18,34 @@ Plural counters such as ``--max-tokens`` or ``max_new_tokens`` are not secrets.
 from __future__ import annotations
 
 import re
-
-from gpm.classify import LazyPattern
+from dataclasses import dataclass
 
 MASK = "***"
 
 # Names whose value is a secret: matched against an option or variable name
 # with dashes turned into underscores. Anchored at a word end so that
 # "tokens", "tokenizer" and "author" do not match.
-_SECRET_NAME = LazyPattern(
+_SECRET_NAME = re.compile(
     r"(?:^|_)(?:token|access_token|auth_token|refresh_token|api_?key|apikey|access_key|secret_key|"
     r"private_key|session_key|license_key|secret|client_secret|password|passwd|passphrase|pwd|pass|"
     r"auth|authorization|credentials?|cookie|key)$",
     re.IGNORECASE,
-    needles=("token", "key", "secret", "pass", "pwd", "auth", "credential", "cookie"),
 )
 # name=value anywhere (a JVM property's -D is not part of its name: -Dpassword=);
 # name: value only with a space after the colon (headers,
 # YAML) or as JSON ("name": "value"), so "https://" and "host:port" are not pairs.
-_NAMED_VALUE = LazyPattern(
+_NAMED_VALUE = re.compile(
     r"""(?:-D)?(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>\s*=\s*|:\s+|"\s*:\s*")(?P<quote>["']?)"""
     r"""(?P<value>[^\s"'&?,;}]+)""",
-    needles=("=", ":"),
 )
 _SCHEMES = ("bearer", "basic", "token")
-_URL_CREDENTIALS = LazyPattern(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@",
-                               needles=("://",))
-_AUTH_SCHEME = LazyPattern(r"\b(?P<scheme>Bearer|Basic|Token)(?P<sp>\s+)(?P<cred>[A-Za-z0-9._~+/=-]{8,})",
-                           re.IGNORECASE, needles=("bearer", "basic", "token"))
-_TOKEN_SHAPES = LazyPattern(
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@")
+_AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Token)(?P<sp>\s+)(?P<cred>[A-Za-z0-9._~+/=-]{8,})",
+                           re.IGNORECASE)
+_TOKEN_SHAPES = re.compile(
     r"\b(?:sk-(?:proj-|ant-)?[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|"
     r"github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{16,}|xox[abprs]-[A-Za-z0-9-]{10,}|"
     r"AKIA[0-9A-Z]{16}|AIza[0-9A-Za-z_-]{30,}|eyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]+)",
-    needles=("sk-", "hf_", "gh", "glpat-", "xox", "AKIA", "AIza", "eyJ"),
 )
 
 
@@ -98,9 +93,10 @@ PASSWORD_SHORT_OPTIONS = {
     **dict.fromkeys(("sqlcmd", "bcp", "zip", "unzip"), "-P"),
 }
 # A word of a command held in one string: quoted parts stay whole.
-_WORD = LazyPattern(r"""(?:'[^']*'|"[^"]*"|[^\s'"])+""")
+_WORD = re.compile(r"""(?:'[^']*'|"[^"]*"|[^\s'"])+""")
 
 
+@dataclass
 class _Words:
     """The argument-wise pass, one word at a time, over a whole command line.
 
@@ -109,11 +105,8 @@ class _Words:
     --api-key XYZ`` in argv[0]).
     """
 
-    __slots__ = ("pending", "short")
-
-    def __init__(self) -> None:
-        self.pending: str | None = None  # "value": mask the next word; "userpass": mask after its ':'
-        self.short = ""  # the password short option of the last program named
+    pending: str | None = None  # "value": mask the next word; "userpass": mask after its ':'
+    short: str = ""  # the password short option of the last program named
 
     def step(self, word: str) -> str | None:
         """The word masked, or None when this pass leaves it to the text-wise pass."""
@@ -145,7 +138,7 @@ def _redact_words(text: str, words: _Words) -> str:
     text = redact_text(text)
     out = []
     pos = 0
-    for m in _WORD.compiled().finditer(text):
+    for m in _WORD.finditer(text):
         masked = words.step(m.group())
         if masked is not None:
             out.append(text[pos:m.start()] + masked)

@@ -28,13 +28,13 @@ from __future__ import annotations
 import copy
 import re
 import warnings
+from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from gpm.classify import CATEGORIES, LazyPattern
+from gpm.classify import CATEGORIES
 from gpm.classify.facts import ProcessFacts
 from gpm.classify.redact import MASK
 from gpm.errors import ConfigError
-from gpm.plain import Plain
 
 if TYPE_CHECKING:  # the Steam reader is imported only where a library is scanned
     from gpm.classify.steam import SteamIndex
@@ -113,20 +113,17 @@ def validate_rules(value: Any, where: str) -> list[dict]:
     return out
 
 
-class UserRule(Plain):
-    __slots__ = ("index", "category", "label", "exe", "name", "cmdline", "library", "appid")
-
-    def __init__(self, index: int, category: str, label: str | None, *, exe: re.Pattern | None = None,
-                 name: re.Pattern | None = None, cmdline: re.Pattern | None = None,
-                 library: re.Pattern | None = None, appid: str | None = None) -> None:
-        self.index = index
-        self.category = category
-        self.label = label
-        self.exe = exe
-        self.name = name
-        self.cmdline = cmdline
-        self.library = library
-        self.appid = appid
+@dataclass
+class UserRule:
+    index: int
+    category: str
+    label: str | None
+    _: KW_ONLY
+    exe: re.Pattern | None = None
+    name: re.Pattern | None = None
+    cmdline: re.Pattern | None = None
+    library: re.Pattern | None = None
+    appid: str | None = None
 
     @classmethod
     def compile_all(cls, rules: list[dict]) -> list["UserRule"]:
@@ -148,7 +145,8 @@ class UserRule(Plain):
 # ---------------------------------------------------------------- context
 
 
-class Context(Plain):
+@dataclass
+class Context:
     """What the classifier may consult besides the facts: user rules, Steam.
 
     ``steam`` is an index or a function returning one; a function is called
@@ -157,14 +155,9 @@ class Context(Plain):
     blob path to "llama3.1:8b" (gpm.classify.ollama_models.OllamaModels), or None.
     """
 
-    __slots__ = ("rules", "steam", "ollama_model")
-
-    def __init__(self, rules: list[UserRule] | None = None,
-                 steam: SteamIndex | Callable[[], SteamIndex | None] | None = None,
-                 ollama_model: Callable[[str], str | None] | None = None) -> None:
-        self.rules = [] if rules is None else rules
-        self.steam = steam
-        self.ollama_model = ollama_model
+    rules: list[UserRule] = field(default_factory=list)
+    steam: SteamIndex | Callable[[], SteamIndex | None] | None = None
+    ollama_model: Callable[[str], str | None] | None = None
 
     @classmethod
     def from_config(cls, rules: list[dict], steam=None, ollama_model=None) -> "Context":
@@ -176,19 +169,16 @@ class Context(Plain):
         return self.steam
 
 
-class Decision(Plain):
+@dataclass(slots=True)
+class Decision:
     """The verdict: ``rule`` says which rule decided ("user rule #2",
     "llm_server:ollama"); ``signals`` is everything seen, for --explain."""
 
-    __slots__ = ("category", "label", "reason", "rule", "signals")
-
-    def __init__(self, category: str, label: str, reason: str, rule: str,
-                 signals: list[str] | None = None) -> None:
-        self.category = category
-        self.label = label
-        self.reason = reason
-        self.rule = rule
-        self.signals = [] if signals is None else signals
+    category: str
+    label: str
+    reason: str
+    rule: str
+    signals: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return {"category": self.category, "label": self.label, "reason": self.reason}
@@ -210,29 +200,15 @@ def base(path: str | None) -> str:
     return path.rstrip(sep).rsplit(sep, 1)[-1]
 
 
-_WORD_SPLIT = LazyPattern(r"[^a-z0-9]+")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+_PYTHON = re.compile(r"(python[0-9.]*|pythonw|pypy[0-9.]*)(\.exe)?$", re.IGNORECASE)
 
 
 def is_python(name: str) -> bool:
     """``python``, ``python3.12``, ``pythonw``, ``pypy3`` (``.exe`` too), in any case."""
-    n = name.lower()
-    if not n.startswith(("python", "pypy")):
-        return False
-    n = n[:-1] if n.endswith("\n") else n  # as a regex's "$" would
-    n = n[:-4] if n.endswith(".exe") else n
-    if n == "pythonw":
-        return True
-    return any(n.startswith(stem) and not n[len(stem):].strip("0123456789.") for stem in ("python", "pypy"))
-
-
-def _named_option(arg: str, names: frozenset[str], one_dash: bool) -> bool:
-    """Is ``arg`` ``--name`` or ``--name=...`` (or ``-name`` with ``one_dash``) for one of ``names``?"""
-    name, sep, _ = arg.partition("=")
-    if not sep and name[-1:] == "\n":  # as a regex's "$" would
-        name = name[:-1]
-    if name[:2] == "--":
-        return name[2:] in names
-    return one_dash and name[:1] == "-" and name[1:] in names
+    return _PYTHON.match(name) is not None
 
 
 def option(argv: list[str], *names: str) -> str | None:
@@ -353,12 +329,11 @@ TRAIN_WORDS = {
     "autotrain", "torchtune", "llamafactory", "composer", "horovodrun", "colossalai",
 }
 # --name or -name, alone or as --name=value
-TRAIN_OPTIONS = frozenset({
-    "epochs", "num_epochs", "num-epochs", "num_train_epochs", "n_epochs", "max_epochs", "max-epochs",
-    "learning_rate", "learning-rate", "lr", "do_train", "train_file", "train-file", "train_data", "train-data",
-    "gradient_accumulation_steps", "gradient-accumulation-steps", "nproc_per_node", "nproc-per-node",
-})
-_FINE_TUNE = LazyPattern(r"fine[-_ ]?tun(e|ing)", re.IGNORECASE, needles=("fine",))
+_TRAIN_OPTION = re.compile(
+    r"^--?(epochs|num_epochs|num-epochs|num_train_epochs|n_epochs|max_epochs|max-epochs|"
+    r"learning_rate|learning-rate|lr|do_train|train_file|train-file|train_data|train-data|"
+    r"gradient_accumulation_steps|gradient-accumulation-steps|nproc_per_node|nproc-per-node)(=|$)")
+_FINE_TUNE = re.compile(r"fine[-_ ]?tun(e|ing)", re.IGNORECASE)
 SERVE_WORDS = {
     "serve", "server", "serving", "api", "app", "webui", "chat", "generate", "generation",
     "infer", "inference", "predict", "completion", "completions", "pipeline", "uvicorn",
@@ -366,7 +341,7 @@ SERVE_WORDS = {
     "sampling", "demo", "bot",
 }
 # --name alone or as --name=value
-SERVE_OPTIONS = frozenset({"port", "host", "listen", "server-port", "server_port", "server-name", "server_name"})
+_SERVE_OPTION = re.compile(r"^--(port|host|listen|server[-_]port|server[-_]name)(=|$)")
 
 DESKTOP = {
     "xorg": "Xorg", "x": "Xorg", "xwayland": "Xwayland", "gnome-shell": "GNOME Shell",
@@ -407,22 +382,20 @@ WINE_SYSTEM = {
     "winemenubuilder.exe", "wineboot.exe", "cmd.exe", "wine", "wine64", "wine-preloader",
     "wine64-preloader", "explorer.exe", "crashpad_handler.exe", "unitycrashhandler64.exe",
 }
-_EXE_SUFFIXES = LazyPattern(
+_EXE_SUFFIXES = re.compile(
     r"(-Win64-Shipping|-Win32-Shipping|-WinGDK-Shipping|-Linux-Shipping|-Shipping|[-_](dx1[12]|d3d1[12]|"
     r"vulkan|vk|x64|win64|BE|EAC))$",
     re.IGNORECASE,
 )
-_GAME_NAME = LazyPattern(r"(-Win64-Shipping|-Shipping|-dx12|-Vulkan)(\.exe)?$|\.exe$", re.IGNORECASE,
-                         needles=("-shipping", "-dx12", "-vulkan", ".exe"))
-_GAME_PATH = LazyPattern(
+_GAME_NAME = re.compile(r"(-Win64-Shipping|-Shipping|-dx12|-Vulkan)(\.exe)?$|\.exe$", re.IGNORECASE)
+_GAME_PATH = re.compile(
     r"(/games/|/lutris/|/heroic/|/\.itch/|/itch/apps/|/gog games/|/usr/games/|/\.local/share/games/)",
     re.IGNORECASE,
-    needles=("/games/", "/lutris/", "/heroic/", "/.itch/", "/itch/apps/", "/gog games/"),
 )
-_GAME_EXE = LazyPattern(r"\.(x86_64|x86|x64)$|game", re.IGNORECASE, needles=(".x86", ".x64", "game"))
-_UNREAL = LazyPattern(r"^lib(UE[45]|Unreal)", re.IGNORECASE, needles=("libue4", "libue5", "libunreal"))
-_GODOT = LazyPattern(r"^libgodot", re.IGNORECASE, needles=("libgodot",))
-_WINE = LazyPattern(r"wine|proton", re.IGNORECASE, needles=("wine", "proton"))
+_GAME_EXE = re.compile(r"\.(x86_64|x86|x64)$|game", re.IGNORECASE)
+_UNREAL = re.compile(r"^lib(UE[45]|Unreal)", re.IGNORECASE)
+_GODOT = re.compile(r"^libgodot", re.IGNORECASE)
+_WINE = re.compile(r"wine|proton", re.IGNORECASE)
 GENERAL = {
     "ffmpeg": "video encode/decode (NVENC/NVDEC)", "blender": "3D rendering",
     "obs": "screen recording and streaming (NVENC)", "hashcat": "password cracking",
@@ -438,6 +411,7 @@ GENERAL = {
 }
 
 
+@dataclass(slots=True)
 class _View:
     """Facts digested once: names, words, frameworks, Steam signs.
 
@@ -445,17 +419,13 @@ class _View:
     ``frameworks``: framework -> the library that showed it.
     """
 
-    __slots__ = ("f", "names", "lower", "python", "target", "frameworks", "signals")
-
-    def __init__(self, f: ProcessFacts, names: list[str], lower: set[str], python: bool,
-                 target: tuple[str, str, int] | None, frameworks: dict[str, str], signals: list[str]) -> None:
-        self.f = f
-        self.names = names
-        self.lower = lower
-        self.python = python
-        self.target = target
-        self.frameworks = frameworks
-        self.signals = signals
+    f: ProcessFacts
+    names: list[str]
+    lower: set[str]
+    python: bool
+    target: tuple[str, str, int] | None
+    frameworks: dict[str, str]
+    signals: list[str]
 
     @property
     def args(self) -> list[str]:
@@ -515,13 +485,13 @@ def _view(f: ProcessFacts) -> _View:
 # ---------------------------------------------------------------- Steam
 
 # Steam's own tools live under steamapps/common too; they are not games.
-TOOL_DIRS = LazyPattern(
+TOOL_DIRS = re.compile(
     r"^(proton[ -].*|proton|steamlinuxruntime.*|steam linux runtime.*|steamworks shared|"
     r"steamvr|steam controller configs)$",
     re.IGNORECASE,
 )
 
-_COMMON = LazyPattern(r"(?:^|/)steamapps/common/([^/]+)", re.IGNORECASE, needles=("steamapps/common/",))
+_COMMON = re.compile(r"(?:^|/)steamapps/common/([^/]+)", re.IGNORECASE)
 
 
 def common_dir(path: str | None) -> str | None:
@@ -739,7 +709,7 @@ def _training(v: _View) -> tuple[list[str], list[str]]:
         subcommands.discard("launch")
     if subcommands:
         strong.append(f"subcommand {', '.join(sorted(subcommands))!r}")
-    opts = [a.split("=")[0] for a in argv if a[:1] == "-" and _named_option(a, TRAIN_OPTIONS, True)]
+    opts = [a.split("=")[0] for a in argv if _TRAIN_OPTION.match(a)]
     if opts:
         strong.append(f"training options {', '.join(opts)}")
     for key in ("TORCHELASTIC_RUN_ID", "LOCAL_RANK"):
@@ -771,7 +741,7 @@ def _serving(v: _View) -> tuple[list[str], list[str]]:
     servers = _words(*argv[:3]) & {"uvicorn", "gunicorn", "hypercorn", "gradio", "streamlit", "fastapi", "flask"}
     if servers:
         strong.append(f"runs under {', '.join(sorted(servers))}")
-    opts = [a.split("=")[0] for a in argv if a[:2] == "--" and _named_option(a, SERVE_OPTIONS, False)]
+    opts = [a.split("=")[0] for a in argv if _SERVE_OPTION.match(a)]
     if opts:
         strong.append(f"listens ({', '.join(opts)})")
     rest = (_words(*argv[1:]) - own) & SERVE_WORDS

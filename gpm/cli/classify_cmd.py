@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Iterator
 
 import click
@@ -39,8 +40,6 @@ def classify(app: AppContext, input_file, steam_paths: tuple[str, ...], explain:
     Exit codes: 0 ok; 1 a line is not a JSON object of the right shape
     (the message names the line); 2 usage or config error.
     """
-    from pathlib import Path
-
     from gpm.classify.facts import ProcessFacts
     from gpm.classify.rules import Context
     from gpm.classify.steam import SteamLibrary

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import sys
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -12,17 +14,16 @@ import click
 from gpm.config import Config, load_config
 
 
+@dataclass(eq=False)
 class AppContext:
     """The root group's options, and the configuration they lead to (loaded once)."""
 
-    def __init__(self, config_path: str | None = None, db_path: str | None = None, db_source: str | None = None,
-                 verbose: int = 0, quiet: bool = False) -> None:
-        self.config_path = config_path
-        self.db_path = db_path
-        self.db_source = db_source
-        self.verbose = verbose
-        self.quiet = quiet
-        self._config: Config | None = None
+    config_path: str | None = None
+    db_path: str | None = None
+    db_source: str | None = None
+    verbose: int = 0
+    quiet: bool = False
+    _config: Config | None = field(default=None, init=False, repr=False)
 
     def config(self, overrides: dict[str, tuple[Any, str]] | None = None) -> Config:
         """The effective configuration, flags applied (loaded once)."""
@@ -44,11 +45,7 @@ class AppContext:
     def set_output(self, verbose: int, quiet: bool) -> None:
         """Apply -v/-q, given before or after the subcommand: logging level on stderr."""
         self.verbose, self.quiet = verbose, quiet
-        if verbose or quiet:
-            # Only then: importing logging costs ~9 ms of every cron run otherwise,
-            # and without configuration Python already prints warnings to stderr.
-            import logging
-
+        if verbose or quiet:  # without configuration Python already prints warnings to stderr
             level = logging.ERROR if quiet else (logging.INFO if verbose == 1 else logging.DEBUG)
             logging.basicConfig(level=level, format="gpm: %(message)s", stream=sys.stderr, force=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 import sys
 from pathlib import Path
@@ -99,8 +100,6 @@ def _check_table(table: str, known: set[str], db_path) -> None:
     """A usage error naming the closest known table (``-t gpu_metric``: did you
     mean 'gpu_metrics'?), or all of them (#13.10). With no database to list,
     only a close match to a time-series table is said; the caller goes on."""
-    import difflib
-
     if table in known:
         return
     close = difflib.get_close_matches(table, sorted(known), n=1, cutoff=0.6)

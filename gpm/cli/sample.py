@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import sqlite3
 import sys
 import time
 
@@ -59,8 +61,6 @@ def _reduce_closed_hours(app: AppContext, conn, cfg) -> None:
     """Keep `gpm report`'s hourly reductions current: one indexed query
     unless an hour closed since the last run (then that hour's rows, a few
     hundred under cron, are reduced). A failure here never fails the sample."""
-    import sqlite3
-
     from gpm.gpu.model import now_ms
     from gpm.store.reductions import refresh
 
@@ -135,8 +135,6 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
                         if not s.ok:
                             click.echo(f"gpm: {s.failure()}", err=True)
                 if as_json:
-                    import json
-
                     out = sys.stdout
                     for s in samples:
                         out.write(json.dumps(s.to_json(sampler.host)) + "\n")

@@ -8,10 +8,11 @@ sensor" are different facts.
 
 from __future__ import annotations
 
+import time
+from dataclasses import KW_ONLY, dataclass, field
 from datetime import datetime, timezone
 
 from gpm.humanize import visible
-from gpm.plain import Plain
 
 # NVML's clock event ("throttle") reason bits, named as nvidia-smi names them
 # (without the clocks_event_reason_ prefix). Storage keeps the bitmask; JSON
@@ -43,35 +44,23 @@ def throttle_mask(names: list[str]) -> int:
     return mask
 
 
-# GpuSample's fields after (ts_ms, index, source, status), in its order:
-# every reading is None unless the backend filled it.
-_READINGS = (
-    "uuid", "name", "pci_bus_id", "serial", "driver_version", "cuda_version",
-    "utilization_gpu_percent", "utilization_memory_percent", "memory_used_bytes", "memory_total_bytes",
-    "temperature_celsius", "power_watts", "power_limit_watts", "energy_joules", "sm_clock_mhz",
-    "memory_clock_mhz", "fan_percent", "pstate", "throttle_reasons",
-)
-_SAMPLE_FIELDS = ("ts_ms", "index", "source", "status") + _READINGS
-
-
-class ProcessDetails(Plain):
+@dataclass(slots=True)
+class ProcessDetails:
     """What classification learnt about a process that storage keeps.
 
     ``cmdline`` is already redacted (or None when ``[classify] store_cmdline``
     is off), so nothing secret reaches a saver.
     """
 
-    __slots__ = ("user", "exe", "cmdline", "start_time_ms")
-
-    def __init__(self, *, user: str | None = None, exe: str | None = None, cmdline: list[str] | None = None,
-                 start_time_ms: int | None = None) -> None:
-        self.user = user
-        self.exe = exe
-        self.cmdline = cmdline
-        self.start_time_ms = start_time_ms
+    _: KW_ONLY
+    user: str | None = None
+    exe: str | None = None
+    cmdline: list[str] | None = None
+    start_time_ms: int | None = None
 
 
-class GpuProcess(Plain):
+@dataclass(slots=True)
+class GpuProcess:
     """A process holding a context on a GPU, as the driver reports it.
 
     ``type`` is "compute", "graphics" or "compute+graphics" (a process in
@@ -79,22 +68,16 @@ class GpuProcess(Plain):
     filled by classification (gpm.classify); None until then.
     """
 
-    __slots__ = ("pid", "used_memory_bytes", "type", "sm_utilization_percent", "name", "category", "label",
-                 "reason", "details")
-
-    def __init__(self, pid: int, *, used_memory_bytes: int | None = None, type: str = "compute",
-                 sm_utilization_percent: int | None = None, name: str | None = None, category: str | None = None,
-                 label: str | None = None, reason: str | None = None,
-                 details: ProcessDetails | None = None) -> None:
-        self.pid = pid
-        self.used_memory_bytes = used_memory_bytes
-        self.type = type
-        self.sm_utilization_percent = sm_utilization_percent
-        self.name = name
-        self.category = category
-        self.label = label
-        self.reason = reason
-        self.details = details
+    pid: int
+    _: KW_ONLY
+    used_memory_bytes: int | None = None
+    type: str = "compute"
+    sm_utilization_percent: int | None = None
+    name: str | None = None
+    category: str | None = None
+    label: str | None = None
+    reason: str | None = None
+    details: ProcessDetails | None = None
 
     def to_json(self) -> dict:
         return {
@@ -108,47 +91,36 @@ class GpuProcess(Plain):
         }
 
 
-class GpuSample(Plain):
-    """One GPU at one moment. Units are in the field names."""
+@dataclass(slots=True)
+class GpuSample:
+    """One GPU at one moment. Units are in the field names; a reading the
+    backend did not fill is None."""
 
     ts_ms: int  # Unix time, milliseconds, UTC
     index: int
     source: str  # "nvml" or "nvidia-smi"
-    status: str  # "ok" or a short failure reason ("gpu_is_lost", ...)
-    uuid: str | None
-    name: str | None
-    pci_bus_id: str | None
-    serial: str | None
-    driver_version: str | None
-    cuda_version: str | None
-    utilization_gpu_percent: int | None
-    utilization_memory_percent: int | None
-    memory_used_bytes: int | None
-    memory_total_bytes: int | None
-    temperature_celsius: int | None
-    power_watts: float | None
-    power_limit_watts: float | None
-    energy_joules: float | None  # driver's counter since it loaded
-    sm_clock_mhz: int | None
-    memory_clock_mhz: int | None
-    fan_percent: int | None
-    pstate: int | None  # 0 for P0 ... 15 for P15
-    throttle_reasons: int | None  # bitmask of THROTTLE_REASONS
-    processes: list[GpuProcess]
-
-    __slots__ = _SAMPLE_FIELDS + ("processes",)
-
-    def __init__(self, ts_ms: int, index: int, source: str, *, status: str = "ok",
-                 processes: list[GpuProcess] | None = None, **readings: object) -> None:
-        self.ts_ms = ts_ms
-        self.index = index
-        self.source = source
-        self.status = status
-        self.processes = [] if processes is None else processes
-        for name in _READINGS:
-            setattr(self, name, readings.pop(name, None))
-        if readings:
-            raise TypeError(f"GpuSample() got unexpected keyword arguments: {', '.join(sorted(readings))}")
+    _: KW_ONLY
+    status: str = "ok"  # or a short failure reason ("gpu_is_lost", ...)
+    uuid: str | None = None
+    name: str | None = None
+    pci_bus_id: str | None = None
+    serial: str | None = None
+    driver_version: str | None = None
+    cuda_version: str | None = None
+    utilization_gpu_percent: int | None = None
+    utilization_memory_percent: int | None = None
+    memory_used_bytes: int | None = None
+    memory_total_bytes: int | None = None
+    temperature_celsius: int | None = None
+    power_watts: float | None = None
+    power_limit_watts: float | None = None
+    energy_joules: float | None = None  # driver's counter since it loaded
+    sm_clock_mhz: int | None = None
+    memory_clock_mhz: int | None = None
+    fan_percent: int | None = None
+    pstate: int | None = None  # 0 for P0 ... 15 for P15
+    throttle_reasons: int | None = None  # bitmask of THROTTLE_REASONS
+    processes: list[GpuProcess] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -196,6 +168,4 @@ class GpuSample(Plain):
 
 
 def now_ms() -> int:
-    import time
-
     return time.time_ns() // 1_000_000

@@ -13,12 +13,12 @@ Design, after gpustat and nvitop:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 
 import pynvml
 
 from gpm.errors import NoBackendError
 from gpm.gpu.model import GpuProcess, GpuSample, now_ms
-from gpm.plain import Plain
 
 # Errors that mean "this field is not available here": the field becomes None.
 _FIELD_UNAVAILABLE = {
@@ -88,22 +88,19 @@ def _text(value) -> str | None:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
-class _Static(Plain):
+@dataclass
+class _Static:
     """What is read once per GPU when NVML opens."""
 
-    __slots__ = ("handle", "index", "uuid", "name", "pci_bus_id", "serial", "failed", "last_process_ts",
-                 "reopen")
-
-    def __init__(self, handle: object, index: int, failed: str | None = None) -> None:
-        self.handle = handle
-        self.index = index
-        self.failed = failed  # reason, when the GPU could not even be opened
-        self.uuid: str | None = None
-        self.name: str | None = None
-        self.pci_bus_id: str | None = None
-        self.serial: str | None = None
-        self.last_process_ts = 0  # for nvmlDeviceGetProcessUtilization
-        self.reopen = False  # failed at its last read: get a fresh handle first
+    handle: object
+    index: int
+    failed: str | None = None  # reason, when the GPU could not even be opened
+    uuid: str | None = None
+    name: str | None = None
+    pci_bus_id: str | None = None
+    serial: str | None = None
+    last_process_ts: int = 0  # for nvmlDeviceGetProcessUtilization
+    reopen: bool = False  # failed at its last read: get a fresh handle first
 
 
 class NvmlReader:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import importlib
 import os
 import sqlite3
 from typing import Iterator
@@ -27,34 +26,24 @@ from gpm.errors import (
     EXIT_CANTCREAT, EXIT_DB_CORRUPT, EXIT_IOERR, EXIT_LOCKED, EXIT_NOPERM, DatabaseError, GpmError,
 )
 from gpm.paths import ensure_private_dir
+from gpm.store import schema_archive, schema_classify, schema_core, schema_llm, schema_report
 
 BUSY_TIMEOUT_SECS = 30.0
+
+# The WAL grows with the largest transaction since the last checkpoint and was
+# never given back: after a bulk insert it stayed 284 MB beside a 282 MB
+# database (#14.4). SQLite truncates it to this size when it restarts it.
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 
 # Each module holds one migration set: ``SET_NAME`` and ``MIGRATIONS``, a list
 # of (name, function(sqlite_utils.Database)) applied in order. Keeping feature
 # tables in their own sets lets them grow independently; the order of this
 # list is the order sets are applied on a new database.
-SCHEMA_MODULES = [
-    "gpm.store.schema_core",
-    "gpm.store.schema_classify",
-    "gpm.store.schema_llm",
-    "gpm.store.schema_report",
-    "gpm.store.schema_archive",
-]
+SCHEMA_MODULES = [schema_core, schema_classify, schema_llm, schema_report, schema_archive]
 
-# How many migrations SCHEMA_MODULES hold together (a test keeps it true). A
-# database that has recorded exactly this many is up to date, which one COUNT
-# tells without importing the five schema modules on every cron run; any other
-# count gets the full check.
-MIGRATION_COUNT = 10
-
-
-def _migration_sets() -> list[tuple[str, list]]:
-    sets = []
-    for module_name in SCHEMA_MODULES:
-        module = importlib.import_module(module_name)
-        sets.append((module.SET_NAME, module.MIGRATIONS))
-    return sets
+# A database that has recorded exactly this many migrations is up to date:
+# one COUNT tells it on every cron run; any other count gets the full check.
+MIGRATION_COUNT = sum(len(module.MIGRATIONS) for module in SCHEMA_MODULES)
 
 
 def _pending(conn: sqlite3.Connection) -> bool:
@@ -65,11 +54,7 @@ def _pending(conn: sqlite3.Connection) -> bool:
         applied = set(conn.execute("SELECT migration_set, name FROM _sqlite_migrations").fetchall())
     except sqlite3.OperationalError:
         return True
-    for set_name, steps in _migration_sets():
-        for name, _fn in steps:
-            if (set_name, name) not in applied:
-                return True
-    return False
+    return any((module.SET_NAME, name) not in applied for module in SCHEMA_MODULES for name, _fn in module.MIGRATIONS)
 
 
 def migrate(conn: sqlite3.Connection) -> None:
@@ -88,9 +73,9 @@ def migrate(conn: sqlite3.Connection) -> None:
         conn.execute("COMMIT")
     if not still_pending:
         return
-    for set_name, steps in _migration_sets():
-        migrations = sqlite_utils.Migrations(set_name)
-        for name, fn in steps:
+    for module in SCHEMA_MODULES:
+        migrations = sqlite_utils.Migrations(module.SET_NAME)
+        for name, fn in module.MIGRATIONS:
             migrations(name=name)(fn)
         migrations.apply(db)
 
@@ -124,6 +109,7 @@ def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Conne
             conn.execute("PRAGMA journal_mode = DELETE")
         else:
             _keep_wal_on_close(conn, path)
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
     conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECS * 1000)}")
     # WAL + NORMAL: a commit survives a crash of gpm; a power cut may lose the
     # last transactions but never corrupts the file.
@@ -191,7 +177,10 @@ def _keep_wal_on_close(conn: sqlite3.Connection, path: str) -> None:
     program's last close. No data is less safe: WAL with synchronous=NORMAL.
     Python 3.12+ says so directly (``SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE``); before
     that, a read-only companion connection that holds the database's shared
-    lock and closes last has the same effect.
+    lock and closes last has the same effect. Kept for #14.4 after a try
+    without it: a checkpoint at each close cost ~4-6 ms here, but a daemon
+    could then not start on a full disk (no room for a new -wal and -shm), and
+    opening a corrupt database wrote into it (tests/faults/test_store_faults.py).
     """
     if hasattr(conn, "setconfig"):  # Python 3.12+
         conn.setconfig(sqlite3.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, True)

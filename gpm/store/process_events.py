@@ -8,6 +8,8 @@ left alone.
 
 from __future__ import annotations
 
+import json
+import logging
 import sqlite3
 
 from gpm.gpu.model import GpuProcess, GpuSample
@@ -81,8 +83,6 @@ def _save_guarded(conn: sqlite3.Connection, gpu_id: int, ts_ms: int, p: GpuProce
     try:
         _save_one(conn, gpu_id, ts_ms, p, seconds, joules)
     except _BAD_VALUE as err:
-        import logging  # rare: a cold `gpm sample` does not load it
-
         logging.getLogger(__name__).warning(
             "process %s on GPU row %s: details not storable (%s: %s); stored without them",
             p.pid, gpu_id, type(err).__name__, err)
@@ -106,8 +106,6 @@ def _save_one(conn: sqlite3.Connection, gpu_id: int, ts_ms: int, p: GpuProcess,
     memory = p.used_memory_bytes
     category = p.category or "general_compute"
     if row is None:
-        import json  # only here: a cron run that meets no new process need not load it
-
         conn.execute(
             """INSERT INTO process_events (gpu_id, pid, start_time_ms, name, exe, cmdline, user,
                category, label, reason, first_seen_ms, last_seen_ms, samples, gpu_seconds,

@@ -11,6 +11,7 @@ import contextlib
 import os
 import sqlite3
 from typing import Iterable, Iterator
+from urllib.parse import quote
 
 from gpm.gpu.model import GpuSample
 from gpm.store.db import write
@@ -131,8 +132,6 @@ class GpuIds:
 def recall_identities(db_file: str, host: str, samples: Iterable[GpuSample]) -> None:
     """``recall_identity`` for a command that stores nothing (`gpm ps`): the
     database is only read, and one that cannot be read costs only the names."""
-    from urllib.parse import quote  # not on the cron path
-
     failed = [s for s in samples if not s.ok]
     if not failed or not os.path.exists(db_file):
         return

@@ -14,8 +14,11 @@ because PID labels churn and grow the TSDB without bound.
 
 from __future__ import annotations
 
+import os
 import platform
 import sys
+import tempfile
+from pathlib import Path
 from typing import Iterable, Iterator
 
 from prometheus_client.core import (
@@ -265,10 +268,6 @@ def write_textfile(path, snap: Snapshot, *, per_process: bool = False) -> None:
     A temp file in the same folder, then ``os.replace``: node_exporter never
     reads a half-written file.
     """
-    import os
-    import tempfile
-    from pathlib import Path
-
     target = Path(path)
     data = exposition(snap, per_process=per_process)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")

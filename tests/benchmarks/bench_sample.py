@@ -1,13 +1,12 @@
 """How much does `gpm sample` cost? Run: python tests/benchmarks/bench_sample.py [--runs N]
 
-Compares, as medians over interleaved runs on the fake NVML with 8 GPUs and
-16 real processes (two a GPU):
+Compares, as medians over interleaved runs on the fake NVML with 8 GPUs and 16 processes:
 - a cold `gpm sample` (new process, stored to SQLite) against the floor, a bare
-  Python script that imports pynvml and reads the same fields of the same GPUs
-  as gpm's NVML reader does (driver and CUDA version, identity, PCI info and
-  serial, every reading, both process lists, per-process utilization), reads
-  each process's name and command line through psutil, and commits a row per
-  GPU and per process with sqlite3 (target: within 2x the floor, #14);
+  Python script that reads the same fields of the same GPUs as gpm's NVML
+  reader does (driver and CUDA version, identity, PCI info and serial, every
+  reading, both process lists, per-process utilization), each process's name
+  and command line through psutil, and commits the rows with sqlite3
+  (target: within 2x the floor; issue #14);
 - `gpustat --json` on the same fake, for reference (it sleeps 0.1 s per GPU);
 - `gpm --help` (target: under 100 ms);
 - in-process CPU per GPU sample, excluding NVML's own time (target < 0.5 ms).
@@ -30,7 +29,7 @@ sys.path.insert(0, str(REPO))
 from tests.fakes.nvml import FakeNvml, FakeProcess, Scenario, build_fake_nvml  # noqa: E402
 
 FLOOR = r"""
-import sqlite3, sys
+import sqlite3, sys, time
 import psutil, pynvml
 def f(fn, *a):
     try:
@@ -39,35 +38,35 @@ def f(fn, *a):
         return None
 pynvml.nvmlInit()
 f(pynvml.nvmlSystemGetDriverVersion); f(pynvml.nvmlSystemGetCudaDriverVersion)
-gpus, procs = [], []
+ts = time.time_ns() // 1_000_000
+rows = []
 for i in range(pynvml.nvmlDeviceGetCount()):
     h = pynvml.nvmlDeviceGetHandleByIndex(i)
     f(pynvml.nvmlDeviceGetUUID, h); f(pynvml.nvmlDeviceGetName, h)
     f(pynvml.nvmlDeviceGetPciInfo, h); f(pynvml.nvmlDeviceGetSerial, h)
-    f(pynvml.nvmlDeviceGetUtilizationRates, h); f(pynvml.nvmlDeviceGetMemoryInfo, h)
-    f(pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU)
-    f(pynvml.nvmlDeviceGetPowerUsage, h); f(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
+    util = f(pynvml.nvmlDeviceGetUtilizationRates, h); mem = f(pynvml.nvmlDeviceGetMemoryInfo, h)
+    temp = f(pynvml.nvmlDeviceGetTemperature, h, pynvml.NVML_TEMPERATURE_GPU)
+    power = f(pynvml.nvmlDeviceGetPowerUsage, h); f(pynvml.nvmlDeviceGetEnforcedPowerLimit, h)
     f(pynvml.nvmlDeviceGetTotalEnergyConsumption, h)
     f(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_SM); f(pynvml.nvmlDeviceGetClockInfo, h, pynvml.NVML_CLOCK_MEM)
     f(pynvml.nvmlDeviceGetFanSpeed, h); f(pynvml.nvmlDeviceGetPerformanceState, h)
     f(pynvml.nvmlDeviceGetCurrentClocksEventReasons, h)
-    running = (f(pynvml.nvmlDeviceGetComputeRunningProcesses, h) or []) + (
-        f(pynvml.nvmlDeviceGetGraphicsRunningProcesses, h) or [])
+    procs = (f(pynvml.nvmlDeviceGetComputeRunningProcesses, h) or []) + \
+        (f(pynvml.nvmlDeviceGetGraphicsRunningProcesses, h) or [])
     f(pynvml.nvmlDeviceGetProcessUtilization, h, 0)
-    gpus.append((i, str(f(pynvml.nvmlDeviceGetUUID, h)), getattr(f(pynvml.nvmlDeviceGetMemoryInfo, h), "used", None)))
-    for p in running:
+    for p in procs:
         try:
             proc = psutil.Process(p.pid)
-            procs.append((i, p.pid, proc.name(), " ".join(proc.cmdline())))
+            proc.name(); proc.cmdline()
         except psutil.Error:
-            procs.append((i, p.pid, None, None))
+            pass
+    rows.append((ts, i, util and util.gpu, mem and mem.used, temp, power))
 pynvml.nvmlShutdown()
 db = sqlite3.connect(sys.argv[1])
-db.execute("CREATE TABLE IF NOT EXISTS g (gpu INTEGER, uuid TEXT, used INTEGER)")
-db.execute("CREATE TABLE IF NOT EXISTS p (gpu INTEGER, pid INTEGER, name TEXT, cmdline TEXT)")
+db.execute("PRAGMA journal_mode = WAL")
+db.execute("CREATE TABLE IF NOT EXISTS m (ts_ms, gpu, util, mem, temp, power_mw, PRIMARY KEY (ts_ms, gpu))")
 with db:
-    db.executemany("INSERT INTO g VALUES (?, ?, ?)", gpus)
-    db.executemany("INSERT INTO p VALUES (?, ?, ?, ?)", procs)
+    db.executemany("INSERT OR REPLACE INTO m VALUES (?, ?, ?, ?, ?, ?)", rows)
 db.close()
 """
 
@@ -75,17 +74,18 @@ db.close()
 ENTRY = "import sys; from gpm.cli import main; sys.exit(main())"
 
 
-def scenario(pids: list[int]) -> Scenario:
-    """8 GPUs, two of ``pids`` on each."""
+def scenario() -> Scenario:
     s = Scenario.many(8)
-    for i, gpu in enumerate(s.gpus):
-        gpu.processes = [FakeProcess(pid=pid, used_memory=512 << 20) for pid in pids[2 * i:2 * i + 2]]
+    me, parent = os.getpid(), os.getppid()  # 16 processes that /proc can show
+    for gpu in s.gpus:
+        gpu.processes = [FakeProcess(pid=me, used_memory=512 << 20), FakeProcess(pid=parent, used_memory=256 << 20)]
     return s
 
 
 def wall(cmd: list[str], env: dict) -> float:
     start = time.perf_counter()
-    subprocess.run(cmd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # From the checkout: `python -c` looks in the current folder first, where another gpm may be.
+    subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - start
 
 
@@ -141,43 +141,37 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=15)
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gpm-bench-"))
-    children = [subprocess.Popen(["sleep", "3600"]) for _ in range(16)]
-    try:
-        fake = FakeNvml(build_fake_nvml(), tmp / "scenario.txt", scenario([c.pid for c in children]))
-        env = fake.env()
-        env["PYTHONPATH"] = str(REPO)
-        # Installed packages have their bytecode compiled; so must the checkout.
-        env.pop("PYTHONDONTWRITEBYTECODE", None)
-        env["HOME"] = str(tmp)
-        env["XDG_DATA_HOME"] = str(tmp / "data")
-        env["XDG_CONFIG_HOME"] = str(tmp / "config")
-        py = sys.executable
-        commands = {
-            "floor (pynvml+psutil+sqlite3)": [py, "-c", FLOOR, str(tmp / "floor.db")],
-            # What the `gpm` console script that pip installs runs:
-            "gpm sample (cold, stored)": [py, "-c", ENTRY, "--db", str(tmp / "gpm.db"), "sample"],
-            "gpustat --json": [py, "-m", "gpustat", "--json"],
-            "gpm --help": [py, "-c", ENTRY, "--help"],
-        }
-        for cmd in commands.values():  # warm the page cache and the database
-            wall(cmd, env)
-        times: dict[str, list[float]] = {name: [] for name in commands}
-        for _ in range(args.runs):
-            for name, cmd in commands.items():  # interleaved, so drift hits all alike
-                times[name].append(wall(cmd, env))
-        med = {name: statistics.median(v) * 1000 for name, v in times.items()}
-        floor = med["floor (pynvml+psutil+sqlite3)"]
-        print(f"median wall time over {args.runs} interleaved runs, 8 fake GPUs, 16 processes:")
-        for name, ms in med.items():
-            print(f"  {name:<30} {ms:7.1f} ms   {ms / floor:5.2f}x floor")
-        gpm_cpu, nvml_cpu = in_process_cost(env)
-        print(f"in-process CPU per GPU sample: gpm {gpm_cpu:.3f} ms, bare NVML reads {nvml_cpu:.3f} ms, "
-              f"gpm's own cost {gpm_cpu - nvml_cpu:.3f} ms (target < 0.5 ms)")
+    fake = FakeNvml(build_fake_nvml(), tmp / "scenario.txt", scenario())
+    env = fake.env()
+    env["PYTHONPATH"] = str(REPO)
+    # Installed packages have their bytecode compiled; so must the checkout.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["HOME"] = str(tmp)
+    env["XDG_DATA_HOME"] = str(tmp / "data")
+    env["XDG_CONFIG_HOME"] = str(tmp / "config")
+    py = sys.executable
+    commands = {
+        "floor (pynvml, psutil, sqlite3)": [py, "-c", FLOOR, str(tmp / "floor.db")],
+        # What the `gpm` console script that pip installs runs:
+        "gpm sample (cold, stored)": [py, "-c", ENTRY, "--db", str(tmp / "gpm.db"), "sample"],
+        "gpustat --json": [py, "-m", "gpustat", "--json"],
+        "gpm --help": [py, "-c", ENTRY, "--help"],
+    }
+    for cmd in commands.values():  # warm the page cache and the database
+        wall(cmd, env)
+    times: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(args.runs):
+        for name, cmd in commands.items():  # interleaved, so drift hits all alike
+            times[name].append(wall(cmd, env))
+    med = {name: statistics.median(v) * 1000 for name, v in times.items()}
+    floor = med["floor (pynvml, psutil, sqlite3)"]
+    print(f"median wall time over {args.runs} interleaved runs, 8 fake GPUs:")
+    for name, ms in med.items():
+        print(f"  {name:<30} {ms:7.1f} ms   {ms / floor:5.2f}x floor")
+    gpm_cpu, nvml_cpu = in_process_cost(env)
+    print(f"in-process CPU per GPU sample: gpm {gpm_cpu:.3f} ms, bare NVML reads {nvml_cpu:.3f} ms, "
+          f"gpm's own cost {gpm_cpu - nvml_cpu:.3f} ms (target < 0.5 ms)")
 
-    finally:
-        for child in children:
-            child.kill()
-            child.wait()
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,63 @@
+"""One-way layering (#14.6): the library never imports the command line.
+
+gpu, classify, llm -> store -> report, telemetry -> daemon -> cli. A library
+module that imports ``gpm.cli`` pulls Click and every command's options into
+scripts that only want the library, and hides a cycle. Imports inside
+functions count too: they are where such cycles used to hide.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# The command line itself, and what generates its man pages and completions.
+CLI_SIDE = ("gpm/cli/", "gpm/devtools/", "gpm/__main__.py")
+# Files another engineer is rewriting now (issue #14); each leaves gpm.cli in that work.
+ALLOWED = {
+    "gpm/report/render.py",  # gpm.cli.units.fmt_bytes: the report rework moves it to gpm.humanize
+}
+
+
+def cli_imports(source: str) -> list[tuple[int, str]]:
+    """(line, module) of every import of gpm.cli in ``source``, at any depth."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            names = [node.args[0].value]
+        else:
+            continue
+        found += [(node.lineno, name) for name in names if name == "gpm.cli" or name.startswith("gpm.cli.")][:1]
+    return sorted(found)
+
+
+def test_the_checker_sees_imports_at_any_depth():
+    source = ("import os\nfrom gpm import humanize\n"
+              "def f():\n    from gpm.cli import COMMANDS\n"
+              "class C:\n    def g(self):\n        import gpm.cli.units\n"
+              "def h():\n    from gpm import cli\n"
+              "def i():\n    return importlib.import_module('gpm.cli.sample')\n")
+    assert cli_imports(source) == [(4, "gpm.cli"), (7, "gpm.cli.units"), (9, "gpm.cli"), (11, "gpm.cli.sample")]
+
+
+def test_no_library_module_imports_the_cli():
+    offenders = []
+    for path in sorted((REPO / "gpm").rglob("*.py")):
+        rel = path.relative_to(REPO).as_posix()
+        if rel.startswith(CLI_SIDE) or rel in ALLOWED:
+            continue
+        offenders += [f"{rel}:{line} imports {name}" for line, name in cli_imports(path.read_text())]
+    assert offenders == [], "move what the library needs out of gpm.cli:\n" + "\n".join(offenders)
+
+
+def test_the_allow_list_holds_only_files_that_still_need_it():
+    """When the report rework lands, its entry must go: the list cannot outlive its reason."""
+    for rel in ALLOWED:
+        assert cli_imports((REPO / rel).read_text()), f"{rel} no longer imports gpm.cli: remove it from ALLOWED"
