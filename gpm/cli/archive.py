@@ -96,7 +96,7 @@ def _dry_run(app: AppContext, rows, cutoff: int) -> None:
 
 
 def _summary(app: AppContext, result, archive_dir) -> None:
-    from gpm.cli.units import fmt_bytes
+    from gpm.humanize import fmt_bytes
 
     for table in result.tables.values():
         if table.rows:
