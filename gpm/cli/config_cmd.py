@@ -105,7 +105,7 @@ def init(app: AppContext, force: bool, target: str | None, to_stdout: bool) -> N
     """Write a commented example configuration (never overwrites without --force)."""
     from gpm import paths
     from gpm.config import example_toml
-    from gpm.report.output import write_atomic
+    from gpm.outfile import write_atomic
 
     text = example_toml()
     if to_stdout:

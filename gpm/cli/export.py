@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 import sys
 from pathlib import Path
 
@@ -11,8 +10,7 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import time_range_options
-from gpm.errors import GpmError
-from gpm.report.output import check_output
+from gpm.outfile import check_output, replacing
 from gpm.store.db import utils_db
 
 FORMATS = ("csv", "parquet", "jsonl")
@@ -78,12 +76,8 @@ def export(app: AppContext, table: str, since: int | None, until: int | None, fm
     if output is None:
         _write(frame, fmt, sys.stdout.buffer)  # a closed pipe is main()'s to handle
         return
-    try:
-        with open(output, "wb") as sink:
-            _write(frame, fmt, sink)
-    except OSError as err:
-        reason = err.strerror or re.sub(r"\s*\(os error \d+\).*", "", str(err))
-        raise GpmError(f"--output {output}: cannot write: {reason}") from None
+    with replacing(output) as sink:  # whole or not at all: a full disk leaves no empty file
+        _write(frame, fmt, sink)
 
 
 def _write(frame, fmt: str, sink) -> None:

@@ -83,7 +83,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     from gpm.gpu.model import now_ms as clock
     from gpm.humanize import terminal_size
     from gpm.report import make_report
-    from gpm.report.output import check_output
+    from gpm.outfile import check_output
     from gpm.report.period import check_timezone, fill_week, resolve_period
     from gpm.report.render import render
 
@@ -147,7 +147,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
                 click.echo(text, nl=False)
             return
         from gpm.locks import exclusive_lock, lock_path
-        from gpm.report.output import write_atomic
+        from gpm.outfile import write_atomic
 
         # Another run writing a report gives up at once: the next timer run follows soon.
         with exclusive_lock(lock_path(db_path, "report"), job="report", wait_secs=0):

@@ -14,11 +14,8 @@ because PID labels churn and grow the TSDB without bound.
 
 from __future__ import annotations
 
-import os
 import platform
 import sys
-import tempfile
-from pathlib import Path
 from typing import Iterable, Iterator
 
 from prometheus_client.core import (
@@ -32,6 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gpm import __version__
 from gpm.gpu.model import THROTTLE_REASONS, GpuSample
+from gpm.outfile import replacing
 from gpm.telemetry.state import COLLECTORS, CollectorResult, MetricsState, Snapshot
 
 GPU_LABELS = ["gpu", "uuid"]
@@ -263,22 +261,7 @@ def exposition(snap: Snapshot, *, per_process: bool = False) -> bytes:
 
 
 def write_textfile(path, snap: Snapshot, *, per_process: bool = False) -> None:
-    """Write the exposition atomically, for node_exporter's textfile collector.
-
-    A temp file in the same folder, then ``os.replace``: node_exporter never
-    reads a half-written file.
-    """
-    target = Path(path)
-    data = exposition(snap, per_process=per_process)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write the exposition whole, for node_exporter's textfile collector: it
+    never reads a half-written file (``gpm.outfile.replacing``)."""
+    with replacing(path, mode=0o644) as sink:
+        sink.write(exposition(snap, per_process=per_process))
