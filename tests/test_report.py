@@ -449,8 +449,9 @@ def test_a_report_that_began_before_gpm_archive_committed_counts_every_row_once(
         conn.execute("BEGIN")
         assert conn.execute("SELECT count(*) FROM gpu_metrics").fetchone()[0] == 2160
         mover = open_db(week_db)
-        move(mover, archive, cutoff=MON + 30 * 24 * HOUR, own_host="lab", reclaim_space=False,
-             after_move=lambda c, folder, started: rollup_archived_days(c, folder, 5.0, created_since_ms=started))
+        started = int(time.time() * 1000)
+        move(mover, archive, cutoff=MON + 30 * 24 * HOUR, own_host="lab", reclaim_space=False)
+        rollup_archived_days(mover, archive, 5.0, created_since_ms=started)
         mover.close()
         assert sqlite3.connect(week_db).execute("SELECT count(*) FROM gpu_metrics").fetchone()[0] == 0
         assert len(list((archive / "gpu_reductions" / "host=lab").iterdir())) == 2
