@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from gpm.report.rollup import rollup_archived_days
-from gpm.store.archive import ArchiveResult, Progress
+from gpm.store.archive import ArchiveResult, Progress, reclaim
 from gpm.store.archive import archive as move_rows
 from gpm.store.reductions import refresh
 
@@ -31,10 +31,13 @@ def archive(conn: sqlite3.Connection, archive_dir: str | Path, *, cutoff: int, o
     """
     started_ms = time.time_ns() // 1_000_000  # the clock that stamps archive_files.created_ms
     refresh(conn, busy_threshold, now_ms=started_ms if now_ms is None else now_ms)
-    result = move_rows(conn, archive_dir, cutoff=cutoff, own_host=own_host, progress=progress)
+    result = move_rows(conn, archive_dir, cutoff=cutoff, own_host=own_host, progress=progress,
+                       reclaim_space=False)
     try:
         rollup_archived_days(conn, Path(archive_dir), busy_threshold, created_since_ms=started_ms)
     except Exception as err:  # noqa: BLE001 - the archive itself is done and durable
         result.warnings.append(f"report reductions of the archived days not stored ({err}); "
                                f"`gpm report` reads the rows")
+    # Last: the moved hours' rollup leaves SQLite with them, and its pages are given back too.
+    result.reclaim = reclaim(conn)
     return result
