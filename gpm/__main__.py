@@ -7,11 +7,13 @@ process ends by the signal, which the shell shows as exit 130. Hence the
 import inside ``run()``, after that switch.
 """
 
-import signal
+# The built-in _signal, not signal: importing signal.py (and enum behind it)
+# took long enough for a Ctrl-C to land inside it, as a traceback.
+from _signal import SIG_DFL, SIGINT, signal
 
 
 def run() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal(SIGINT, SIG_DFL)
     from gpm.cli import main
 
     main()
