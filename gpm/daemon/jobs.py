@@ -1,12 +1,12 @@
 """What the daemon runs: small adapters over the functions the subcommands call.
 
-``JOB_KINDS`` is the registration point. Each ``JobKind`` names a factory
-(``"module:function"``, imported only when the job is enabled, so a disabled
-feature costs nothing) called with a ``JobContext``, and returning a
-``PeriodicJob`` or ``ServiceJob`` (see ``gpm.daemon.scheduler``). Adding a
-feature to the daemon is one line here plus its factory::
+``JOB_KINDS`` is the registration point. Each ``JobKind`` holds a factory,
+a function called with a ``JobContext`` and returning a ``PeriodicJob`` or
+``ServiceJob`` (see ``gpm.daemon.scheduler``); a factory imports its
+feature's heavy packages only when it runs, so a disabled feature costs
+nothing. Adding a feature to the daemon is one line here plus its factory::
 
-    JobKind("archive", "gpm.daemon.jobs:archive_job",
+    JobKind("archive", archive_job,
             enabled_by="storage.enable_parquet_archival",
             interval_key="storage.archive_interval_secs",
             restart_keys=("storage.",))
@@ -19,7 +19,6 @@ rebuilds the job; flipping ``enabled_by`` starts or stops it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sqlite3
@@ -62,7 +61,7 @@ class JobContext:
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    factory: str  # "module:function" taking a JobContext, returning a Job
+    factory: Callable[[JobContext], Job]
     enabled_by: str | None = None
     interval_key: str | None = None
     restart_keys: tuple[str, ...] = ()
@@ -71,8 +70,7 @@ class JobKind:
         return True if self.enabled_by is None else bool(cfg[self.enabled_by])
 
     def build(self, ctx: JobContext) -> Job:
-        module_name, attr = self.factory.split(":")
-        return getattr(importlib.import_module(module_name), attr)(ctx)
+        return self.factory(ctx)
 
     def changed_keys(self, old: Config, new: Config) -> list[str]:
         """The restart keys whose value differs between two configurations."""
@@ -503,24 +501,24 @@ def otlp_job(ctx: JobContext) -> ServiceJob:
 
 
 JOB_KINDS: list[JobKind] = [
-    JobKind("sample", "gpm.daemon.jobs:sampling_job",
+    JobKind("sample", sampling_job,
             interval_key="service.poll_interval_secs",
             restart_keys=("gpu.", "classify.", "storage.db_path", "service.hostname")),
-    JobKind("archive", "gpm.daemon.jobs:archive_job", enabled_by="storage.enable_parquet_archival",
+    JobKind("archive", archive_job, enabled_by="storage.enable_parquet_archival",
             interval_key="storage.archive_interval_secs",
             restart_keys=("storage.db_path",)),
-    JobKind("reduce", "gpm.daemon.jobs:reduce_job", restart_keys=("storage.db_path", "report.busy_threshold_percent")),
-    JobKind("ollama-watch", "gpm.daemon.jobs:ollama_watch_job", enabled_by="ollama.enabled",
+    JobKind("reduce", reduce_job, restart_keys=("storage.db_path", "report.busy_threshold_percent")),
+    JobKind("ollama-watch", ollama_watch_job, enabled_by="ollama.enabled",
             interval_key="ollama.poll_interval_secs",
             restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),
-    JobKind("ollama-proxy", "gpm.daemon.jobs:ollama_proxy_job", enabled_by="ollama.enable_proxy",
+    JobKind("ollama-proxy", ollama_proxy_job, enabled_by="ollama.enable_proxy",
             restart_keys=("ollama.api_url", "ollama.proxy_listen", "ollama.store_prompts", "storage.db_path",
                           "service.hostname", "telemetry.enable_opentelemetry", "telemetry.otlp_endpoint",
                           "telemetry.otlp_protocol")),
-    JobKind("prometheus", "gpm.daemon.jobs:prometheus_job", enabled_by="telemetry.enable_prometheus",
+    JobKind("prometheus", prometheus_job, enabled_by="telemetry.enable_prometheus",
             restart_keys=("telemetry.metrics_listen", "telemetry.per_process", "storage.db_path",
                           "service.hostname")),
-    JobKind("otlp", "gpm.daemon.jobs:otlp_job", enabled_by="telemetry.enable_opentelemetry",
+    JobKind("otlp", otlp_job, enabled_by="telemetry.enable_opentelemetry",
             restart_keys=("telemetry.otlp_endpoint", "telemetry.otlp_protocol", "telemetry.export_interval_secs",
                           "service.hostname")),
 ]
