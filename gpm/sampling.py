@@ -13,7 +13,7 @@ from typing import Callable
 from gpm.config import Config
 from gpm.gpu.model import GpuSample
 from gpm.gpu.reader import GpuReader, open_reader
-from gpm.store.samples import GpuIds, _save
+from gpm.store.samples import GpuIds, save_in_transaction
 
 # enrich(samples, sampler) mutates samples in place (e.g. classify processes).
 Enricher = Callable[[list[GpuSample], "Sampler"], None]
@@ -84,7 +84,7 @@ class Sampler:
     def store(self, samples: list[GpuSample]) -> None:
         assert self.conn is not None
         with self._ids.transaction(self.conn):
-            gpu_ids = _save(self.conn, self.host, samples, self._ids)
+            gpu_ids = save_in_transaction(self.conn, self.host, samples, self._ids)
             for save in self.savers:
                 save(self.conn, self.host, samples, gpu_ids)
 

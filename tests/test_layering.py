@@ -59,3 +59,35 @@ def test_the_allow_list_holds_only_files_that_still_need_it():
     """When the report rework lands, its entry must go: the list cannot outlive its reason."""
     for rel in ALLOWED:
         assert cli_imports((REPO / rel).read_text()), f"{rel} no longer imports gpm.cli: remove it from ALLOWED"
+
+
+def gpm_modules() -> dict[str, Path]:
+    """Dotted name -> file of every module in gpm/."""
+    out = {}
+    for path in sorted((REPO / "gpm").rglob("*.py")):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        if parts[-1] == "__init__":
+            parts.pop()
+        out[".".join(parts)] = path
+    return out
+
+
+def private_imports(source: str, modules: set[str]) -> list[tuple[int, str]]:
+    """(line, module.name) of every ``from gpm... import _name`` in ``source``, at any depth."""
+    return [(node.lineno, f"{node.module}.{alias.name}") for node in ast.walk(ast.parse(source))
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in modules
+            for alias in node.names if alias.name.startswith("_") and not alias.name.startswith("__")]
+
+
+def test_the_private_name_checker_sees_them_at_any_depth():
+    source = "from gpm.store.samples import GpuIds, _save\ndef f():\n    from gpm.otlp import _quiet, __version__\n"
+    assert private_imports(source, {"gpm.store.samples", "gpm.otlp"}) == [(1, "gpm.store.samples._save"),
+                                                                           (3, "gpm.otlp._quiet")]
+
+
+def test_no_module_imports_another_modules_private_name():
+    """A name one module needs from another is part of its interface: public, with a docstring (#14.6)."""
+    modules = gpm_modules()
+    offenders = [f"{path.relative_to(REPO)}:{line} imports {name}" for path in modules.values()
+                 for line, name in private_imports(path.read_text(), set(modules))]
+    assert offenders == [], "make these names public (with a docstring) or move the code:\n" + "\n".join(offenders)
