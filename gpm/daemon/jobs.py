@@ -33,12 +33,18 @@ from gpm.config import Config
 from gpm.daemon.logs import job_logger
 from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
 from gpm.errors import EXIT_FAILURE, EXIT_LOCKED, GpmError, NoBackendError
-
-
-METRICS_STATE = "metrics_state"  # JobContext.shared key: the exporters' gpm.telemetry MetricsState
+from gpm.telemetry.llm import DbRequestFeed, LoadedModel
+from gpm.telemetry.state import MetricsState, collector_name
 
 
 ARCHIVE_FIRST_DELAY_SECS = 10.0  # let sampling settle, then archive what a restart left behind
+
+
+@dataclass
+class Shared:
+    """What jobs share for the daemon's whole life, owned by the daemon."""
+
+    metrics: MetricsState | None = None  # the exporters' state: the sampling job publishes into it
 
 
 @dataclass
@@ -46,16 +52,14 @@ class JobContext:
     """What a job factory gets: the configuration and a way to report state.
 
     ``set_status(job, text)`` feeds systemd's STATUS= line; ``mark_ready()``
-    tells the daemon sampling works (systemd READY=1); ``shared`` is one dict
-    for the daemon's whole life.
+    tells the daemon sampling works (systemd READY=1); ``shared`` is one
+    ``Shared`` for the daemon's whole life.
     """
 
     cfg: Config
     set_status: Callable[[str, str], None] = lambda job, text: None
     mark_ready: Callable[[], None] = lambda: None
-    # Objects jobs share, owned by the daemon (e.g. METRICS_STATE: the
-    # sampling job publishes into what the exporters serve).
-    shared: dict = field(default_factory=dict)
+    shared: Shared = field(default_factory=Shared)
 
 
 @dataclass(frozen=True)
@@ -118,7 +122,7 @@ class SamplingJob:
                 sampler.open()
             except NoBackendError as err:
                 retry = cfg["gpu.nvml_retry_secs"]
-                state = self.ctx.shared.get(METRICS_STATE)
+                state = self.ctx.shared.metrics
                 if state is not None:
                     state.forget_gpus()
                     state.publish_collector("nvml", False, 0.0, str(err))
@@ -138,10 +142,8 @@ class SamplingJob:
             # The backend opened but this read failed (nvidia-smi hung, failed
             # or printed garbage): a GPU fault, said once and retried at the
             # poll interval, not a job failure backed off for minutes (#12.3).
-            state = self.ctx.shared.get(METRICS_STATE)
+            state = self.ctx.shared.metrics
             if state is not None:
-                from gpm.telemetry.state import collector_name
-
                 state.forget_gpus()
                 state.publish_collector(collector_name(sampler.reader.source), False, 0.0, str(err))
             sampler.close()
@@ -160,7 +162,7 @@ class SamplingJob:
         if samples and self._store(samples):
             self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
                            samples[0].ts_ms)
-        state = self.ctx.shared.get(METRICS_STATE)
+        state = self.ctx.shared.metrics
         if state is not None:
             state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=time.perf_counter() - t0)
         self._report(samples, sampler.reader.source)
@@ -260,10 +262,8 @@ def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
     def run() -> None:
         t0 = time.perf_counter()
         result = watcher.poll()
-        state = ctx.shared.get(METRICS_STATE)
+        state = ctx.shared.metrics
         if state is not None:  # the exporters show what Ollama has loaded
-            from gpm.telemetry.llm import LoadedModel
-
             took = time.perf_counter() - t0
             if result.up:
                 state.publish_loaded_models(
@@ -437,11 +437,8 @@ def _metrics_state(ctx: JobContext):
     Between scrapes nothing polls: new proxied requests are read from the
     database when an exporter asks, at most every [telemetry] scrape_cache_secs.
     """
-    state = ctx.shared.get(METRICS_STATE)
+    state = ctx.shared.metrics
     if state is None:
-        from gpm.telemetry.llm import DbRequestFeed
-        from gpm.telemetry.state import MetricsState
-
         cfg = ctx.cfg
         state = MetricsState(cfg.hostname)
         feed = DbRequestFeed(cfg.db_path, state.llm)
@@ -460,7 +457,7 @@ def _metrics_state(ctx: JobContext):
                     job_logger("telemetry").warning("cannot read LLM requests: %s", err)
 
         state.refresher = refresh
-        ctx.shared[METRICS_STATE] = state
+        ctx.shared.metrics = state
     return state
 
 
