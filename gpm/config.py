@@ -23,14 +23,22 @@ from urllib.parse import urlsplit
 from gpm import paths
 from gpm.errors import ConfigError
 
+def validate_rules(value: Any, where: str) -> Any:
+    """``[classify] rules``' validator: ``gpm.classify.rules.validate_rules``."""
+    # Imported here: compiling the built-in rules costs 20-40 ms that `gpm --help` and an idle cron sample skip.
+    from gpm.classify.rules import validate_rules as validate
+
+    return validate(value, where)
+
+
 @dataclass
 class Key:
     """One setting: its section, name, type, default and limits.
 
     ``type`` is one of bool, int, float, str, path, url, listen, choice,
-    str_list, table_list. ``validator``, "module:function", is called with
+    str_list, table_list. ``validator`` is called with
     (value, where) for checks the type cannot express (e.g. classification
-    rules); it is imported only when the key is set.
+    rules), only when the key is set.
     """
 
     section: str
@@ -42,7 +50,7 @@ class Key:
     min: float | None = None
     max: float | None = None
     choices: tuple[str, ...] = ()
-    validator: str | None = None
+    validator: Callable[[Any, str], Any] | None = None
 
     def __hash__(self) -> int:
         return hash((self.section, self.name))
@@ -154,7 +162,7 @@ SCHEMA: tuple[Key, ...] = (
         "Extra Steam library folders to scan for game names."),
     Key("classify", "rules", "table_list", [],
         "User classification rules ([[classify.rules]]), checked before the built-in ones.",
-        validator="gpm.classify.rules:validate_rules"),
+        validator=validate_rules),
     Key("report", "busy_threshold_percent", "float", 5.0,
         "A GPU counts as busy when its utilization is above this.", min=0, max=100),
     Key("daemon", "log_level", "choice", "info",
@@ -345,11 +353,7 @@ def _check(key: Key, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
             raise bad()
     if key.validator and value:
-        module_name, func_name = key.validator.split(":")
-        import importlib
-
-        validate: Callable[[Any, str], Any] = getattr(importlib.import_module(module_name), func_name)
-        value = validate(value, where)
+        value = key.validator(value, where)
     return value
 
 

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import KW_ONLY, dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from gpm.config import Config
 from gpm.gpu.model import GpuSample
 from gpm.gpu.reader import GpuReader, open_reader
-from gpm.store.samples import GpuIds, _save
+from gpm.store.samples import GpuIds, save_in_transaction
+
+if TYPE_CHECKING:  # loaded only when a GPU has processes (classify_processes)
+    from gpm.classify.live import Classifier
 
 # enrich(samples, sampler) mutates samples in place (e.g. classify processes).
 Enricher = Callable[[list[GpuSample], "Sampler"], None]
@@ -49,7 +52,8 @@ class Sampler:
 
     The cron path builds one, samples once and closes it; the daemon keeps
     one for its whole life, which keeps NVML initialised and the GPU ids cached.
-    ``state`` holds the enrichers' caches (the classifier's known processes).
+    ``classifier`` is the classifying enricher's cache of known processes,
+    made on first use.
     """
 
     cfg: Config
@@ -59,7 +63,7 @@ class Sampler:
     enrichers: list[Enricher] = field(default_factory=default_enrichers)
     savers: list[Saver] = field(default_factory=default_savers)
     host: str = ""
-    state: dict = field(default_factory=dict)
+    classifier: Classifier | None = None
     _ids: GpuIds = field(default_factory=GpuIds, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -84,7 +88,7 @@ class Sampler:
     def store(self, samples: list[GpuSample]) -> None:
         assert self.conn is not None
         with self._ids.transaction(self.conn):
-            gpu_ids = _save(self.conn, self.host, samples, self._ids)
+            gpu_ids = save_in_transaction(self.conn, self.host, samples, self._ids)
             for save in self.savers:
                 save(self.conn, self.host, samples, gpu_ids)
 

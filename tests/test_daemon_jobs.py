@@ -149,7 +149,7 @@ def test_reload_starts_restarts_and_stops_jobs_by_their_config_flag(isolated_hom
          "GPM_OLLAMA_API_URL": "http://127.0.0.1:9"},
         {"GPM_OLLAMA_ENABLED": "false"},
     ])
-    kinds = [JobKind("tick", "tests.test_daemon_jobs:tick_job", enabled_by="ollama.enabled",
+    kinds = [JobKind("tick", tick_job, enabled_by="ollama.enabled",
                      interval_key="ollama.poll_interval_secs", restart_keys=("ollama.api_url",))]
     BUILT.clear()
     daemon = Daemon(lambda: load_config(env=next(envs)), kinds=kinds, notifier=Notifier(env={}))

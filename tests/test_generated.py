@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 import pytest
 
-from gpm.cli import COMMANDS
+from gpm.cli import cli
 from gpm.devtools import clitree, completions, generate
 from gpm.devtools.manpages import escape
 from tests.conftest import REPO
@@ -25,7 +25,7 @@ def test_generated_files_match_the_click_app():
 
 def test_every_command_and_option_has_help_text_and_a_man_page():
     root = clitree.load()
-    assert sorted(c.path[0] for c in root.subcommands) == sorted(COMMANDS)
+    assert sorted(c.path[0] for c in root.subcommands) == sorted(cli.commands)
     for cmd in root.walk():
         assert cmd.short_help.strip(), f"{cmd.name}: no short help"
         if cmd.path:
@@ -45,7 +45,7 @@ def test_every_command_and_option_has_help_text_and_a_man_page():
 @pytest.mark.skipif(not shutil.which("mandoc"), reason="mandoc not installed")
 def test_man_pages_are_mandoc_lint_clean():
     pages = sorted((REPO / "man").glob("*.1"))
-    assert [p.name for p in pages] == sorted(["gpm.1", *(f"gpm-{name}.1" for name in COMMANDS)])
+    assert [p.name for p in pages] == sorted(["gpm.1", *(f"gpm-{name}.1" for name in cli.commands)])
     result = subprocess.run(["mandoc", "-T", "lint", "-W", "warning", *map(str, pages)],
                             capture_output=True, text=True)
     assert result.stdout + result.stderr == ""
@@ -57,7 +57,7 @@ def test_readme_command_lines_become_examples():
     assert ".B gpm sample \\-\\-json\nJSON Lines: one object per GPU per sample" in page
 
 
-@click.command()
+@click.command(short_help="Say hello.")
 @click.option("--gpu", type=int, help="Only this GPU.")
 @click.option("--model", help="Only this Ollama model.")
 @click.option("--colour", type=click.Choice(["red", "green"]), help="A colour.")
@@ -66,7 +66,7 @@ def hello(gpu, model, colour):
 
 
 def test_a_newly_registered_command_gets_a_man_page_and_completions(monkeypatch):
-    monkeypatch.setitem(COMMANDS, "hello", ("tests.test_generated:hello", "Say hello."))
+    monkeypatch.setitem(cli.commands, "hello", hello)
     files = generate.build()
     page = files[Path("man/gpm-hello.1")]
     assert ".SH NAME\ngpm-hello \\- Say hello" in page and escape("--colour") in page
@@ -90,7 +90,7 @@ def bash_complete(*words: str, env: dict | None = None) -> list[str]:
 
 
 def test_bash_completes_commands_options_and_choices():
-    assert bash_complete("gpm", "") == sorted(COMMANDS)
+    assert bash_complete("gpm", "") == sorted(cli.commands)
     assert bash_complete("gpm", "--db", "x.db", "da") == ["daemon"]
     assert bash_complete("gpm", "config", "") == ["check", "init", "show"]
     assert bash_complete("gpm", "daemon", "--log-format", "") == ["json", "text"]
@@ -125,7 +125,7 @@ def test_fish_completes_subcommands_and_choices():
                               f"complete -C{line!r}"], capture_output=True, text=True, check=True).stdout
         return sorted(x.split("\t")[0] for x in out.splitlines())
 
-    assert complete("gpm ") == sorted(COMMANDS)
+    assert complete("gpm ") == sorted(cli.commands)
     assert complete("gpm --db x.db config ") == ["check", "init", "show"]
     assert complete("gpm daemon --log-level ") == ["debug", "error", "info", "warning"]
 

@@ -436,7 +436,7 @@ def test_a_report_that_began_before_gpm_archive_committed_counts_every_row_once(
     it reduced hours through other connections (a later snapshot, without
     the moved rows) and failed storing them from its stale one ("database is
     locked", a traceback)."""
-    from gpm.report import make_report
+    from gpm.report.make import make_report
     from gpm.report.period import Period, week_bounds
     from gpm.report.rollup import rollup_archived_days
     from gpm.store.archive import archive as move

@@ -217,10 +217,9 @@ class Classifier:
 
 def enrich_samples(samples: list[GpuSample], sampler) -> None:
     """The sampler's enricher (see gpm.sampling.default_enrichers)."""
-    clf = sampler.state.get("classify")
-    if clf is None:
-        clf = sampler.state["classify"] = Classifier(sampler.cfg)
-    clf.enrich(samples)
+    if sampler.classifier is None:
+        sampler.classifier = Classifier(sampler.cfg)
+    sampler.classifier.enrich(samples)
 
 
 

@@ -1,16 +1,17 @@
 """The ``gpm`` command: a thin Click layer over the library.
 
-Subcommands are loaded lazily from ``COMMANDS`` so ``gpm --help`` and
-``gpm sample`` never import polars, opentelemetry or prometheus_client (nor
-the modules of commands that were not asked for).
+Every subcommand is imported here and registered with ``cli.add_command``,
+so go-to-definition and static checks follow them (#14.4). ``gpm --help`` and
+``gpm sample`` still never import polars, opentelemetry or prometheus_client:
+those are imported inside the functions that use them.
 """
 
 from __future__ import annotations
 
 import errno
-import importlib
 import os
 import signal
+import sqlite3
 import sys
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
@@ -18,26 +19,13 @@ from typing import Iterator, NoReturn
 import click
 
 from gpm import __version__
+from gpm.cli import (archive, classify_cmd, config_cmd, daemon, doctor, export, install, ollama_watch, ps, report,
+                     sample, serve_metrics)
 from gpm.cli.context import AppContext
 from gpm.cli.options import accept_global_options
 from gpm.errors import EXIT_CODES, EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
 from gpm.humanize import visible
-
-# name -> ("module:attribute", short help shown by `gpm --help`)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "sample": ("gpm.cli.sample:sample", "Sample every GPU and store it (cron-friendly)."),
-    "config": ("gpm.cli.config_cmd:config", "Show, check or create the configuration."),
-    "daemon": ("gpm.cli.daemon:daemon", "Run sampling and every enabled job in one process."),
-    "install": ("gpm.cli.install:install", "Install systemd units, crontab lines, completions, man pages."),
-    "report": ("gpm.cli.report:report", "Report what the GPUs did over a week or a range."),
-    "archive": ("gpm.cli.archive:archive", "Move old rows into Parquet and shrink the database."),
-    "export": ("gpm.cli.export:export", "Export a table's history (SQLite + Parquet) as CSV, Parquet or JSONL."),
-    "classify": ("gpm.cli.classify_cmd:classify", "Classify processes described as JSON Lines (test rules)."),
-    "ps": ("gpm.cli.ps:ps", "Show the processes on each GPU with category, label and reason."),
-    "serve-metrics": ("gpm.cli.serve_metrics:serve_metrics", "Serve Prometheus /metrics (and push OTLP)."),
-    "doctor": ("gpm.cli.doctor:doctor", "Check database, disk, archive, GPUs, Ollama and locks; say what to do."),
-    "ollama-watch": ("gpm.cli.ollama_watch:ollama_watch", "Record Ollama's loaded models and, via a proxy, its requests."),
-}
+from gpm.store.db import database_error
 
 
 @contextmanager
@@ -60,22 +48,12 @@ class _ReaderLeft(Exception):
     """stdout's reader left; carried past Click, which would make it exit 1."""
 
 
-class LazyGroup(click.Group):
-    """A group whose subcommands are imported only when invoked."""
+class Group(click.Group):
+    """The root group: a closed stdout and a database fault each end as one line."""
 
     def make_context(self, *args, **kwargs) -> click.Context:
         with _closed_pipe_as_reader_left():  # `gpm --help | head`
             return super().make_context(*args, **kwargs)
-
-    def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(COMMANDS)
-
-    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        entry = COMMANDS.get(name)
-        if entry is None:
-            return None
-        module_name, attr = entry[0].split(":")
-        return accept_global_options(getattr(importlib.import_module(module_name), attr))
 
     def invoke(self, ctx: click.Context):
         """Run the subcommand; a database fault becomes one line naming the file, and a
@@ -86,25 +64,17 @@ class LazyGroup(click.Group):
         except _ReaderLeft:
             raise
         except Exception as err:
-            sqlite3 = sys.modules.get("sqlite3")
             app = ctx.obj
-            if sqlite3 is None or not isinstance(err, sqlite3.Error) or not isinstance(app, AppContext):
+            if not isinstance(err, sqlite3.Error) or not isinstance(app, AppContext):
                 raise
-            from gpm.store.db import database_error
-
             known = database_error(app.config().db_file, err)
             if known is None:
                 raise
             raise known from None
 
-    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
-        with formatter.section("Commands"):
-            formatter.write_dl(rows)
-
 
 @click.group(
-    cls=LazyGroup,
+    cls=Group,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
     epilog=exit_codes_epilog(),
 )
@@ -129,6 +99,12 @@ def cli(ctx: click.Context, db_path, config_path, verbose, quiet) -> None:
         db_source = "env GPM_DB" if source == click.core.ParameterSource.ENVIRONMENT else "flag --db"
     ctx.obj = AppContext(config_path=config_path, db_path=db_path, db_source=db_source)
     ctx.obj.set_output(verbose, quiet)
+
+
+for _command in (sample.sample, config_cmd.config, daemon.daemon, install.install, report.report, archive.archive,
+                 export.export, classify_cmd.classify, ps.ps, serve_metrics.serve_metrics, doctor.doctor,
+                 ollama_watch.ollama_watch):
+    cli.add_command(accept_global_options(_command))
 
 
 def main(argv: list[str] | None = None) -> NoReturn:

@@ -6,14 +6,12 @@ import sys
 
 import click
 
-from gpm import archiving
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE
 from gpm.locks import exclusive_lock, lock_path
-from gpm.store import archive as store_archive
 
 
-@click.command()
+@click.command(short_help='Move old rows into Parquet and shrink the database.')
 @click.option("--older-than", "older_than", type=click.IntRange(min=1, max=36500), metavar="DAYS",
               help="Move whole UTC days older than DAYS days (default: [storage] retention_days, 7).")
 @click.option("--archive-dir", type=click.Path(file_okay=False),
@@ -41,6 +39,10 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
     Exit codes: 0 ok; 1 something needs a look (message on stderr; the rest
     was archived); 2 usage or config error; 75 another `gpm archive` is running.
     """
+    # Here, not at the top: the archive and the rollup it refreshes would double `gpm --help`'s start-up.
+    from gpm import archiving
+    from gpm.store import archive as store_archive
+
     cfg = app.config({
         "storage.retention_days": (older_than, "--older-than"),
         "storage.archive_dir": (archive_dir, "--archive-dir"),
@@ -87,7 +89,9 @@ def _dry_run(app: AppContext, rows, cutoff: int) -> None:
         count, days = by_table.get(row.table, (0, set()))
         days.add(row.day)
         by_table[row.table] = (count + row.rows, days)
-    click.echo(f"would archive rows before {store_archive.day_name(cutoff)} (UTC):")
+    from gpm.store.archive import day_name  # see archive()
+
+    click.echo(f"would archive rows before {day_name(cutoff)} (UTC):")
     if not by_table:
         click.echo("  nothing")
     for table, (count, days) in by_table.items():

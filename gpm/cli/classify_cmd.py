@@ -14,7 +14,7 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.errors import GpmError
 
 
-@click.command()
+@click.command(short_help='Classify processes described as JSON Lines (test rules).')
 @click.option("-i", "--input", "input_file", type=click.File("rb"), default="-",
               show_default=True, help="JSON Lines file to read, or - for stdin.")
 @click.option("--steam-path", "steam_paths", multiple=True, type=click.Path(file_okay=False),

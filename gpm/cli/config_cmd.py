@@ -13,7 +13,7 @@ from gpm.errors import GpmError
 from gpm.humanize import Column, cut_start, display_width, table, terminal_size, visible
 
 
-@click.group()
+@click.group(short_help='Show, check or create the configuration.')
 def config() -> None:
     """Show, check or create the configuration.
 

@@ -8,7 +8,7 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.daemon.logs import FORMATS, LEVELS
 
 
-@click.command()
+@click.command(short_help='Run sampling and every enabled job in one process.')
 @click.option("-i", "--interval", type=click.FloatRange(min=0.1, max=3600),
               help="Seconds between GPU samples (default: [service] poll_interval_secs).")
 @click.option("--log-level", type=click.Choice(list(LEVELS)),

@@ -11,7 +11,7 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, ConfigError
 
 
-@click.command()
+@click.command(short_help='Check database, disk, archive, GPUs, Ollama and locks; say what to do.')
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as one JSON list of objects.")
 @click.option("--fix", is_flag=True,
               help="Perform the safe repairs (WAL mode, free pages, temp files of a killed archive run, "

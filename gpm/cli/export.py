@@ -16,7 +16,7 @@ from gpm.store.db import utils_db
 FORMATS = ("csv", "parquet", "jsonl")
 
 
-@click.command()
+@click.command(short_help="Export a table's history (SQLite + Parquet) as CSV, Parquet or JSONL.")
 @click.option("--table", "-t", required=True, metavar="NAME",
               help="gpu_metrics or another time-series table (both stores); any other table or view "
                    "of the database (SQLite only), e.g. gpus.")

@@ -10,7 +10,7 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.errors import GpmError
 
 
-@click.group()
+@click.group(short_help='Install systemd units, crontab lines, completions, man pages.')
 def install() -> None:
     """Set gpm up: systemd units, crontab lines, shell completions, man pages.
 

@@ -47,7 +47,7 @@ def _request_line(row: dict, width: int) -> str:
     return cut(f"{endpoint} {model}{numbers}", width)
 
 
-@click.command("ollama-watch")
+@click.command("ollama-watch", short_help="Record Ollama's loaded models and, via a proxy, its requests.")
 @click.option("-f", "--follow", is_flag=True,
               help="Keep polling every [ollama] poll_interval_secs until Ctrl-C or SIGTERM "
                    "(default: poll once and exit, for cron).")

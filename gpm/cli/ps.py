@@ -77,7 +77,7 @@ def _explain(pid: int, samples, results, clf) -> str:
     return "\n".join(lines)
 
 
-@click.command()
+@click.command(short_help='Show the processes on each GPU with category, label and reason.')
 @click.option("--json", "as_json", is_flag=True,
               help="Print JSON Lines: one object per process per GPU (command line redacted).")
 @click.option("--explain", "explain_pid", type=click.IntRange(min=1), metavar="PID",

@@ -11,7 +11,7 @@ import click
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import time_range_options
 from gpm.cli.pager import echo_paged
-from gpm.report.render import SECTIONS as _SECTIONS
+from gpm.report.sections import SECTIONS
 
 
 NOTHING_YET = """\
@@ -22,7 +22,7 @@ Then run `gpm report` again.
 """
 
 
-@click.command()
+@click.command(short_help='Report what the GPUs did over a week or a range.')
 @click.option("--week", metavar="YYYY-Www|last|this",
               help="One ISO week, Monday to Monday in local time: 2026-W47; last (the last finished "
                    "week, what a weekly timer reports) or this (this week up to now).")
@@ -35,7 +35,7 @@ Then run `gpm report` again.
               show_default=True,
               help="text: tables in human units for a terminal; markdown; json: every figure in machine "
                    "units (seconds, bytes, joules) with stable keys; csv: one section (--section).")
-@click.option("--section", "sections", multiple=True, type=click.Choice(_SECTIONS),
+@click.option("--section", "sections", multiple=True, type=click.Choice(SECTIONS),
               help="Only these sections (repeatable); csv prints exactly one (default: gpus).")
 @click.option("--weeks", type=click.IntRange(1, 520), metavar="N",
               help="A trend table of the last N finished ISO weeks, from stored weekly summaries "
@@ -82,8 +82,8 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     from gpm.errors import EXIT_USAGE, GpmError
     from gpm.gpu.model import now_ms as clock
     from gpm.humanize import terminal_size
-    from gpm.report import make_report
     from gpm.outfile import check_output
+    from gpm.report.make import make_report
     from gpm.report.period import check_timezone, fill_week, resolve_period
     from gpm.report.render import render
 

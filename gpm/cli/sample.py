@@ -76,7 +76,7 @@ def _reduce_closed_hours(app: AppContext, conn, cfg) -> None:
 REDUCE_HOURS_PER_RUN = 2
 
 
-@click.command()
+@click.command(short_help='Sample every GPU and store it (cron-friendly).')
 @click.option("-n", "--count", type=click.IntRange(min=1),
               help="Take COUNT samples (default 1), -i seconds apart.")
 @click.option("-i", "--interval", type=click.FloatRange(min=0.1, max=3600),

@@ -18,7 +18,7 @@ def _note(app: AppContext, message: str) -> None:
         click.echo(f"gpm: {message}", err=True)
 
 
-@click.command("serve-metrics")
+@click.command("serve-metrics", short_help='Serve Prometheus /metrics (and push OTLP).')
 @click.option("--listen", metavar="ADDR",
               help="HOST:PORT to serve /metrics on (default: [telemetry] metrics_listen, "
                    "127.0.0.1:10435). Use 0.0.0.0:PORT to accept scrapes from other machines.")

@@ -17,7 +17,7 @@ from typing import Callable
 
 from gpm import __version__
 from gpm.config import Config
-from gpm.daemon.jobs import JOB_KINDS, JobContext, JobKind
+from gpm.daemon.jobs import JOB_KINDS, JobContext, JobKind, Shared
 from gpm.daemon.notify import Notifier
 from gpm.daemon.scheduler import Runner
 from gpm.errors import GpmError
@@ -47,7 +47,7 @@ class Daemon:
         self.runners: dict[str, Runner] = {}
         self.contexts: dict[str, JobContext] = {}
         self.statuses: dict[str, str] = {}
-        self.shared: dict = {}  # JobContext.shared
+        self.shared = Shared()  # JobContext.shared
         self._wake = threading.Event()
         self._stop_signal: int | None = None
         self._reload_requested = False

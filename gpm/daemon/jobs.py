@@ -1,12 +1,12 @@
 """What the daemon runs: small adapters over the functions the subcommands call.
 
-``JOB_KINDS`` is the registration point. Each ``JobKind`` names a factory
-(``"module:function"``, imported only when the job is enabled, so a disabled
-feature costs nothing) called with a ``JobContext``, and returning a
-``PeriodicJob`` or ``ServiceJob`` (see ``gpm.daemon.scheduler``). Adding a
-feature to the daemon is one line here plus its factory::
+``JOB_KINDS`` is the registration point. Each ``JobKind`` holds a factory,
+a function called with a ``JobContext`` and returning a ``PeriodicJob`` or
+``ServiceJob`` (see ``gpm.daemon.scheduler``); a factory imports its
+feature's heavy packages only when it runs, so a disabled feature costs
+nothing. Adding a feature to the daemon is one line here plus its factory::
 
-    JobKind("archive", "gpm.daemon.jobs:archive_job",
+    JobKind("archive", archive_job,
             enabled_by="storage.enable_parquet_archival",
             interval_key="storage.archive_interval_secs",
             restart_keys=("storage.",))
@@ -19,7 +19,6 @@ rebuilds the job; flipping ``enabled_by`` starts or stops it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import signal
 import sqlite3
@@ -34,12 +33,18 @@ from gpm.config import Config
 from gpm.daemon.logs import job_logger
 from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
 from gpm.errors import EXIT_FAILURE, EXIT_LOCKED, GpmError, NoBackendError
-
-
-METRICS_STATE = "metrics_state"  # JobContext.shared key: the exporters' gpm.telemetry MetricsState
+from gpm.telemetry.llm import DbRequestFeed, LoadedModel
+from gpm.telemetry.state import MetricsState, collector_name
 
 
 ARCHIVE_FIRST_DELAY_SECS = 10.0  # let sampling settle, then archive what a restart left behind
+
+
+@dataclass
+class Shared:
+    """What jobs share for the daemon's whole life, owned by the daemon."""
+
+    metrics: MetricsState | None = None  # the exporters' state: the sampling job publishes into it
 
 
 @dataclass
@@ -47,22 +52,20 @@ class JobContext:
     """What a job factory gets: the configuration and a way to report state.
 
     ``set_status(job, text)`` feeds systemd's STATUS= line; ``mark_ready()``
-    tells the daemon sampling works (systemd READY=1); ``shared`` is one dict
-    for the daemon's whole life.
+    tells the daemon sampling works (systemd READY=1); ``shared`` is one
+    ``Shared`` for the daemon's whole life.
     """
 
     cfg: Config
     set_status: Callable[[str, str], None] = lambda job, text: None
     mark_ready: Callable[[], None] = lambda: None
-    # Objects jobs share, owned by the daemon (e.g. METRICS_STATE: the
-    # sampling job publishes into what the exporters serve).
-    shared: dict = field(default_factory=dict)
+    shared: Shared = field(default_factory=Shared)
 
 
 @dataclass(frozen=True)
 class JobKind:
     name: str
-    factory: str  # "module:function" taking a JobContext, returning a Job
+    factory: Callable[[JobContext], Job]
     enabled_by: str | None = None
     interval_key: str | None = None
     restart_keys: tuple[str, ...] = ()
@@ -71,8 +74,7 @@ class JobKind:
         return True if self.enabled_by is None else bool(cfg[self.enabled_by])
 
     def build(self, ctx: JobContext) -> Job:
-        module_name, attr = self.factory.split(":")
-        return getattr(importlib.import_module(module_name), attr)(ctx)
+        return self.factory(ctx)
 
     def changed_keys(self, old: Config, new: Config) -> list[str]:
         """The restart keys whose value differs between two configurations."""
@@ -120,7 +122,7 @@ class SamplingJob:
                 sampler.open()
             except NoBackendError as err:
                 retry = cfg["gpu.nvml_retry_secs"]
-                state = self.ctx.shared.get(METRICS_STATE)
+                state = self.ctx.shared.metrics
                 if state is not None:
                     state.forget_gpus()
                     state.publish_collector("nvml", False, 0.0, str(err))
@@ -140,10 +142,8 @@ class SamplingJob:
             # The backend opened but this read failed (nvidia-smi hung, failed
             # or printed garbage): a GPU fault, said once and retried at the
             # poll interval, not a job failure backed off for minutes (#12.3).
-            state = self.ctx.shared.get(METRICS_STATE)
+            state = self.ctx.shared.metrics
             if state is not None:
-                from gpm.telemetry.state import collector_name
-
                 state.forget_gpus()
                 state.publish_collector(collector_name(sampler.reader.source), False, 0.0, str(err))
             sampler.close()
@@ -162,7 +162,7 @@ class SamplingJob:
         if samples and self._store(samples):
             self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
                            samples[0].ts_ms)
-        state = self.ctx.shared.get(METRICS_STATE)
+        state = self.ctx.shared.metrics
         if state is not None:
             state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=time.perf_counter() - t0)
         self._report(samples, sampler.reader.source)
@@ -262,10 +262,8 @@ def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
     def run() -> None:
         t0 = time.perf_counter()
         result = watcher.poll()
-        state = ctx.shared.get(METRICS_STATE)
+        state = ctx.shared.metrics
         if state is not None:  # the exporters show what Ollama has loaded
-            from gpm.telemetry.llm import LoadedModel
-
             took = time.perf_counter() - t0
             if result.up:
                 state.publish_loaded_models(
@@ -439,11 +437,8 @@ def _metrics_state(ctx: JobContext):
     Between scrapes nothing polls: new proxied requests are read from the
     database when an exporter asks, at most every [telemetry] scrape_cache_secs.
     """
-    state = ctx.shared.get(METRICS_STATE)
+    state = ctx.shared.metrics
     if state is None:
-        from gpm.telemetry.llm import DbRequestFeed
-        from gpm.telemetry.state import MetricsState
-
         cfg = ctx.cfg
         state = MetricsState(cfg.hostname)
         feed = DbRequestFeed(cfg.db_path, state.llm)
@@ -462,7 +457,7 @@ def _metrics_state(ctx: JobContext):
                     job_logger("telemetry").warning("cannot read LLM requests: %s", err)
 
         state.refresher = refresh
-        ctx.shared[METRICS_STATE] = state
+        ctx.shared.metrics = state
     return state
 
 
@@ -503,24 +498,24 @@ def otlp_job(ctx: JobContext) -> ServiceJob:
 
 
 JOB_KINDS: list[JobKind] = [
-    JobKind("sample", "gpm.daemon.jobs:sampling_job",
+    JobKind("sample", sampling_job,
             interval_key="service.poll_interval_secs",
             restart_keys=("gpu.", "classify.", "storage.db_path", "service.hostname")),
-    JobKind("archive", "gpm.daemon.jobs:archive_job", enabled_by="storage.enable_parquet_archival",
+    JobKind("archive", archive_job, enabled_by="storage.enable_parquet_archival",
             interval_key="storage.archive_interval_secs",
             restart_keys=("storage.db_path",)),
-    JobKind("reduce", "gpm.daemon.jobs:reduce_job", restart_keys=("storage.db_path", "report.busy_threshold_percent")),
-    JobKind("ollama-watch", "gpm.daemon.jobs:ollama_watch_job", enabled_by="ollama.enabled",
+    JobKind("reduce", reduce_job, restart_keys=("storage.db_path", "report.busy_threshold_percent")),
+    JobKind("ollama-watch", ollama_watch_job, enabled_by="ollama.enabled",
             interval_key="ollama.poll_interval_secs",
             restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),
-    JobKind("ollama-proxy", "gpm.daemon.jobs:ollama_proxy_job", enabled_by="ollama.enable_proxy",
+    JobKind("ollama-proxy", ollama_proxy_job, enabled_by="ollama.enable_proxy",
             restart_keys=("ollama.api_url", "ollama.proxy_listen", "ollama.store_prompts", "storage.db_path",
                           "service.hostname", "telemetry.enable_opentelemetry", "telemetry.otlp_endpoint",
                           "telemetry.otlp_protocol")),
-    JobKind("prometheus", "gpm.daemon.jobs:prometheus_job", enabled_by="telemetry.enable_prometheus",
+    JobKind("prometheus", prometheus_job, enabled_by="telemetry.enable_prometheus",
             restart_keys=("telemetry.metrics_listen", "telemetry.per_process", "storage.db_path",
                           "service.hostname")),
-    JobKind("otlp", "gpm.daemon.jobs:otlp_job", enabled_by="telemetry.enable_opentelemetry",
+    JobKind("otlp", otlp_job, enabled_by="telemetry.enable_opentelemetry",
             restart_keys=("telemetry.otlp_endpoint", "telemetry.otlp_protocol", "telemetry.export_interval_secs",
                           "service.hostname")),
 ]

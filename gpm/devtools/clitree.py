@@ -1,7 +1,7 @@
 """The Click app as plain data: commands, options, arguments and help.
 
 Man pages and shell completions are generated from this one walk of
-``gpm.cli.cli``, so a command registered in ``gpm.cli.COMMANDS`` appears in
+``gpm.cli.cli``, so a command registered with ``cli.add_command`` appears in
 both after regenerating.
 """
 
@@ -103,14 +103,11 @@ def _command(cmd: click.Command, path: list[str], parent: click.Context | None, 
     params = [_param(p, ctx) for p in cmd.get_params(ctx) if not getattr(p, "hidden", False)]
     node = Command(path, short or cmd.get_short_help_str(limit=90), inspect_help(cmd), params)
     if isinstance(cmd, click.Group):
-        from gpm.cli import COMMANDS
-
         for name in cmd.list_commands(ctx):
             sub = cmd.get_command(ctx, name)
             if sub is None or sub.hidden:
                 continue
-            sub_short = COMMANDS[name][1] if not path and name in COMMANDS else ""
-            node.subcommands.append(_command(sub, [*path, name], ctx, sub_short))
+            node.subcommands.append(_command(sub, [*path, name], ctx, ""))
     return node
 
 

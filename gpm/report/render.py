@@ -13,16 +13,9 @@ from gpm.humanize import Column, cut, display_width, fmt_bytes, short_gpu_name, 
 from gpm.report.build import METHOD_INTEGRATED, Report
 from gpm.report.rollup import THROTTLING
 from gpm.report.period import fmt_local, utc_iso
+from gpm.report.sections import TITLES
 
 FORMATS = ("text", "markdown", "json", "csv")
-SECTIONS = ("coverage", "gaps", "hosts", "gpus", "throttling", "days", "trend",
-            "workload", "games", "llm", "models", "processes")
-TITLES = {
-    "coverage": "Coverage", "gaps": "Gaps (sampler not running)", "hosts": "Hosts",
-    "gpus": "Per GPU", "throttling": "Throttling", "days": "Per day", "trend": "Weekly trend",
-    "workload": "Workload mix", "games": "Games", "llm": "LLM requests per model",
-    "models": "LLM models loaded", "processes": "Top processes",
-}
 BLOCKS = "▁▂▃▄▅▆▇█"
 MAX_GAPS_SHOWN = 12
 # Beyond a month, the per-day table and strip show weeks (json and csv keep

@@ -179,10 +179,13 @@ def save_samples(
     """
     ids = ids or GpuIds()
     with ids.transaction(conn):
-        return _save(conn, host, samples, ids)
+        return save_in_transaction(conn, host, samples, ids)
 
 
-def _save(conn: sqlite3.Connection, host: str, samples: Iterable[GpuSample], ids: GpuIds) -> dict[int, int]:
+def save_in_transaction(conn: sqlite3.Connection, host: str, samples: Iterable[GpuSample],
+                        ids: GpuIds) -> dict[int, int]:
+    """``save_samples`` inside a transaction the caller holds (``ids.transaction``), so
+    the sampler stores its process events in the same one; return {index: gpu_id}."""
     gpu_ids: dict[int, int] = {}
     for s in samples:
         recall_identity(conn, host, s)

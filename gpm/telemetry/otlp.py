@@ -50,8 +50,9 @@ def make_resource(host: str) -> Resource:
     return Resource.create({"service.name": "gpm", "service.version": __version__, "host.name": host})
 
 
-def _quiet_sdk_exporter_logs() -> None:
-    # The SDK exporters log every failed attempt; gpm logs once per streak.
+def quiet_sdk_exporter_logs() -> None:
+    """Silence the SDK exporters, which log every failed attempt; gpm logs once per streak
+    (metrics and traces alike)."""
     logging.getLogger("opentelemetry.exporter.otlp").setLevel(logging.CRITICAL)
 
 
@@ -126,7 +127,7 @@ class CountingExporter(MetricExporter):
         self.inner.shutdown(timeout_millis=timeout_millis, **kwargs)
 
 
-def _signal_endpoint(endpoint: str, protocol: str, signal: str) -> str:
+def signal_endpoint(endpoint: str, protocol: str, signal: str) -> str:
     """gRPC takes host:port; HTTP wants the full ``/v1/<signal>`` URL."""
     if protocol == "grpc":
         return endpoint
@@ -146,7 +147,7 @@ def metric_exporter(endpoint: str, protocol: str, timeout_secs: float) -> Metric
         OTLPMetricExporter as HttpMetricExporter,
     )
 
-    return HttpMetricExporter(endpoint=_signal_endpoint(endpoint, protocol, "metrics"),
+    return HttpMetricExporter(endpoint=signal_endpoint(endpoint, protocol, "metrics"),
                               timeout=timeout_secs)
 
 
@@ -253,7 +254,7 @@ class OtlpMetrics:
         return observe
 
     def start(self) -> "OtlpMetrics":
-        _quiet_sdk_exporter_logs()
+        quiet_sdk_exporter_logs()
         reader = PeriodicExportingMetricReader(
             self.exporter, export_interval_millis=self.interval_secs * 1000,
             export_timeout_millis=self._timeout_ms)

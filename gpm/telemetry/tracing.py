@@ -36,10 +36,10 @@ from gpm.telemetry.llm import LlmRequest
 from gpm.telemetry.otlp import (
     PROVIDER,
     ExportCounter,
-    _quiet_sdk_exporter_logs,
-    _signal_endpoint,
     error_type,
     make_resource,
+    quiet_sdk_exporter_logs,
+    signal_endpoint,
 )
 from gpm.telemetry.proxy_hooks import trace_headers
 
@@ -79,7 +79,7 @@ def span_exporter(endpoint: str, protocol: str, timeout_secs: float) -> SpanExpo
         OTLPSpanExporter as HttpSpanExporter,
     )
 
-    return HttpSpanExporter(endpoint=_signal_endpoint(endpoint, protocol, "traces"), timeout=timeout_secs)
+    return HttpSpanExporter(endpoint=signal_endpoint(endpoint, protocol, "traces"), timeout=timeout_secs)
 
 
 class ProxyTracer:
@@ -98,7 +98,7 @@ class ProxyTracer:
         self.tracer: trace.Tracer | None = None
 
     def start(self) -> "ProxyTracer":
-        _quiet_sdk_exporter_logs()
+        quiet_sdk_exporter_logs()
         self.provider = TracerProvider(resource=make_resource(self.host))
         self.provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=1000))
         self.tracer = self.provider.get_tracer("gpm.proxy", __version__)
