@@ -34,12 +34,15 @@ _SECRET_NAME = re.compile(
 # name=value anywhere (a JVM property's -D is not part of its name: -Dpassword=);
 # name: value only with a space after the colon (headers,
 # YAML) or as JSON ("name": "value"), so "https://" and "host:port" are not pairs.
-_NAMED_VALUE = re.compile(
-    r"""(?:-D)?(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>\s*=\s*|:\s+|"\s*:\s*")(?P<quote>["']?)"""
-    r"""(?P<value>[^\s"'&?,;}]+)""",
-)
+# A name starts only where a name can start (the look-behind), and names are
+# found left to right, never rescanned: a run of letters, or of "a=a=a=", was
+# scanned again from every position before, quadratic time that let any local
+# user stall gpm sample for minutes with one long argument (#12).
+_NAME_SEP = re.compile(
+    r"""(?<![A-Za-z0-9_.])(?<![A-Za-z0-9_.]-)(?:-D)?(?P<name>[A-Za-z_][A-Za-z0-9_.-]*)(?P<sep>\s*=\s*|:\s+|"\s*:\s*")""")
+_VALUE = re.compile(r"""(?P<quote>["']?)(?P<value>[^\s"'&?,;}]+)""")
 _SCHEMES = ("bearer", "basic", "token")
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@")
+_URL_CREDENTIALS = re.compile(r"(?<![A-Za-z0-9+.-])(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^/\s:@]*):(?P<pw>[^/\s@]+)@")
 _AUTH_SCHEME = re.compile(r"\b(?P<scheme>Bearer|Basic|Token)(?P<sp>\s+)(?P<cred>[A-Za-z0-9._~+/=-]{8,})",
                            re.IGNORECASE)
 _TOKEN_SHAPES = re.compile(
@@ -54,20 +57,18 @@ def is_secret_name(name: str) -> bool:
 
 
 def _redact_named(text: str) -> str:
+    """Mask the value of every ``name=value`` pair whose name says secret; a pair that
+    is not a secret is looked into, since its value may hold one (``url=http://h/?token=x``)."""
     out = []
     pos = 0
-    while True:
-        m = _NAMED_VALUE.search(text, pos)
-        if m is None:
-            break
-        value = m.group("value")
-        if is_secret_name(m.group("name")) and value != MASK and value.lower() not in _SCHEMES:
-            out.append(text[pos:m.start("value")] + MASK)
-            pos = m.end("value")
-        else:
-            # Not a secret: look again inside its value ("url=http://h/?token=x").
-            out.append(text[pos:m.start("value")])
-            pos = m.start("value")
+    for m in _NAME_SEP.finditer(text):
+        if m.start() < pos or not is_secret_name(m.group("name")):
+            continue
+        v = _VALUE.match(text, m.end())
+        if v is None or v.group("value") == MASK or v.group("value").lower() in _SCHEMES:
+            continue
+        out.append(text[pos:v.start("value")] + MASK)
+        pos = v.end("value")
     out.append(text[pos:])
     return "".join(out)
 

@@ -331,3 +331,19 @@ def test_a_value_sqlite_refuses_costs_that_process_its_details_only(tmp_path):
     assert conn.execute("SELECT pid, exe, reason FROM process_events ORDER BY pid").fetchall() == [
         (1, None, "details not storable"), (2, "/bin/good", "test")]
     conn.close()
+
+
+# ------------------------------------------------------------ #12 a command line made to be slow
+
+@pytest.mark.parametrize("arg", [b"A" * 100_000, b"a=" * 50_000, b"a-" * 50_000, b"a: " * 33_000],
+                         ids=["letters", "pairs", "dashes", "colons"])
+def test_a_command_line_built_to_stall_the_redaction_does_not(fake_nvml, children, tmp_path, arg):
+    """The secret masking once rescanned a run from every position: one 100 kB argument
+    held `gpm sample` for five minutes (a trial, as any local user could). Now it is
+    linear: the sample is stored and the secret before the long argument still masked."""
+    pid = children.start([b"python3", b"train.py", b"--password", b"hunter2xyz", arg], comm=b"python3")
+    on_gpu(fake_nvml, [pid])
+    db = tmp_path / "gpm.db"
+    ok(run_gpm("--db", db, "sample", env=fake_nvml.env(), timeout=60))
+    dump = db_dump(db)
+    assert "hunter2xyz" not in dump and "--password" in dump
