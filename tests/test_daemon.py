@@ -420,3 +420,20 @@ def test_serves_prometheus_and_pushes_otlp_from_its_own_samples(fake_nvml, tmp_p
     assert utilization == expected, text
     assert "hw.gpu.utilization" in receiver.metrics()
     assert " ERROR " not in d.log, d.log
+
+
+def test_a_second_daemon_on_the_same_database_exits_75_and_the_first_keeps_sampling(fake_nvml, tmp_path, daemons):
+    """Two daemons once sampled every GPU twice, 20 ms apart (#12, found by a trial)."""
+    fake_nvml.set(Scenario.many(1))
+    first = daemons(tmp_path, fast_env(fake_nvml))
+    first.wait_for(r"ready")
+    second = subprocess.run([sys.executable, "-m", "gpm", "--db", str(first.db), "daemon"],
+                            env=gpm_env(fast_env(fake_nvml)), capture_output=True, text=True, timeout=30)
+    assert second.returncode == 75
+    (line,) = second.stderr.splitlines()
+    assert "another `gpm daemon` is running (lock held by pid" in line and str(first.proc.pid) in line
+    before = first.metric_rows()
+    deadline = time.monotonic() + 10
+    while first.metric_rows() <= before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.metric_rows() > before and first.proc.poll() is None

@@ -230,3 +230,15 @@ if __name__ == "__main__":
         for cmd in runnable_commands(README.read_text()):
             code, lines = run_in_terminal(cmd.line, env, cwd=Path(tmp))
             print(f"$ {cmd.line}  [exit {code}]", *lines, sep="\n")
+
+
+def test_the_exit_code_table_lists_every_code_gpm_uses():
+    """The README's table and `gpm --help` (gpm.errors) name the same codes (a trial found four missing)."""
+    import re as _re
+
+    from gpm.errors import EXIT_CODES
+
+    text = README.read_text()
+    table = text[text.index("| code | meaning |"):]
+    table = table[:table.index("\n\n")]
+    assert {int(c) for c in _re.findall(r"^\| (\d+) \|", table, _re.M)} == set(EXIT_CODES)

@@ -38,11 +38,18 @@ def daemon(app: AppContext, interval: float | None, log_level: str | None, log_f
     the journal; `gpm install systemd` writes a suitable unit.
 
     \b
+    One daemon per database: a second `gpm daemon` on the same database exits
+    75 at once, naming the running one (`gpm sample` from cron may still run
+    beside it).
+
+    \b
     Exit codes: 0 stopped by a signal; 1 an error at start-up (the database
-    cannot be opened, ...); 2 usage or configuration error.
+    cannot be opened, ...); 2 usage or configuration error; 75 another
+    `gpm daemon` runs on this database.
     """
     from gpm.daemon.core import Daemon
     from gpm.daemon.logs import apply_logging, setup_logging
+    from gpm.locks import exclusive_lock, lock_path
 
     overrides = {
         "service.poll_interval_secs": (interval, "--interval"),
@@ -59,4 +66,7 @@ def daemon(app: AppContext, interval: float | None, log_level: str | None, log_f
     def on_config(cfg) -> None:
         apply_logging(handler, cfg["daemon.log_level"], cfg["daemon.log_format"])
 
-    raise SystemExit(Daemon(load, on_config=on_config).run())
+    # One daemon per database: a second one would sample every GPU twice (#12, found by a trial).
+    with exclusive_lock(lock_path(first.db_path, "daemon"), job="daemon", wait_secs=0):
+        code = Daemon(load, on_config=on_config).run()
+    raise SystemExit(code)
