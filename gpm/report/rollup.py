@@ -211,9 +211,9 @@ def merge(parts: list["pl.DataFrame"], hists: list["pl.DataFrame"]) -> tuple["pl
              + (pl.col("energy_first_mj") - pl.col("energy_last_mj").shift(1)).clip(lower_bound=0).sum()
              ).alias("energy_within_mj"),
         ))
-    # In time order: each GPU's minutes follow one another (what the report's
-    # windows need); sorting a year's rows by host and GPU strings takes seconds.
-    return frame.sort("minute"), hist
+    # Unsorted: the report's windows order each GPU's minutes themselves
+    # (sorting a year's 4.2 M rows took 3-5 s).
+    return frame, hist
 
 
 # --------------------------------------------------------------------------- archived days

@@ -19,8 +19,12 @@
   foreign raw archive: its first run must read every raw row (and stores
   each day's rollup beside its files), later runs read the rollup.
 
-Run: ``python tests/benchmarks/bench_report.py [--runs 3] [--year-interval 10]``.
-The generated data is kept in $TMPDIR/gpm-bench-report between runs.
+Run: ``python tests/benchmarks/bench_report.py [--runs 3] [--year-interval 10] [--only week,year,...]
+[--baseline OTHER_CHECKOUT] [--write-docs]``. ``--baseline`` measures another
+checkout's code interleaved with this one (before / after, same load);
+``--write-docs`` puts each case's row, with the date and the 1-minute load
+before each run, into docs/benchmarks.md between its ``bench_report``
+markers. The generated data is kept in $TMPDIR/gpm-bench-report between runs.
 """
 
 from __future__ import annotations
@@ -150,13 +154,49 @@ def make_reduced_archive(raw: Path, folder: Path, busy_threshold: float = 5.0) -
                     busy_threshold, root=folder)
 
 
-def timed(args: list[str], env: dict) -> float:
+DOCS = REPO / "docs" / "benchmarks.md"
+START, END = "<!-- bench_report:start -->", "<!-- bench_report:end -->"
+CASES = {  # name -> (what is measured, target)
+    "week": ("week, 4.8 M rows in SQLite, rollup kept by the write path", "< 1 s"),
+    "week-cold": ("week, nothing rolled up (filled by something else): rolls up and stores every hour",
+                  "may be longer"),
+    "week-nocache": ("week, `--no-cache`", ""),
+    "year": ("year, 25 M rows in Parquet, gpm's own archive (rollup stored by `gpm archive`)", "< 5 s"),
+    "year-nocache": ("year, `--no-cache`", ""),
+    "foreign-first": ("year, another host's raw archive, first run (rolls up each day, stores it beside its files)",
+                      "may be longer"),
+    "foreign": ("year, another host's raw archive, later runs", "< 5 s"),
+    "trend": ("`--weeks 52`, later runs", "< 5 s"),
+}
+
+
+def timed(args: list[str], env: dict, repo: Path) -> tuple[float, float]:
+    """(wall seconds of one ``gpm`` command run with ``repo``'s code, 1-minute load just before)."""
+    load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "gpm", *args], env=env, capture_output=True, text=True)
+    # Run from the tree itself: ``python -m`` puts the working directory first on sys.path.
+    proc = subprocess.run([sys.executable, "-m", "gpm", *args], env=dict(env, PYTHONPATH=str(repo)), cwd=repo,
+                          capture_output=True, text=True)
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"gpm {' '.join(args)} failed: {proc.stderr}")
-    return elapsed
+    return elapsed, load
+
+
+def measure(trees: list[Path], runs: int, args: list[str], env: dict, before=None) -> list[list[tuple[float, float]]]:
+    """Each tree's runs, interleaved (both see the same load); ``before()`` runs ahead of each."""
+    out: list[list[tuple[float, float]]] = [[] for _ in trees]
+    for _ in range(runs):
+        for i, tree in enumerate(trees):
+            if before is not None:
+                before()
+            out[i].append(timed(args, env, tree))
+    return out
+
+
+def cell(runs: list[tuple[float, float]]) -> str:
+    each = ", ".join(f"{t:.2f} s (load {load:.1f})" for t, load in runs)
+    return f"**{statistics.median(t for t, _ in runs):.2f} s** (median of {len(runs)}: {each})"
 
 
 def main() -> None:
@@ -164,94 +204,123 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--year-interval", type=int, default=10, help="seconds between archived samples")
     ap.add_argument("--fresh", action="store_true", help="regenerate the data")
+    ap.add_argument("--only", default=",".join(CASES), help=f"cases to measure, comma-separated: {', '.join(CASES)}")
+    ap.add_argument("--baseline", type=Path,
+                    help="another checkout's root (e.g. `git worktree add /tmp/base main`), measured interleaved "
+                         "with this one, as 'before'")
+    ap.add_argument("--write-docs", action="store_true", help=f"write the figures into {DOCS.name}")
     opts = ap.parse_args()
+    only = opts.only.split(",")
+    if set(only) - set(CASES):
+        raise SystemExit(f"--only: unknown case {sorted(set(only) - set(CASES))}; cases: {', '.join(CASES)}")
+    trees = [opts.baseline.resolve(), REPO] if opts.baseline else [REPO]
     if opts.fresh:
         shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=str(REPO), XDG_STATE_HOME=str(WORK / "state"),
-               XDG_CACHE_HOME=str(WORK / "cache"), NO_COLOR="1")
+    env = dict(os.environ, XDG_STATE_HOME=str(WORK / "state"), XDG_CACHE_HOME=str(WORK / "cache"), NO_COLOR="1")
     today = date.today()
     this_monday = today - timedelta(days=today.weekday())
     week_start = int(datetime(*(this_monday - timedelta(days=7)).timetuple()[:3]).timestamp() * 1000)
     year_start = int(datetime(*(this_monday - timedelta(weeks=52)).timetuple()[:3]).timestamp() * 1000)
+    from gpm.report.period import utc_iso
+    from gpm.store.db import open_db, write
+
+    results: dict[str, list] = {}
 
     db = WORK / "week.db"
-    if not db.exists():
+    if {"week", "week-cold", "week-nocache"} & set(only):
+        if not db.exists():
+            t0 = time.perf_counter()
+            make_week_db(db, week_start)
+            print(f"generated {GPUS * 7 * 86400:,} rows in SQLite in {time.perf_counter() - t0:.1f} s")
+        week_args = ["--db", str(db), "report", "--since", utc_iso(week_start),
+                     "--until", utc_iso(week_start + 7 * 86_400_000), "--archive-dir", str(WORK / "none")]
+
+        def clear() -> None:
+            conn = open_db(db)  # migrates a database generated by an older version
+            with write(conn):
+                for table in ("report_hours", "report_minutes", "report_hist", "weekly_summaries"):
+                    conn.execute(f"DELETE FROM {table}")
+            conn.close()
+
+        if "week-cold" in only:
+            results["week-cold"] = measure(trees, opts.runs, week_args, env, before=clear)
+        from gpm.store.db import connect
+        from gpm.store.reductions import refresh
+
+        clear()
+        conn = connect(db)
         t0 = time.perf_counter()
-        make_week_db(db, week_start)
-        print(f"generated {GPUS * 7 * 86400:,} rows in SQLite in {time.perf_counter() - t0:.1f} s")
+        hours = refresh(conn, 5.0, now_ms=int(time.time() * 1000))
+        print(f"rolling up one closed hour of 8 GPUs at 1 Hz (refresh): "
+              f"{(time.perf_counter() - t0) / max(1, hours) * 1000:.0f} ms")
+        conn.close()
+        if "week" in only:
+            results["week"] = measure(trees, opts.runs, week_args, env)
+        if "week-nocache" in only:
+            results["week-nocache"] = measure(trees, opts.runs, week_args + ["--no-cache"], env)
+
     archive = WORK / f"archive-v2-{opts.year_interval}s"
-    if not archive.exists():
+    if {"year", "year-nocache", "foreign-first", "foreign", "trend"} & set(only) and not archive.exists():
         t0 = time.perf_counter()
         make_year_archive(archive, year_start, opts.year_interval)
         rows = GPUS * 364 * 86400 // opts.year_interval
         print(f"generated {rows:,} archived rows in {time.perf_counter() - t0:.1f} s")
-
-    since, until = str(week_start), str(week_start + 7 * 86_400_000)
-    from gpm.report.period import utc_iso
-
-    week_args = ["--db", str(db), "report", "--since", utc_iso(int(since)), "--until", utc_iso(int(until)),
-                 "--archive-dir", str(WORK / "none")]
-    def clear() -> None:
-        from gpm.store.db import open_db, write
-
-        conn = open_db(db)  # migrates a database generated by an older version
-        with write(conn):
-            for table in ("report_hours", "report_minutes", "report_hist", "weekly_summaries"):
-                conn.execute(f"DELETE FROM {table}")
-        conn.close()
-
-    from gpm.store.db import connect
-    from gpm.store.reductions import refresh
-
-    cold = []
-    for _ in range(opts.runs):
-        clear()
-        cold.append(timed(week_args, env))
-    clear()
-    conn = connect(db)
-    t0 = time.perf_counter()
-    hours = refresh(conn, 5.0, now_ms=int(time.time() * 1000))
-    per_hour = (time.perf_counter() - t0) / max(1, hours)
-    conn.close()
-    user = [timed(week_args, env) for _ in range(opts.runs)]
-    nocache = statistics.median([timed(week_args + ["--no-cache"], env) for _ in range(opts.runs)])
-    print(f"week, 4.8 M rows in SQLite, medians of {opts.runs}:\n"
-          f"  (1) reductions kept by the write path: {statistics.median(user):.2f} s (target < 1 s, ratio "
-          f"{statistics.median(user) / 1.0:.2f}); reducing one closed hour of 8 GPUs at 1 Hz: "
-          f"{per_hour * 1000:.0f} ms\n"
-          f"  (2) cold, nothing reduced: {statistics.median(cold):.2f} s (reduces and stores every hour); "
-          f"--no-cache {nocache:.2f} s")
-
     reduced = WORK / f"archive-v3-{opts.year_interval}s-rolled-up"
-    if not (reduced / "gpu_reductions").exists():
-        t0 = time.perf_counter()
-        make_reduced_archive(archive, reduced)
-        print(f"reduced 364 archived days in {time.perf_counter() - t0:.1f} s")
     ydb = WORK / "year.db"
-    if ydb.exists():
-        ydb.unlink()
+    ydb.unlink(missing_ok=True)
     year_args = ["--db", str(ydb), "report", "--since", utc_iso(year_start),
                  "--until", utc_iso(year_start + 364 * 86_400_000), "--archive-dir", str(archive)]
-    own_args = year_args[:-1] + [str(reduced)]
-    own_first = timed(own_args, env)
-    own = statistics.median([timed(own_args, env) for _ in range(opts.runs)])
-    own_nocache = timed(own_args + ["--no-cache"], env)
-    print(f"year, {GPUS * 364 * 86400 // opts.year_interval / 1e6:.1f} M rows in Parquet, arrived through gpm's "
-          f"own path (each day's rollup stored by gpm archive, 8 x 1440 minute rows a day):\n"
-          f"  whole-year report, first run {own_first:.2f} s; later runs {own:.2f} s (median of {opts.runs}, "
-          f"target < 5 s, ratio {own / 5:.2f}); --no-cache (every raw row) {own_nocache:.2f} s")
-    shutil.rmtree(archive / "gpu_reductions", ignore_errors=True)
-    first = timed(year_args, env)  # rolls up every day folder and stores it beside its files
-    raw = statistics.median([timed(year_args, env) for _ in range(opts.runs)])
-    trend_args = ["--db", str(ydb), "report", "--weeks", "52", "--archive-dir", str(archive)]
-    t_cold = timed(trend_args, env)
-    t_warm = statistics.median([timed(trend_args, env) for _ in range(opts.runs)])
-    print(f"year, {GPUS * 364 * 86400 // opts.year_interval / 1e6:.1f} M rows in Parquet "
-          f"(1 sample / {opts.year_interval} s), another host's archive (no reductions):\n"
-          f"  whole-year report, first run (raw Parquet, each day's rollup stored beside it): {first:.2f} s; later runs "
-          f"{raw:.2f} s (median of {opts.runs}, target < 5 s, ratio {raw / 5:.2f}); --weeks 52 first run "
-          f"{t_cold:.2f} s, later runs {t_warm:.2f} s (target < 5 s, ratio {t_warm / 5:.2f})")
+    if {"year", "year-nocache"} & set(only):
+        if not (reduced / "gpu_reductions").exists():
+            t0 = time.perf_counter()
+            make_reduced_archive(archive, reduced)
+            print(f"rolled up 364 archived days in {time.perf_counter() - t0:.1f} s")
+        own_args = year_args[:-1] + [str(reduced)]
+        if "year" in only:
+            results["year"] = measure(trees, opts.runs, own_args, env)
+        if "year-nocache" in only:
+            results["year-nocache"] = measure(trees, 1, own_args + ["--no-cache"], env)
+    if "foreign-first" in only:
+        results["foreign-first"] = measure(
+            trees, 1, year_args, env, before=lambda: shutil.rmtree(archive / "gpu_reductions", ignore_errors=True))
+    if {"foreign", "trend"} & set(only):
+        if not (archive / "gpu_reductions").exists():
+            timed(year_args, env, REPO)  # rolls up every day folder and stores it beside its files
+        if "foreign" in only:
+            results["foreign"] = measure(trees, opts.runs, year_args, env)
+        if "trend" in only:
+            trend_args = ["--db", str(ydb), "report", "--weeks", "52", "--archive-dir", str(archive)]
+            timed(trend_args, env, REPO)
+            results["trend"] = measure(trees, opts.runs, trend_args, env)
+
+    stamp = f"{date.today().isoformat()}, {os.cpu_count()} CPUs"
+    lines = [f"| {CASES[name][0]} | {stamp} | {' | '.join(cell(r) for r in runs)} | {CASES[name][1]} |"
+             if opts.baseline else f"| {CASES[name][0]} | {stamp} | | {cell(runs[0])} | {CASES[name][1]} |"
+             for name, runs in results.items()]
+    print("\n".join(lines))
+    if opts.write_docs:
+        write_docs(lines)
+
+
+HEADER = [
+    "| case | measured | before (`--baseline`) | after (this code) | target |",
+    "|---|---|---|---|---|",
+]
+
+
+def write_docs(lines: list[str]) -> None:
+    """Replace the rows of the cases just measured in docs/benchmarks.md; keep the others, in ``CASES`` order."""
+    text = DOCS.read_text()
+    head, rest = text.split(START, 1)
+    block, tail = rest.split(END, 1)
+    measured = {line.split(" | ")[0] for line in lines}
+    kept = [line for line in block.strip().splitlines()
+            if line.startswith("| ") and line not in HEADER and line.split(" | ")[0] not in measured]
+    order = [f"| {what}" for what, _ in CASES.values()]
+    rows = sorted(kept + lines, key=lambda line: order.index(line.split(" | ")[0]) if line.split(" | ")[0] in order
+                  else len(order))
+    DOCS.write_text("\n".join([f"{head}{START}", *HEADER, *rows, f"{END}{tail}"]))
 
 
 if __name__ == "__main__":
