@@ -216,3 +216,19 @@ def test_server_paths_and_live_state():
         assert {dict(lbl)["gpu"] for n, lbl in samples(body) if n == "gpm_gpu_up"} == {"1"}
     with pytest.raises(OSError):
         urllib.request.urlopen(base + "/metrics", timeout=2)
+
+
+def test_names_from_outside_reach_metrics_with_control_characters_made_visible():
+    """`curl /metrics` in a terminal must run no escape sequence a process or client chose (#12.10)."""
+    from dataclasses import replace
+
+    from tests.fakes.telemetry_data import LlmRequest
+
+    sample = gpus(1, processes=1)[0]
+    sample.processes[0].name = "n\x1b[31m\x07x"
+    state = MetricsState("testhost")
+    state.publish_gpus([sample], source="nvml", duration_seconds=0.004)
+    state.llm.observe_many([replace(requests()[0], model="m\x1b]0;pwned\x07")])
+    text = exposition(state.snapshot(), per_process=True).decode()
+    assert "\x1b" not in text and "\x07" not in text
+    assert 'name="n\\\\x1b[31m\\\\x07x"' in text and 'model="m\\\\x1b]0;pwned\\\\x07"' in text

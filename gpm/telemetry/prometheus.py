@@ -29,6 +29,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from gpm import __version__
 from gpm.gpu.model import THROTTLE_REASONS, GpuSample
+from gpm.humanize import visible
 from gpm.outfile import replacing
 from gpm.telemetry.state import COLLECTORS, CollectorResult, MetricsState, Snapshot
 
@@ -63,7 +64,7 @@ def gpu_families(gpus: Iterable[GpuSample], *, per_process: bool = False) -> Ite
     up = GaugeMetricFamily("gpm_gpu_up", "1 when the GPU was read, 0 when it failed (lost, ...).",
                            labels=GPU_LABELS)
     for s in gpus:
-        info.add_metric([str(s.index), s.uuid or "", s.name or "", s.driver_version or "",
+        info.add_metric([str(s.index), s.uuid or "", visible(s.name or ""), s.driver_version or "",
                          s.cuda_version or "", s.pci_bus_id or "", s.source], {})
         up.add_metric(_gpu_labels(s), 1.0 if s.ok else 0.0)
     if gpus:
@@ -146,7 +147,7 @@ def process_families(gpus: list[GpuSample], *, per_process: bool) -> Iterator[Me
                               "Share of the GPU's SMs the process used (0-1).", labels=plabels)
     for s in gpus:
         for p in s.processes:
-            values = _gpu_labels(s) + [str(p.pid), p.name or "", p.category or UNCLASSIFIED]
+            values = _gpu_labels(s) + [str(p.pid), visible(p.name or ""), p.category or UNCLASSIFIED]
             if p.used_memory_bytes is not None:
                 pmem.add_metric(values, float(p.used_memory_bytes))
             if p.sm_utilization_percent is not None:
@@ -164,7 +165,9 @@ def _histogram(name: str, doc: str, per_model: Iterable[tuple[str, object]]) -> 
 
 
 def llm_families(snap: Snapshot) -> Iterator[Metric]:
-    models = sorted(snap.llm.items())
+    # Model names come from clients: shown as `visible` shows them, like process
+    # names, so `curl /metrics` in a terminal runs no escape sequence (#12.10).
+    models = sorted((visible(model), stats) for model, stats in snap.llm.items())
     requests = CounterMetricFamily("gpm_llm_requests", "Requests through the recording proxy.",
                                    labels=["model", "status"])
     prompt = CounterMetricFamily("gpm_llm_prompt_tokens", "Prompt (input) tokens processed.",
