@@ -71,8 +71,11 @@ def exclusive_lock(path: str | os.PathLike, *, job: str, wait_secs: float = DEFA
                         f"{path}: another `gpm {job}` is running (lock held{by}); try again later"
                     ) from None
                 time.sleep(poll_secs)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        try:  # only to name the holder in another run's message: a full disk costs just that
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except OSError:
+            pass
         yield HeldLock(path, fd)
     finally:
         os.close(fd)  # closing releases the flock

@@ -67,7 +67,8 @@ class Group(click.Group):
             app = ctx.obj
             if not isinstance(err, sqlite3.Error) or not isinstance(app, AppContext):
                 raise
-            known = database_error(app.config().db_file, err)
+            cfg = app.config()
+            known = database_error(cfg.db_file, err, busy_timeout=cfg["storage.busy_timeout_secs"])
             if known is None:
                 raise
             raise known from None

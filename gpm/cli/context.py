@@ -40,7 +40,8 @@ class AppContext:
     def open_db(self, *, readonly: bool = False) -> sqlite3.Connection:
         from gpm.store.db import open_db
 
-        return open_db(self.config().db_file, readonly=readonly)
+        cfg = self.config()
+        return open_db(cfg.db_file, readonly=readonly, busy_timeout=cfg["storage.busy_timeout_secs"])
 
     def set_output(self, verbose: int, quiet: bool) -> None:
         """Apply -v/-q, given before or after the subcommand: logging level on stderr."""

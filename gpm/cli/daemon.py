@@ -66,7 +66,9 @@ def daemon(app: AppContext, interval: float | None, log_level: str | None, log_f
     def on_config(cfg) -> None:
         apply_logging(handler, cfg["daemon.log_level"], cfg["daemon.log_format"])
 
-    # One daemon per database: a second one would sample every GPU twice (#12, found by a trial).
+    # The database first, so a broken one is named as such rather than as its lock
+    # file; then one daemon per database: a second would sample every GPU twice (#12).
+    app.open_db().close()
     with exclusive_lock(lock_path(first.db_path, "daemon"), job="daemon", wait_secs=0):
         code = Daemon(load, on_config=on_config).run()
     raise SystemExit(code)

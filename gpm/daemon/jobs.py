@@ -111,7 +111,7 @@ class SamplingJob:
         from gpm.sampling import Sampler
         from gpm.store.db import FollowedDb
 
-        self.db = FollowedDb(self.ctx.cfg.db_path)
+        self.db = FollowedDb(self.ctx.cfg.db_path, self.ctx.cfg["storage.busy_timeout_secs"])
         self.sampler = Sampler(self.ctx.cfg, conn=self.db.conn)
 
     def run(self) -> float | None:
@@ -181,7 +181,8 @@ class SamplingJob:
                 self.sampler.use(self.db.conn)
             self.sampler.store(samples)
         except (sqlite3.Error, OSError, GpmError) as err:
-            problem = err if isinstance(err, GpmError) else database_error(self.db.path, err)
+            problem = err if isinstance(err, GpmError) else database_error(self.db.path, err,
+                                                                              busy_timeout=self.db.busy_timeout)
             if problem is None:
                 raise  # not the database's state: a bug, for the runner to report
             if str(problem) != self.store_problem:
@@ -234,7 +235,7 @@ def reduce_job(ctx: JobContext) -> PeriodicJob:
     from gpm.store.reductions import refresh
 
     cfg = ctx.cfg
-    db = FollowedDb(cfg.db_path)  # reduces the database the samples go to, even a new one (#12.5)
+    db = FollowedDb(cfg.db_path, cfg["storage.busy_timeout_secs"])  # reduces the database the samples go to, even a new one (#12.5)
     log = job_logger("reduce")
 
     def run() -> None:

@@ -80,14 +80,18 @@ def migrate(conn: sqlite3.Connection) -> None:
         migrations.apply(db)
 
 
-def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection in autocommit mode; transactions are explicit (``write``)."""
+def connect(path: str | os.PathLike, *, readonly: bool = False,
+            busy_timeout: float = BUSY_TIMEOUT_SECS) -> sqlite3.Connection:
+    """A connection in autocommit mode; transactions are explicit (``write``).
+
+    ``busy_timeout``: how long a statement waits for another process's lock
+    (``[storage] busy_timeout_secs``) before failing as "database locked"."""
     path = os.fspath(path)
     if readonly:
         if not os.path.exists(path):
             raise GpmError(f"{path}: database not found (run `gpm sample` first)")
         conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECS,
+            f"file:{path}?mode=ro", uri=True, timeout=busy_timeout,
             isolation_level=None, check_same_thread=False,
         )
     else:
@@ -96,7 +100,7 @@ def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Conne
         old_umask = os.umask(0o077)  # the -wal and -shm files too
         try:
             conn = sqlite3.connect(
-                path, timeout=BUSY_TIMEOUT_SECS, isolation_level=None, check_same_thread=False,
+                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False,
                 factory=sqlite3.Connection if hasattr(sqlite3.Connection, "setconfig") else KeepWalConnection,
             )
             if new:
@@ -110,7 +114,7 @@ def connect(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Conne
         else:
             _keep_wal_on_close(conn, path)
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
-    conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECS * 1000)}")
+    conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
     # WAL + NORMAL: a commit survives a crash of gpm; a power cut may lose the
     # last transactions but never corrupts the file.
     conn.execute("PRAGMA synchronous = NORMAL")
@@ -192,15 +196,17 @@ def _keep_wal_on_close(conn: sqlite3.Connection, path: str) -> None:
     conn.companion = companion
 
 
-def open_db(path: str | os.PathLike, *, readonly: bool = False) -> sqlite3.Connection:
+def open_db(path: str | os.PathLike, *, readonly: bool = False,
+            busy_timeout: float = BUSY_TIMEOUT_SECS) -> sqlite3.Connection:
     """Connect and bring the schema up to date (read-only opens don't migrate)."""
     try:
-        conn = connect(path, readonly=readonly)
+        conn = connect(path, readonly=readonly, busy_timeout=busy_timeout)
         if not readonly:
             migrate(conn)
         return conn
     except (sqlite3.Error, OSError) as err:
-        raise database_error(path, err) or GpmError(f"{path}: cannot open database: {err}") from None
+        raise (database_error(path, err, busy_timeout=busy_timeout)
+               or GpmError(f"{path}: cannot open database: {err}")) from None
 
 
 def file_id(path: str | os.PathLike) -> tuple[int, int] | None:
@@ -222,9 +228,10 @@ class FollowedDb:
     when they differ, opens (creates and migrates) the database now at the path.
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, busy_timeout: float = BUSY_TIMEOUT_SECS) -> None:
         self.path = os.fspath(path)
-        self.conn = open_db(self.path)
+        self.busy_timeout = busy_timeout
+        self.conn = open_db(self.path, busy_timeout=busy_timeout)
         self._id = file_id(self.path)
 
     def check(self) -> str | None:
@@ -234,7 +241,7 @@ class FollowedDb:
             return None
         why = "was deleted" if now is None else "was replaced by another file"
         self.conn.close()  # before a new file appears at the path: never two databases on one WAL
-        self.conn = open_db(self.path)
+        self.conn = open_db(self.path, busy_timeout=self.busy_timeout)
         self._id = file_id(self.path)
         return f"{self.path} {why} while open; writing to a new database there from now on"
 
@@ -267,7 +274,8 @@ def error_kind(err: BaseException) -> str | None:
     return next((kind for needle, kind in _SQLITE_TEXTS if needle in text), None)
 
 
-def database_error(path: str | os.PathLike, err: BaseException) -> DatabaseError | None:
+def database_error(path: str | os.PathLike, err: BaseException, *,
+                   busy_timeout: float = BUSY_TIMEOUT_SECS) -> DatabaseError | None:
     """One line that names the database, says what is wrong and what to do; None
     when ``err`` is not about the file (a bug: let it surface as one)."""
     kind = error_kind(err)
@@ -285,7 +293,8 @@ def database_error(path: str | os.PathLike, err: BaseException) -> DatabaseError
                              f"`sqlite3 {path} 'PRAGMA integrity_check'`", EXIT_IOERR)
     if kind == "busy":
         return DatabaseError(f"{path}: database locked by another process for more than "
-                             f"{BUSY_TIMEOUT_SECS:g} s ({reason}); try again later", EXIT_LOCKED)
+                             f"{busy_timeout:g} s ({reason}); try again later, or raise "
+                             "[storage] busy_timeout_secs", EXIT_LOCKED)
     if kind == "corrupt":
         return DatabaseError(f"{path}: database is corrupt ({reason}); nothing was written: "
                              f"move it aside (`sqlite3 OLD .recover` saves what it can) and gpm "

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from gpm.errors import EXIT_CANTCREAT, EXIT_DB_CORRUPT, EXIT_NOPERM
+from gpm.errors import EXIT_CANTCREAT, EXIT_DB_CORRUPT, EXIT_LOCKED, EXIT_NOPERM
 from gpm.store.db import open_db
 from gpm.store.samples import save_samples
-from tests.conftest import gpm_env
+from tests.conftest import gpm_env, run_gpm
 from tests.test_daemon import fast_env
 from tests.test_store import make_sample
 
@@ -286,3 +286,30 @@ def test_a_broken_database_is_one_line_naming_it_and_a_documented_exit_code(
         assert db.read_bytes() == before  # nothing written into a broken file
     if broken == "unwritable-folder":
         assert sorted(os.listdir(folder)) == []
+
+
+@pytest.mark.parametrize("command", [["sample"], ["archive", "--older-than", "1"]])
+def test_a_database_locked_past_the_busy_timeout_is_one_line_and_exit_75(fake_nvml, tmp_path, command):
+    """Another program holds the write lock longer than `[storage] busy_timeout_secs`:
+    the run waits that long, then says so in one line and stores nothing half-way."""
+    db = tmp_path / "gpm.db"
+    env = fake_nvml.env()
+    run_gpm("--db", db, "sample", env=env, check=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sqlite3, sys, time\n"
+         "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+         "c.execute('BEGIN EXCLUSIVE'); print('held', flush=True); time.sleep(60)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        result = run_gpm("--db", db, *command, env={**env, "GPM_STORAGE_BUSY_TIMEOUT_SECS": "0.5"})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.returncode == EXIT_LOCKED, result.stderr
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"gpm: {db}: database locked by another process for more than 0.5 s")
+    assert "Traceback" not in result.stderr
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert conn.execute("SELECT COUNT(DISTINCT ts_ms) FROM gpu_metrics").fetchone() == (1,)
