@@ -23,7 +23,8 @@ import polars as pl
 import psutil
 import pytest
 
-from gpm.store.archive import archive, cutoff_ms
+from gpm import archiving
+from gpm.store.archive import cutoff_ms
 from gpm.store.db import open_db
 from gpm.store.history import scan
 from tests.benchmarks.trace import DAY_MS, trace_frame, write_trace
@@ -93,9 +94,10 @@ def check_exactly_once(db: Path, arch: Path, expected: pl.DataFrame) -> None:
 
 
 def finish_and_check(db: Path, arch: Path, expected: pl.DataFrame) -> None:
-    """A clean re-run completes the job: nothing old left, every file listed, rows identical."""
+    """A clean re-run (what `gpm archive` runs) completes the job: nothing old left,
+    every file listed, rows identical, no temp file of a killed run (rollups too)."""
     conn = open_db(db)
-    result = archive(conn, arch, cutoff=cutoff_ms(1), own_host=HOST)
+    result = archiving.archive(conn, arch, cutoff=cutoff_ms(1), own_host=HOST, busy_threshold=5.0)
     assert not result.problems, result.problems
     old = conn.execute("SELECT COUNT(*) FROM gpu_metrics WHERE ts_ms < ?", (cutoff_ms(1),)).fetchone()[0]
     assert old == 0

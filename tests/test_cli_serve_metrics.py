@@ -295,8 +295,8 @@ def test_sample_textfile(fake_nvml, tmp_path):
     assert sorted(p.name for p in out.parent.iterdir()) == ["gpm.prom"]
     assert promtool_check(text) == ""
     result = run_gpm("sample", "--no-store", "--textfile", tmp_path / "missing" / "x.prom", env=fake_nvml.env())
-    assert result.returncode == 1
-    assert result.stderr.startswith(f"gpm: cannot write textfile {tmp_path / 'missing' / 'x.prom'}: ")
+    assert result.returncode == 2  # a missing folder is refused before sampling, as -o is
+    assert result.stderr.startswith(f"gpm: --textfile {tmp_path / 'missing' / 'x.prom'}: ")
 
 
 PROMETHEUS = shutil.which("prometheus")

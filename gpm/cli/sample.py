@@ -7,12 +7,14 @@ import json
 import sqlite3
 import sys
 import time
+from pathlib import Path
 
 import click
 
 from gpm.cli.context import AppContext, pass_app
-from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
+from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from gpm.humanize import terminal_size
+from gpm.outfile import check_output
 from gpm.view import History, frame, sample_table
 
 
@@ -51,10 +53,7 @@ def _write_textfile(path: str, sampler, samples, duration_seconds: float) -> Non
 
     state = MetricsState(sampler.host)
     state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=duration_seconds)
-    try:
-        write_textfile(path, state.snapshot(), per_process=sampler.cfg["telemetry.per_process"])
-    except OSError as err:
-        raise GpmError(f"cannot write textfile {path}: {err.strerror or err}") from None
+    write_textfile(path, state.snapshot(), per_process=sampler.cfg["telemetry.per_process"])
 
 
 def _reduce_closed_hours(app: AppContext, conn, cfg) -> None:
@@ -108,6 +107,8 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
     from gpm.schedule import Stopper, ticks
 
     count = _repetition(count, interval, follow)
+    if textfile:
+        check_output(Path(textfile), "--textfile")  # before sampling, not after the first sample
     cfg = app.config({"service.poll_interval_secs": (interval, "--interval")})
     conn = None if no_store else app.open_db()
     sampler = Sampler(cfg, conn=conn)

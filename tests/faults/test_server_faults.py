@@ -124,6 +124,8 @@ def test_chunked_upload_far_over_the_cap_streams_in_bounded_memory(tmp_path):
         generate_ok(url)
         head = b'{"model": "gemma4", "prompt": "'
 
+        halfway, answered = threading.Event(), threading.Event()
+
         def body():
             yield head
             piece = b"x" * (1 * MB)
@@ -131,15 +133,18 @@ def test_chunked_upload_far_over_the_cap_streams_in_bounded_memory(tmp_path):
             while sent + len(piece) < total - 2:
                 yield piece
                 sent += len(piece)
+                if sent >= total // 2 and not halfway.is_set():
+                    halfway.set()  # the upload waits here until normal requests were answered
+                    answered.wait(30)
             yield b"x" * (total - 2 - sent) + b'"}'
 
         answers, during = [], []
         uploader = threading.Thread(target=lambda: answers.append(
             requests.post(f"{url}/api/generate", data=body(), timeout=120)))
         uploader.start()
-        time.sleep(0.5)
-        while uploader.is_alive() and len(during) < 2:  # normal requests are answered meanwhile
-            during.append(generate_ok(url, "during"))
+        assert halfway.wait(60)
+        during = [generate_ok(url, "during") for _ in range(2)]  # answered while the upload is open
+        answered.set()
         uploader.join(120)
         peak = peak_rss_bytes(proc.pid)
         finish(proc)
