@@ -261,6 +261,7 @@ def test_json_of_a_known_week_is_exact(gpm, week_db):
         "llm": LLM,
         "models": MODELS,
         "processes": PROCESSES,
+        "failures": [],
         "omitted": {},
     }
 

@@ -60,6 +60,8 @@ class Report:
     omitted: dict[str, str] = field(default_factory=dict)
     # host -> its first GPU sample ever (database and archive)
     first_samples: dict[str, int] = field(default_factory=dict)
+    # Spans of a GPU's consecutive failed samples (gpm.report.failures)
+    failures: list[dict] = field(default_factory=list)
 
     def nothing_recorded(self) -> bool:
         """No GPU sample ever, nor any process run or LLM request in the range: a new database."""

@@ -8,6 +8,7 @@ from typing import Callable
 
 from gpm.errors import EXIT_USAGE, GpmError
 from gpm.report.build import Report, build_gpu_report
+from gpm.report.failures import failure_spans
 from gpm.report.period import Period
 from gpm.report.rollup import Selection
 from gpm.report.source import Progress, archive_first_samples, gpu_rollup
@@ -76,6 +77,7 @@ def make_report(*, conn: sqlite3.Connection | None, archive_dir: Path | None,
     if not report.gpus:
         for section in ("gpus", "days"):
             report.omitted[section] = "no GPU samples in this range"
+    report.failures = failure_spans(conn, sel)
     add_usage(report, conn, archive_dir, sel, own_host)
     return report
 

@@ -142,6 +142,7 @@ def to_json_obj(report: Report) -> dict:
         "llm": report.llm,
         "models": report.models,
         "processes": report.processes,
+        "failures": report.failures,
         "omitted": report.omitted,
     }
     if report.trend is not None:
@@ -444,7 +445,35 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
                 notes.append(LLM_NOTE)
         for note in notes:
             lines += _wrap(note, width)
+        if section == "coverage":
+            lines += failure_lines(report, width, markdown)
     return "\n".join(lines) + "\n"
+
+
+FAILED_WORDS = {"gpu_is_lost": "lost"}
+
+
+def failure_lines(report: Report, width: int | None, markdown: bool = False) -> list[str]:
+    """The "GPU failures" block: one line per span a GPU failed, or one saying none (#13.2).
+
+    ``GPU 1 (RTX A6000): lost (gpu_is_lost) at 2026-12-03 14:02, back at 14:09``.
+    """
+    if not report.failures:
+        return ["", "GPU failures: none."]
+    lines = ["", "GPU failures:"] + ([""] if markdown else [])
+    for f in report.failures:
+        gpu = f"GPU {f['gpu_index']}" + (f" ({short_gpu_name(f['gpu_name'])})" if f["gpu_name"] else "")
+        if len(report.coverage) > 1:
+            gpu = f"{cut(visible(f['host']), HOST_IN_CELL)}: {gpu}"
+        since = fmt_local(f["since_ms"])
+        if f["until_ms"] is None:
+            end = "still failing at the end of the range"
+        else:
+            back = fmt_local(f["until_ms"])
+            end = "back at " + (back[11:] if back[:10] == since[:10] else back)
+        word = FAILED_WORDS.get(f["status"], "failed")
+        lines += _wrap(f"{'- ' if markdown else ''}{gpu}: {word} ({visible(f['status'])}) at {since}, {end}.", width)
+    return lines
 
 
 def _layout(section: str, headers: list[str], rows: list[list], width: int | None, markdown: bool,

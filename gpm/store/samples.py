@@ -211,3 +211,23 @@ def _insert_metric(conn: sqlite3.Connection, row: tuple) -> int:
             break
         ts_ms += 1
     return ts_ms
+
+
+def failed_samples(conn: sqlite3.Connection, since_ms: int, until_ms: int,
+                   hosts: tuple[str, ...] = ()) -> list[tuple]:
+    """(gpu_id, host, gpu_index, uuid, name, ts_ms, status) of every failed sample in
+    [since_ms, until_ms), by GPU and time: read through the partial index of failed rows
+    (migration 0003), so a week of millions of ok rows is not read (#13.2)."""
+    rows = conn.execute(
+        "SELECT m.gpu_id, g.host, g.gpu_index, g.uuid, g.name, m.ts_ms, m.status "
+        "FROM gpus g JOIN gpu_metrics m ON m.gpu_id = g.id "
+        "WHERE m.status IS NOT NULL AND m.ts_ms >= ? AND m.ts_ms < ? ORDER BY m.gpu_id, m.ts_ms",
+        (since_ms, until_ms)).fetchall()
+    return [r for r in rows if not hosts or r[1] in hosts]
+
+
+def next_ok_sample(conn: sqlite3.Connection, gpu_id: int, after_ms: int, before_ms: int) -> int | None:
+    """The time of the GPU's first ok sample in (after_ms, before_ms), or None: where a failure ended."""
+    row = conn.execute("SELECT MIN(ts_ms) FROM gpu_metrics WHERE ts_ms > ? AND ts_ms < ? AND gpu_id = ? "
+                       "AND status IS NULL", (after_ms, before_ms, gpu_id)).fetchone()
+    return row[0]

@@ -121,7 +121,18 @@ def m0002_memory_total_in_gpus(db) -> None:
             db.execute(sql)
 
 
+def m0003_failed_samples_index(db) -> None:
+    """Index only the failed samples (``status`` not NULL), per GPU (#13.2).
+
+    The report names every span a GPU failed; reading all of a week's rows
+    to find the few failed ones would cost seconds. Ok rows are NULL and left
+    out, so the index stays as small as the failures.
+    """
+    db.execute("CREATE INDEX gpu_metrics_failed ON gpu_metrics (gpu_id, ts_ms) WHERE status IS NOT NULL")
+
+
 MIGRATIONS = [
     ("0001_gpus_and_metrics", m0001_gpus_and_metrics),
     ("0002_memory_total_in_gpus", m0002_memory_total_in_gpus),
+    ("0003_failed_samples_index", m0003_failed_samples_index),
 ]
