@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 
@@ -13,7 +11,6 @@ from gpm.classify.facts import ProcessFacts, read_facts
 from gpm.classify.rules import Context, classify, validate_rules
 from gpm.config import load_config
 from gpm.errors import ConfigError
-from tests.conftest import gpm_env
 
 RULES = """
 [[classify.rules]]

@@ -12,7 +12,6 @@ import time
 import urllib.parse
 import urllib.request
 from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 

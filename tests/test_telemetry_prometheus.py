@@ -222,7 +222,6 @@ def test_names_from_outside_reach_metrics_with_control_characters_made_visible()
     """`curl /metrics` in a terminal must run no escape sequence a process or client chose (#12.10)."""
     from dataclasses import replace
 
-    from tests.fakes.telemetry_data import LlmRequest
 
     sample = gpus(1, processes=1)[0]
     sample.processes[0].name = "n\x1b[31m\x07x"
