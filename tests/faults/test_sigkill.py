@@ -180,7 +180,8 @@ def clean_sample_stores_normally(db: Path, env: dict, pids_by_gpu) -> None:
 def test_sigkill_gpm_sample_50_times(fake_nvml, gpu_world, tmp_path):
     db = tmp_path / "gpm.db"
     env = fake_nvml.env()
-    outcomes = kill_runs(db, env, ("sample", "-n", "3", "-i", "0.1", "--json"), gpu_world,
+    # six samples 0.1 s apart outlast the longest delay even on a fast, idle machine
+    outcomes = kill_runs(db, env, ("sample", "-n", "6", "-i", "0.1", "--json"), gpu_world,
                          seed=12, longest=0.45)
     assert outcomes["killed"] >= 30, outcomes
     assert stored(db), "no run got as far as a stored sample: the delays miss the work"
