@@ -38,10 +38,9 @@ sys.path.insert(0, str(ROOT))
 from gpm.store.archive import archive, cutoff_ms  # noqa: E402
 from gpm.store.db import open_db  # noqa: E402
 from gpm.store.reductions import refresh  # noqa: E402
+from tests.benchmarks.docs import DOCS, replace_rows  # noqa: E402
 from tests.benchmarks.trace import DAY_MS, trace_frame, write_trace  # noqa: E402
 
-DOCS = ROOT / "docs" / "benchmarks.md"
-START, END = "<!-- bench_archive:start -->", "<!-- bench_archive:end -->"
 
 
 def table_bytes(conn, table: str) -> int | None:
@@ -162,14 +161,7 @@ HEADER = [
 
 def write_docs(lines: list[str]) -> None:
     """Replace the rows of the traces just measured in docs/benchmarks.md; keep the others."""
-    text = DOCS.read_text()
-    head, rest = text.split(START, 1)
-    block, tail = rest.split(END, 1)
-    traces = {line.split(" | ")[0] for line in lines}
-    kept = [line for line in block.strip().splitlines()
-            if line.startswith("| ") and line not in HEADER and line.split(" | ")[0] not in traces]
-    rows = sorted(kept + lines, key=lambda line: int(line.split(" x ")[1].split(" day")[0]))
-    DOCS.write_text("\n".join([f"{head}{START}", *HEADER, *rows, f"{END}{tail}"]))
+    replace_rows("bench_archive", HEADER, lines, key=lambda line: int(line.split(" x ")[1].split(" day")[0]))
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
+from tests.benchmarks.docs import DOCS, replace_rows  # noqa: E402
 
 GPUS = 8
 WORK = Path(tempfile.gettempdir()) / "gpm-bench-report"
@@ -154,8 +155,6 @@ def make_reduced_archive(raw: Path, folder: Path, busy_threshold: float = 5.0) -
                     busy_threshold, root=folder)
 
 
-DOCS = REPO / "docs" / "benchmarks.md"
-START, END = "<!-- bench_report:start -->", "<!-- bench_report:end -->"
 CASES = {  # name -> (what is measured, target)
     "week": ("week, 4.8 M rows in SQLite, rollup kept by the write path", "< 1 s"),
     "week-cold": ("week, nothing rolled up (filled by something else): rolls up and stores every hour",
@@ -311,16 +310,10 @@ HEADER = [
 
 def write_docs(lines: list[str]) -> None:
     """Replace the rows of the cases just measured in docs/benchmarks.md; keep the others, in ``CASES`` order."""
-    text = DOCS.read_text()
-    head, rest = text.split(START, 1)
-    block, tail = rest.split(END, 1)
-    measured = {line.split(" | ")[0] for line in lines}
-    kept = [line for line in block.strip().splitlines()
-            if line.startswith("| ") and line not in HEADER and line.split(" | ")[0] not in measured]
     order = [f"| {what}" for what, _ in CASES.values()]
-    rows = sorted(kept + lines, key=lambda line: order.index(line.split(" | ")[0]) if line.split(" | ")[0] in order
-                  else len(order))
-    DOCS.write_text("\n".join([f"{head}{START}", *HEADER, *rows, f"{END}{tail}"]))
+    first = lambda line: line.split(" | ")[0]  # noqa: E731
+    replace_rows("bench_report", HEADER, lines,
+                 key=lambda line: order.index(first(line)) if first(line) in order else len(order))
 
 
 if __name__ == "__main__":
