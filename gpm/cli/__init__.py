@@ -13,6 +13,7 @@ import os
 import signal
 import sqlite3
 import sys
+import textwrap
 from contextlib import contextmanager
 from typing import Iterator, NoReturn
 
@@ -39,8 +40,10 @@ def _closed_pipe_as_reader_left() -> Iterator[None]:
 
 
 def exit_codes_epilog() -> str:
+    """The exit-code table, each meaning wrapped under itself so `gpm --help` fits 80 columns."""
     lines = ["\b", "Exit codes:"]
-    lines += [f"  {code:<4} {text}" for code, text in EXIT_CODES.items()]
+    for code, text in EXIT_CODES.items():
+        lines += textwrap.wrap(text, width=78, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7)
     return "\n".join(lines)
 
 

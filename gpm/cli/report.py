@@ -35,8 +35,9 @@ Then run `gpm report` again.
               show_default=True,
               help="text: tables in human units for a terminal; markdown; json: every figure in machine "
                    "units (seconds, bytes, joules) with stable keys; csv: one section (--section).")
-@click.option("--section", "sections", multiple=True, type=click.Choice(SECTIONS),
-              help="Only these sections (repeatable); csv prints exactly one (default: gpus).")
+@click.option("--section", "sections", multiple=True, type=click.Choice(SECTIONS), metavar="SECTION",
+              help=f"Only these sections (repeatable): {', '.join(SECTIONS)}; csv prints exactly one "
+                   "(default: gpus).")
 @click.option("--weeks", type=click.IntRange(1, 520), metavar="N",
               help="A trend table of the last N finished ISO weeks, from stored weekly summaries "
                    "(weeks not summarised yet are computed once and stored).")
