@@ -31,6 +31,34 @@ def validate_rules(value: Any, where: str) -> Any:
     return validate(value, where)
 
 
+def validate_alert_overrides(value: Any, where: str) -> Any:
+    """``[[alerts.override]]``' validator: ``gpm.alerts.rules.validate_overrides``."""
+    from gpm.alerts.rules import validate_overrides
+
+    return validate_overrides(value, where)
+
+
+def validate_throttle_reasons(value: Any, where: str) -> Any:
+    """``[alerts] throttle_reasons``: names as nvidia-smi gives them (``gpm.gpu.model.THROTTLE_REASONS``)."""
+    from gpm.gpu.model import THROTTLE_REASONS
+
+    for name in value:
+        if name not in THROTTLE_REASONS:
+            raise ConfigError(f"{where}: [alerts] throttle_reasons: {name!r} is not a slowdown reason "
+                              f"(expected some of {', '.join(THROTTLE_REASONS)})")
+    return value
+
+
+def validate_webhook_url(value: Any, where: str) -> Any:
+    """``[alerts] webhook_url``: an http(s) URL; the message names no more than its host (it may hold a token)."""
+    problem = url_problem(value)
+    if problem:
+        host = urlsplit(value).hostname if "://" in value else None
+        shown = f"a URL of host {host!r}" if host else "a value that is not a URL"
+        raise ConfigError(f"{where}: [alerts] webhook_url = {shown}: expected an http:// or https:// URL ({problem})")
+    return value
+
+
 @dataclass
 class Key:
     """One setting: its section, name, type, default and limits.
@@ -155,10 +183,47 @@ SCHEMA: tuple[Key, ...] = (
         "OTLP transport.", choices=("grpc", "http/protobuf")),
     Key("telemetry", "export_interval_secs", "float", 10.0,
         "Seconds between OTLP metric exports.", min=1, max=86400),
+    Key("alerts", "enabled", "bool", True,
+        "Evaluate the alert rules on every sample (false: no alerts at all)."),
+    Key("alerts", "for_secs", "float", 60.0,
+        "How long a condition must hold before its alert fires (every rule; [[alerts.override]] per rule).",
+        min=0, max=604800),
     Key("alerts", "temp_threshold_celsius", "float", 85.0,
         "Alert when a GPU is hotter than this.", min=0, max=150),
     Key("alerts", "memory_threshold_percent", "float", 95.0,
         "Alert when GPU memory use is above this share.", min=0, max=100),
+    Key("alerts", "power_threshold_percent", "float", 98.0,
+        "Alert when a GPU draws more than this share of its power limit.", min=0, max=200),
+    Key("alerts", "throttle_reasons", "str_list",
+        ["hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown"],
+        "Clock slowdown reasons that count as throttling (add sw_power_cap to alert at the power cap).",
+        validator=validate_throttle_reasons),
+    Key("alerts", "ecc_threshold_errors", "int", 0,
+        "Alert when a GPU's uncorrected ECC errors since the driver loaded exceed this.", min=0),
+    Key("alerts", "stalled_intervals", "int", 3,
+        "Alert when no sample was stored for this many poll intervals.", min=2, max=10000),
+    Key("alerts", "disk_free_threshold_percent", "float", 5.0,
+        "Alert when the data or archive folder's file system has less free space than this.",
+        min=0, max=100),
+    Key("alerts", "override", "table_list", [],
+        "Per-rule changes ([[alerts.override]]: rule, enabled, for_secs, margin, severity).",
+        validator=validate_alert_overrides),
+    Key("alerts", "notify_desktop", "bool", True,
+        "Send desktop notifications (notify-send) when a session bus is present."),
+    Key("alerts", "hook_command", "str_list", [],
+        "Program and arguments run (no shell) for each alert event, the event as JSON on stdin."),
+    Key("alerts", "hook_timeout_secs", "float", 10.0,
+        "Kill the hook after this many seconds.", min=0.1, max=3600),
+    Key("alerts", "webhook_url", "str", "",
+        "POST each alert event as JSON to this http(s) URL (never logged in full).",
+        validator=validate_webhook_url),
+    Key("alerts", "webhook_timeout_secs", "float", 5.0,
+        "Timeout of one webhook attempt.", min=0.1, max=600),
+    Key("alerts", "webhook_retries", "int", 3,
+        "Attempts after the first when the webhook fails.", min=0, max=20),
+    Key("alerts", "notify_min_interval_secs", "float", 300.0,
+        "At most one notification per alert and channel in this many seconds (resolutions always go).",
+        min=0, max=604800),
     Key("classify", "store_cmdline", "bool", True,
         "Store (redacted) command lines of GPU processes; false stores none."),
     Key("classify", "steam_paths", "str_list", [],

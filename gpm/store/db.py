@@ -26,7 +26,7 @@ from gpm.errors import (
     EXIT_CANTCREAT, EXIT_DB_CORRUPT, EXIT_IOERR, EXIT_LOCKED, EXIT_NOPERM, DatabaseError, GpmError,
 )
 from gpm.paths import ensure_private_dir
-from gpm.store import schema_archive, schema_classify, schema_core, schema_llm, schema_report
+from gpm.store import schema_alerts, schema_archive, schema_classify, schema_core, schema_llm, schema_report
 
 BUSY_TIMEOUT_SECS = 30.0
 
@@ -39,7 +39,7 @@ WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # of (name, function(sqlite_utils.Database)) applied in order. Keeping feature
 # tables in their own sets lets them grow independently; the order of this
 # list is the order sets are applied on a new database.
-SCHEMA_MODULES = [schema_core, schema_classify, schema_llm, schema_report, schema_archive]
+SCHEMA_MODULES = [schema_core, schema_classify, schema_llm, schema_report, schema_archive, schema_alerts]
 
 # A database that has recorded exactly this many migrations is up to date:
 # one COUNT tells it on every cron run; any other count gets the full check.
