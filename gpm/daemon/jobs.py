@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from gpm.addresses import parse_listen
 from gpm.config import Config
 from gpm.daemon.logs import job_logger
 from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
@@ -282,8 +283,6 @@ def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
     Binding happens when the service opens, so an address in use is a failure
     the scheduler retries with back-off, not a daemon that will not start.
     """
-    from gpm.config import parse_listen
-
     cfg = ctx.cfg
     listen = parse_listen(cfg["ollama.proxy_listen"])
     log = job_logger("ollama-proxy")
@@ -464,8 +463,6 @@ def _metrics_state(ctx: JobContext):
 
 def prometheus_job(ctx: JobContext) -> ServiceJob:
     """``gpm serve-metrics``'s endpoint, serving what the daemon sampled."""
-    from gpm.config import parse_listen
-
     cfg = ctx.cfg
     state = _metrics_state(ctx)
     host, port = parse_listen(cfg["telemetry.metrics_listen"])
