@@ -12,7 +12,7 @@ from gpm.doctor.findings import NOTE, OK, PROBLEM, Finding, Setup, one_line
 from gpm.errors import GpmError
 from gpm.locks import exclusive_lock, lock_path
 from gpm.report.rollup import FILES, reduction_folder
-from gpm.store.archive import host_dir, manifest_paths, owned_hosts
+from gpm.store.archive_files import host_dir, manifest_paths, owned_hosts
 from gpm.store.timeseries import TIME_SERIES, available
 
 # Names gpm itself gives files (gpm.store.archive.write_durably, gpm.locks.lock_path).
@@ -22,7 +22,7 @@ REDUCTION_FILES = {*FILES.values(), "sources.json"}
 
 
 def _manifest(setup: Setup) -> tuple[set[str], set[str]] | Finding:
-    """(listed paths, hosts) from this database's manifest, through gpm.store.archive."""
+    """(listed paths, hosts) from this database's manifest, through gpm.store.archive_files."""
     try:
         conn = open_readonly(setup.db_path)
         try:
