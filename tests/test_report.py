@@ -34,7 +34,7 @@ from gpm.llm.client import LoadedModel
 from gpm.llm.sessions import PollResult
 from gpm.sampling import Sampler
 from gpm.report.period import resolve_period, utc_iso, week_bounds
-from gpm.report.render import sparkline
+from gpm.report.cells import sparkline
 from gpm.store.db import open_db, write
 from gpm.store.llm import SessionLog, save_request
 from gpm.store.samples import save_samples

@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from gpm.addresses import parse_listen
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
@@ -58,7 +59,6 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     Exit codes: 0 stopped by a signal; 1 cannot listen on ADDR or another
     error; 2 usage or config error.
     """
-    from gpm.config import parse_listen
     from gpm.sampling import Sampler
     from gpm.schedule import Stopper
     from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
