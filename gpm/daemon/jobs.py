@@ -33,6 +33,7 @@ from gpm.config import Config
 from gpm.daemon.logs import job_logger
 from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
 from gpm.errors import EXIT_FAILURE, EXIT_LOCKED, GpmError, NoBackendError
+from gpm.telemetry.alerts_feed import DbAlertFeed
 from gpm.telemetry.llm import DbRequestFeed, LoadedModel
 from gpm.telemetry.state import MetricsState, collector_name
 
@@ -435,14 +436,15 @@ def archive_job(ctx: JobContext) -> PeriodicJob:
 def _metrics_state(ctx: JobContext):
     """The one state both exporters read and the sampling job feeds.
 
-    Between scrapes nothing polls: new proxied requests are read from the
-    database when an exporter asks, at most every [telemetry] scrape_cache_secs.
+    Between scrapes nothing polls: new proxied requests and firing alerts are
+    read from the database when an exporter asks, at most every [telemetry] scrape_cache_secs.
     """
     state = ctx.shared.metrics
     if state is None:
         cfg = ctx.cfg
         state = MetricsState(cfg.hostname)
         feed = DbRequestFeed(cfg.db_path, state.llm)
+        alerts = DbAlertFeed(cfg.db_path, cfg.hostname)
         last = [float("-inf")]
         lock = threading.Lock()
 
@@ -456,6 +458,7 @@ def _metrics_state(ctx: JobContext):
                     feed.poll()
                 except sqlite3.Error as err:
                     job_logger("telemetry").warning("cannot read LLM requests: %s", err)
+                state.refresh_alerts(alerts.poll)
 
         state.refresher = refresh
         ctx.shared.metrics = state
