@@ -5,21 +5,16 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import subprocess
 import time
-import urllib.parse
-import urllib.request
 
 import pytest
 
 from tests.conftest import run_gpm
 from tests.fakes.nvml import FakeProcess, Scenario
 from tests.fakes.telemetry_data import requests, save_requests
-from tests.test_cli_serve_metrics import free_port, serving
+from tests.test_cli_serve_metrics import free_port, running_prometheus, scrape_config, serving
 from tests.test_telemetry_alerts import event, save_alerts
 
-PROMETHEUS = shutil.which("prometheus")
 DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 
 
@@ -77,8 +72,6 @@ def gpus_with_processes() -> Scenario:
 
 @pytest.mark.slow
 def test_a_real_prometheus_answers_every_panel_query(fake_nvml, tmp_path):
-    if PROMETHEUS is None:
-        pytest.skip("the prometheus binary is not installed (Debian package 'prometheus')")
     fake_nvml.set(gpus_with_processes())
     db = tmp_path / "gpm.db"
     save_requests(db, requests())  # the recording proxy's rows: LLM tokens, TTFT, requests
@@ -91,52 +84,24 @@ def test_a_real_prometheus_answers_every_panel_query(fake_nvml, tmp_path):
     run_gpm("--config", config, "install", "prometheus-rules", "-o", rules, check=True)
     dash = load_dashboard()
 
-    gpm_port, prom_port = free_port(), free_port()
-    (tmp_path / "prometheus.yml").write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n"
-        f"rule_files: ['{rules}']\n"
-        "scrape_configs:\n  - job_name: gpm\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{gpm_port}']\n")
+    gpm_port = free_port()
     env = fake_nvml.env({"GPM_DB": db, "GPM_SERVICE_HOSTNAME": "box"})
-    with serving("--cache-secs", "0", env=env, port=gpm_port):
-        prom = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}",
-             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{prom_port}",
-             "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
-        try:
-            api = f"http://127.0.0.1:{prom_port}/api/v1/query?query="
-
-            def query(q: str) -> list:
-                try:
-                    with urllib.request.urlopen(api + urllib.parse.quote(q), timeout=5) as resp:
-                        body = json.load(resp)
-                except OSError:
-                    return []
-                assert body["status"] == "success", (q, body)
-                return body["data"]["result"]
-
-            deadline = time.monotonic() + 60
-            empty: list = ["not asked yet"]
-            while empty and time.monotonic() < deadline and prom.poll() is None:
-                time.sleep(1)
-                # the instance variable's own query: label_values(gpm_build_info, instance)
-                instances = sorted({r["metric"]["instance"] for r in query("gpm_build_info")})
-                if not instances:
-                    continue
-                empty = [(title, substitute(expr, instances)) for title, expr in targets(dash)
-                         if not query(substitute(expr, instances))]
-            assert instances == [f"127.0.0.1:{gpm_port}"]
-            assert empty == [], f"panel queries with no series: {empty}" + (
-                f"\nprometheus: {prom.stderr.read()}" if prom.poll() is not None else "")
-            firing = query('ALERTS{alertstate="firing", rule="temperature"}')
-            assert {r["metric"]["gpu"] for r in firing} == {"0", "1"}
-            own = query("gpm_alerts_firing")
-            assert [(r["metric"]["rule"], r["metric"]["gpu"], r["value"][1]) for r in own] == [("temperature", "0", "1")]
-        finally:
-            prom.terminate()
-            try:
-                prom.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                prom.kill()
-                prom.wait()
+    with serving("--cache-secs", "0", env=env, port=gpm_port), \
+            running_prometheus(tmp_path, scrape_config(gpm_port, f"rule_files: ['{rules}']\n")) as (prom, query):
+        deadline = time.monotonic() + 60
+        empty: list = ["not asked yet"]
+        while empty and time.monotonic() < deadline and prom.poll() is None:
+            time.sleep(1)
+            # the instance variable's own query: label_values(gpm_build_info, instance)
+            instances = sorted({r["metric"]["instance"] for r in query("gpm_build_info")})
+            if not instances:
+                continue
+            empty = [(title, substitute(expr, instances)) for title, expr in targets(dash)
+                     if not query(substitute(expr, instances))]
+        assert instances == [f"127.0.0.1:{gpm_port}"]
+        assert empty == [], f"panel queries with no series: {empty}" + (
+            f"\nprometheus: {prom.stderr.read()}" if prom.poll() is not None else "")
+        firing = query('ALERTS{alertstate="firing", rule="temperature"}')
+        assert {r["metric"]["gpu"] for r in firing} == {"0", "1"}
+        own = query("gpm_alerts_firing")
+        assert [(r["metric"]["rule"], r["metric"]["gpu"], r["value"][1]) for r in own] == [("temperature", "0", "1")]
