@@ -19,7 +19,7 @@ outside, is also a quoted PromQL string inside ``expr``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from gpm import __version__
@@ -50,13 +50,9 @@ class AlertRule:
     rule: str
     summary: str
     description: str
-    labels: dict[str, str] = field(default_factory=dict)
 
-    def all_labels(self) -> dict[str, str]:
-        out = {"severity": self.severity}
-        if self.rule:
-            out["rule"] = self.rule
-        return {**out, **self.labels}
+    def labels(self) -> dict[str, str]:
+        return {"severity": self.severity, **({"rule": self.rule} if self.rule else {})}
 
 
 def job_problem(job: str) -> str | None:
@@ -222,16 +218,14 @@ def render(rules: list[AlertRule], skipped: dict[str, str], job: str) -> str:
     ]
     for name, why in skipped.items():
         lines.append(f"# gpm rule {name} is not here: {why}.")
-    lines += ["groups:", f"  - name: {yaml_string(GROUP)}", "    rules:"]
-    if not rules:
-        lines[-1] += " []"
+    lines += ["groups:", f"  - name: {yaml_string(GROUP)}", "    rules:"]  # never empty: the exporter's rules
     for r in rules:
         lines += [
             f"      - alert: {yaml_string(r.alert)}",
             f"        expr: {yaml_string(r.expr)}",
             f"        for: {yaml_string(duration(r.for_secs))}",
             "        labels:",
-            *(f"          {k}: {yaml_string(v)}" for k, v in r.all_labels().items()),
+            *(f"          {k}: {yaml_string(v)}" for k, v in r.labels().items()),
             "        annotations:",
             f"          summary: {yaml_string(r.summary)}",
             f"          description: {yaml_string(r.description)}",
