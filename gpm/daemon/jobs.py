@@ -38,6 +38,7 @@ from gpm.llm.sessions import OllamaWatcher
 from gpm.store.db import FollowedDb, open_db
 from gpm.store.llm import RequestLog, SessionLog
 from gpm.store.reductions import refresh
+from gpm.telemetry.alerts_feed import DbAlertFeed
 from gpm.telemetry.llm import DbRequestFeed, LoadedModel
 from gpm.telemetry.proxy_hooks import ProxyHooks
 from gpm.telemetry.state import MetricsState
@@ -159,14 +160,15 @@ def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
 def _metrics_state(ctx: JobContext):
     """The one state both exporters read and the sampling job feeds.
 
-    Between scrapes nothing polls: new proxied requests are read from the
-    database when an exporter asks, at most every [telemetry] scrape_cache_secs.
+    Between scrapes nothing polls: new proxied requests and firing alerts are
+    read from the database when an exporter asks, at most every [telemetry] scrape_cache_secs.
     """
     state = ctx.shared.metrics
     if state is None:
         cfg = ctx.cfg
         state = MetricsState(cfg.hostname)
         feed = DbRequestFeed(cfg.db_path, state.llm)
+        alerts = DbAlertFeed(cfg.db_path, cfg.hostname)
         last = [float("-inf")]
         lock = threading.Lock()
 
@@ -180,6 +182,7 @@ def _metrics_state(ctx: JobContext):
                     feed.poll()
                 except sqlite3.Error as err:
                     job_logger("telemetry").warning("cannot read LLM requests: %s", err)
+                state.refresh_alerts(alerts.poll)
 
         state.refresher = refresh
         ctx.shared.metrics = state
