@@ -59,7 +59,9 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     utilization, temperature, memory, energy and throttling, a per-day strip,
     the workload mix (GPU time and energy per process category), games, LLM
     requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
-    generated token), models loaded (VRAM) and the top processes.
+    generated token), models loaded (VRAM) and the top processes. With
+    [report] electricity_price_per_kwh or carbon_intensity_g_per_kwh set,
+    "Cost and CO2" prices the energy (money, grams of CO2).
 
     The range defaults to the last 7 days up to now. Times follow one rule
     in every command: a date or datetime without a zone is local time
