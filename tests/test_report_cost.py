@@ -9,6 +9,7 @@ money or CO2 anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ import time
 import pytest
 
 from gpm.humanize import display_width
+from tests.conftest import run_gpm
 from tests.test_report import UTC, WEEK, fill_last_week, fill_week
 
 PRICE, CURRENCY, INTENSITY = 4.5, "SEK", 1234.5
@@ -28,19 +30,33 @@ KWH = 3_600_000
 PRICED_SECTIONS = {"gpus": "gpu_index", "hosts": "host", "workload": "category", "games": "game", "llm": "model"}
 
 
+@contextlib.contextmanager
+def isolated(folder):
+    """What conftest's isolated_home does for a test, for a module's fixture: no GPM_* variable, no user's config."""
+    with pytest.MonkeyPatch.context() as mp:
+        for var in [v for v in os.environ if v.startswith("GPM_")]:
+            mp.delenv(var)
+        mp.setenv("XDG_CONFIG_HOME", str(folder / "config"))
+        mp.setenv("TZ", "UTC")
+        time.tzset()
+        yield
+    time.tzset()
+
+
 @pytest.fixture(scope="module")
 def week_db(tmp_path_factory):
     """The known week, stored once for the module (its reports only read it, and store the same week)."""
     folder = tmp_path_factory.mktemp("cost")
-    with pytest.MonkeyPatch.context() as mp:
-        for var in [v for v in os.environ if v.startswith("GPM_")]:
-            mp.delenv(var)
-        mp.setenv("XDG_CONFIG_HOME", str(folder / "config"))  # no user's config file
-        mp.setenv("TZ", "UTC")
-        time.tzset()
+    with isolated(folder):
         fill_week(folder / "gpm.db")
-    time.tzset()
     return folder / "gpm.db"
+
+
+@pytest.fixture(scope="module")
+def priced_json(week_db) -> dict:
+    """The known week's json report with PRICED's prices."""
+    with isolated(week_db.parent):
+        return json.loads(report(run_gpm, week_db, "--week", WEEK, "--format", "json").stdout)
 
 
 def exact_cost(joules: float) -> float:
@@ -55,8 +71,8 @@ def report(gpm, db, *args, env=PRICED, check=True):
     return gpm("--db", db, "report", *args, env=env, check=check)
 
 
-def test_json_prices_every_energy_exactly(gpm, week_db):
-    got = json.loads(report(gpm, week_db, "--week", WEEK, "--format", "json").stdout)
+def test_json_prices_every_energy_exactly(priced_json, week_db):
+    got = priced_json
     assert got["pricing"] == {"electricity_price_per_kwh": PRICE, "currency": CURRENCY,
                               "carbon_intensity_g_per_kwh": INTENSITY}
     rows = [got["fleet"]] + [row for section in PRICED_SECTIONS for row in got[section]]
@@ -117,8 +133,8 @@ def _grams(cell: str) -> float:
 
 
 @pytest.mark.parametrize("fmt", ["text", "markdown"])
-def test_text_and_markdown_show_cost_and_co2_to_the_cent_and_the_gram(gpm, week_db, fmt):
-    got = json.loads(report(gpm, week_db, "--week", WEEK, "--format", "json").stdout)
+def test_text_and_markdown_show_cost_and_co2_to_the_cent_and_the_gram(gpm, week_db, priced_json, fmt):
+    got = priced_json
     text = report(gpm, week_db, "--week", WEEK, "--format", fmt).stdout
     shown = _text_rows(text) if fmt == "text" else _markdown_rows(text)
     expected = {("GPU", f"{g['gpu_index']} RTX 4090"): g for g in got["gpus"]}
