@@ -12,6 +12,7 @@ that ``gpm config init`` writes and the table in docs/configuration.md.
 from __future__ import annotations
 
 import difflib
+import re
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +59,14 @@ def validate_webhook_url(value: Any, where: str) -> Any:
         host = urlsplit(value).hostname if "://" in value else None
         shown = f"a URL of host {host!r}" if host else "a value that is not a URL"
         raise ConfigError(f"{where}: [alerts] webhook_url = {shown}: expected an http:// or https:// URL ({problem})")
+    return value
+
+
+def validate_currency(value: Any, where: str) -> Any:
+    """``[report] currency``: an ISO 4217 code, three capital letters (EUR, USD, CHF)."""
+    if not re.fullmatch(r"[A-Z]{3}", value):
+        raise ConfigError(f"{where}: [report] currency = {value!r}: expected an ISO 4217 code of "
+                          "three capital letters, e.g. EUR")
     return value
 
 
@@ -171,6 +180,16 @@ SCHEMA: tuple[Key, ...] = (
         validator=validate_rules),
     Key("report", "busy_threshold_percent", "float", 5.0,
         "A GPU counts as busy when its utilization is above this.", min=0, max=100),
+    Key("report", "electricity_price_per_kwh", "float", None,
+        "Price of one kWh in [report] currency, e.g. 0.30; not set: no money figures (docs/report.md).",
+        min=0, max=1e6),
+    Key("report", "currency", "str", "",
+        "ISO 4217 code shown before every amount, e.g. EUR; empty: amounts without a code.",
+        validator=validate_currency),
+    Key("report", "carbon_intensity_g_per_kwh", "float", None,
+        "Grams of CO2 per kWh of your electricity, e.g. 380; not set: no CO2 figures.", min=0, max=1e5),
+    Key("report", "weekly_html", "bool", False,
+        "The weekly report of `gpm install systemd --timers` and `gpm install cron` also writes html."),
     Key("daemon", "log_level", "choice", "info",
         "Log level of `gpm daemon`.", choices=("debug", "info", "warning", "error")),
     Key("daemon", "log_format", "choice", "text",
@@ -363,6 +382,8 @@ def example_toml() -> str:
                     '# category = "ml_training"',
                     '# label = "my trainer"',
                 ]
+            elif key.default is None:  # not set: its lowest value shows the form
+                lines.append(f"# {key.name} = {toml_value(key.min)}   # not set by default")
             else:
                 lines.append(f"# {key.name} = {toml_value(key.default)}")
     return "\n".join(lines) + "\n"

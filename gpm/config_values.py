@@ -23,7 +23,8 @@ class Key:
     ``type`` is one of bool, int, float, str, path, url, listen, choice,
     str_list, table_list. ``validator`` is called with
     (value, where) for checks the type cannot express (e.g. classification
-    rules), only when the key is set.
+    rules), only when the key is set. A ``None`` default means "not set":
+    the feature stays off until a value is given (``[report]`` prices, #16).
     """
 
     section: str

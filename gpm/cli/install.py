@@ -34,8 +34,8 @@ def _setup(app: AppContext, user: bool):
 @install.command()
 @click.option("--user", is_flag=True, help="User units (systemctl --user) instead of system units.")
 @click.option("--timers", is_flag=True,
-              help="Also gpm-sample (every minute), gpm-archive (daily) and gpm-report (weekly) "
-                   "services with their timers.")
+              help="Also gpm-sample (every minute), gpm-archive (daily) and gpm-report (weekly; "
+                   "also html with [report] weekly_html) services with their timers.")
 @click.option("--dir", "directory", type=click.Path(file_okay=False),
               help="Write the units into this folder instead of printing them.")
 @click.option("--write", is_flag=True,
@@ -87,7 +87,8 @@ def systemd(app: AppContext, user: bool, timers: bool, directory: str | None, wr
 @install.command()
 @pass_app
 def cron(app: AppContext) -> None:
-    """Print crontab lines: sample every minute, archive daily, report weekly.
+    """Print crontab lines: sample every minute, archive daily, report weekly
+    (also as html with [report] weekly_html).
 
     Add them with `crontab -e`, or `(crontab -l; gpm install cron) | crontab -`.
     A commented @reboot line runs the daemon instead of the sample line.

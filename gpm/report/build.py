@@ -62,6 +62,8 @@ class Report:
     first_samples: dict[str, int] = field(default_factory=dict)
     # Spans of a GPU's consecutive failed samples (gpm.report.failures)
     failures: list[dict] = field(default_factory=list)
+    # The [report] prices (gpm.report.cost), None when none is set: no money or CO2 figure then.
+    pricing: dict | None = None
 
     def nothing_recorded(self) -> bool:
         """No GPU sample ever, nor any process run or LLM request in the range: a new database."""

@@ -10,6 +10,7 @@ from typing import Callable
 from gpm.humanize import Column, cut, fmt_bytes, short_gpu_name, table, visible
 from gpm.report.build import METHOD_INTEGRATED, Report
 from gpm.report.cells import HOST_IN_CELL, Durations, day_label, in_units, kwh, pct
+from gpm.report.cost import cost_notes, cost_table
 from gpm.report.layout import MAX_DAY_ROWS, alignment, day_strip, failure_lines, weeks, wrap
 from gpm.report.period import fmt_local, utc_iso
 from gpm.report.rollup import THROTTLING
@@ -23,7 +24,7 @@ MAX_GAPS_SHOWN = 12
 GIVE_WAY: dict[str, tuple] = {
     "coverage": ("Host",), "gaps": ("Host",), "hosts": ("Host",), "gpus": ("Name",),
     "throttling": ("Why",), "trend": ("Top use",), "workload": ("Category",), "games": ("Game",),
-    "llm": ("Model",), "models": ("Model", "Host"), "processes": (("Label", 12), ("Program", 12), "Category", "Label", "Program"),
+    "llm": ("Model",), "models": ("Model", "Host"), "cost": ("What",), "processes": (("Label", 12), ("Program", 12), "Category", "Label", "Program"),
 }
 INTEGRATED_NOTE = "* no energy counter: power integrated over the sampled time (gaps not counted)."
 LLM_NOTE = "* measured requests only: those whose GPU samples are in the database."
@@ -56,6 +57,7 @@ def to_json_obj(report: Report) -> dict:
             "generated_ms": report.generated_ms,
             "busy_threshold_percent": report.busy_threshold_percent,
         },
+        **({"pricing": report.pricing} if report.pricing is not None else {}),
         "coverage": report.coverage,
         "hosts": report.hosts,
         "fleet": report.fleet,
@@ -93,6 +95,8 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
 
 def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[list]]:
     d = _d if human else (lambda s: s)
+    if section == "cost":
+        return cost_table(report, human)
     if section == "coverage":
         if human:
             return (["Host", "Sampled", "Coverage", "Gaps", "Gap time", "First sample", "Last sample"],
@@ -285,10 +289,12 @@ def _num(x: float | None) -> str:
 
 def _present(report: Report, sections: tuple[str, ...]) -> list[str]:
     if report.trend is not None:
-        order = ["trend"]
+        order = ["trend", "cost"]
     else:
         order = ["coverage", "gaps", "hosts", "gpus", "throttling", "days",
-                 "workload", "games", "llm", "models", "processes"]
+                 "workload", "games", "llm", "models", "processes", "cost"]
+    if report.pricing is None and "cost" not in sections:
+        order.remove("cost")  # no prices: no word of money or CO2 (#16)
     return [s for s in order if not sections or s in sections]
 
 
@@ -357,6 +363,8 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
             notes.append(SUMMED_NOTE.format("GPU-busy" if section == "trend" else "GPU time and GPU-busy"))
         if section == "gpus" and any(_integrated(g) for g in report.gpus):
             notes.append(INTEGRATED_NOTE)
+        if section == "cost":
+            notes += cost_notes(report)
         if section == "llm":
             notes.append(LLM_LEGEND)
             if any(_unmeasured(m) for m in report.llm):
