@@ -62,6 +62,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     the workload mix (GPU time and energy per process category), games, LLM
     requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
     generated token), models loaded (VRAM) and the top processes.
+    --format html makes it one page of charts with their numbers.
 
     The range defaults to the last 7 days up to now. Times follow one rule
     in every command: a date or datetime without a zone is local time

@@ -90,7 +90,9 @@ def energy_per_day(obj: dict) -> str:
     seen = {c for d in days for c in d.get("category_energy_joules", {})}
     categories = [c for c in CATEGORIES if c in seen] + sorted(seen - set(CATEGORIES))
     series = [(c, [d.get("category_energy_joules", {}).get(c) or 0 for d in days]) for c in categories]
-    rest = [max(0.0, (d["energy_joules"] or 0) - sum(d.get("category_energy_joules", {}).values())) for d in days]
+    rest = [None if d["energy_joules"] is None
+            else round(max(0.0, d["energy_joules"] - sum(d.get("category_energy_joules", {}).values())), 3)
+            for d in days]
     if any(rest):
         series.append((NOT_CHARGED, rest))
     labels = [f.day_label(d["date"]) for d in days]
@@ -99,7 +101,8 @@ def energy_per_day(obj: dict) -> str:
     desc = (f"Energy of all GPUs per local day, stacked by the workload category of the processes it was "
             f"charged to; the total of the range is {f.energy(sum(known)) if known else 'unknown'}. "
             "The numbers are in the table below.")
-    chart = svg.stacked_bars("c-energy", title, desc, labels, series, totals, f.energy, "energy per day", "day")
+    chart = svg.stacked_bars("c-energy", title, desc, labels, series, totals, f.energy, "energy per day (kWh)",
+                             "day", scale_by=3.6e6)
     rows = []
     for i, d in enumerate(days):
         rows.append([d["date"], *[f.cell(d["category_energy_joules"].get(c), f.energy,

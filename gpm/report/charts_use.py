@@ -7,8 +7,7 @@ from gpm.report import figures as f
 from gpm.report import svg
 
 
-def _per_model_note(obj: dict) -> str:
-    return ("Tok/s and TTFT: nearest-rank percentiles over the requests that report them; "
+LLM_NOTE = ("Tok/s and TTFT: nearest-rank percentiles over the requests that report them; "
             "joules per token over the measured requests (those whose GPU samples are in the database).")
 
 
@@ -35,7 +34,7 @@ def llm(obj: dict) -> str:
                                [f.day_label(d) for d in dates],
                                [(n, [m["requests_per_day"].get(d, 0) for d in dates]) for n, m in zip(names, models)],
                                [sum(m["requests_per_day"].get(d, 0) for m in models) for d in dates],
-                               lambda v: f"{v:g}", "requests", "day")
+                               f.count, "requests", "day")
     jpt = svg.hbars("c-llm-jpt", "Energy per generated token",
                     "Joules per generated token per model, over its measured requests. "
                     "The numbers are in the table below.",
@@ -67,7 +66,7 @@ def llm(obj: dict) -> str:
                              ("llm", i, "requests_per_day", d) if d in m["requests_per_day"] else None)
                       for i, m in enumerate(models)]] for d in dates]
     tables = f.table(headers, rows, "Per model") + f.table(["Day", *names], day_rows, "Requests per day")
-    return f.figure("llm", title, tps + ttft + per_day + jpt, tables, _per_model_note(obj))
+    return f.figure("llm", title, tps + ttft + per_day + jpt, tables, LLM_NOTE)
 
 
 def games(obj: dict) -> str:

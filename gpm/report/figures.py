@@ -27,14 +27,6 @@ class Num:
     path: tuple | None = None
 
 
-def at(obj: dict, *path) -> Num:
-    """The json value at ``path`` as a cell, formatted later by ``table``'s caller."""
-    value = obj
-    for key in path:
-        value = value[key]
-    return Num(value, "", path)
-
-
 def cell(value: float | int | None, fmt, path: tuple | None = None) -> Num:
     return Num(value, "–" if value is None else fmt(value), path)
 

@@ -171,13 +171,15 @@ def heatmap(cid: str, title: str, desc: str, blocks: list[tuple[str, list[tuple[
 # ---- bars ---------------------------------------------------------------------------
 
 def stacked_bars(cid: str, title: str, desc: str, labels: list[str], series: list[tuple[str, list[float]]],
-                 totals: list[float | None], fmt: Callable[[float], str], unit: str, x_unit: str) -> str:
-    """One bar per label, stacked by series (colour i), its total written above it."""
+                 totals: list[float | None], fmt: Callable[[float], str], unit: str, x_unit: str,
+                 scale_by: float = 1.0) -> str:
+    """One bar per label, stacked by series (colour i), its total written above it;
+    ``fmt`` writes a value, the axis shows values divided by ``scale_by`` (in ``unit``)."""
     height = 220
-    top = nice_top(max([t or 0 for t in totals] + [sum(v[i] or 0 for _, v in series) for i in range(len(labels))],
-                       default=0))
+    top = scale_by * nice_top(max([t or 0 for t in totals] + [sum(v[i] or 0 for _, v in series)
+                                                              for i in range(len(labels))], default=0) / scale_by)
     scale = Scale(top, TOP + 22, height)
-    body = y_axis(top, scale.y0, height, fmt, unit)
+    body = y_axis(top / scale_by, scale.y0, height, lambda v: f"{v:g}", unit)
     slot = (WIDTH - LEFT - RIGHT) / max(len(labels), 1)
     bar = min(slot * 0.7, 60)
     for i, label in enumerate(labels):
@@ -205,7 +207,7 @@ def hbars(cid: str, title: str, desc: str, items: list[tuple[str, float | None]]
     label_w = 200
     top = nice_top(max([v or 0 for _, v in items], default=0))
     width = WIDTH - label_w - RIGHT - 70
-    body, y = [], TOP
+    body, y = x_axis(top, label_w, width, TOP, TOP + len(items) * (ROW + 4), fmt), TOP
     for label, value in items:
         shown = label if len(label) <= 30 else label[:29] + "…"
         body.append(text(label_w - 6, y + 11, shown, "end", tip=label))
@@ -216,7 +218,6 @@ def hbars(cid: str, title: str, desc: str, items: list[tuple[str, float | None]]
             body.append(rect(label_w, y + 1, w, ROW, cls))
             body.append(text(label_w + w + 4, y + 11, fmt(value)))
         y += ROW + 4
-    body += x_axis(top, label_w, width, TOP, y, fmt)
     body.append(text(label_w + width / 2, y + 28, unit, "middle"))
     shapes, y = legend([(unit, cls)], y + 36)
     return svg(cid, title, desc, y + 4, body + shapes)
@@ -284,7 +285,7 @@ def boxes(cid: str, title: str, desc: str, items: list[tuple[str, dict | None]],
     def x_of(v: float) -> float:
         return label_w + width * min(max(v / top, 0.0), 1.0)
 
-    body, y = [], TOP
+    body, y = x_axis(top, label_w, width, TOP, TOP + 24 * len(items), fmt), TOP
     for k, (label, d) in enumerate(items):
         shown = label if len(label) <= 30 else label[:29] + "…"
         body.append(text(label_w - 6, y + 13, shown, "end"))
@@ -300,7 +301,6 @@ def boxes(cid: str, title: str, desc: str, items: list[tuple[str, dict | None]],
             body.append(rect(x_of(d["p50"]) - 1, y, 2.5, 18, "median"))
             body.append(rect(x_of(d["p95"]) - 0.5, y + 4, 1.5, 10, "fgfill"))
         y += 24
-    body += x_axis(top, label_w, width, TOP, y, fmt)
     body.append(text(label_w + width / 2, y + 28, unit, "middle"))
     shapes, y = legend([("p25 to p75", "f0 box"), ("median", "median"), ("95th percentile", "fgfill")], y + 36)
     return svg(cid, title, desc, y + 4, body + shapes)
