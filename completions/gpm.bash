@@ -82,7 +82,7 @@ _gpm_values() {
         "install systemd|--dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "ollama-watch|--otlp-protocol") COMPREPLY=($(compgen -W "grpc http/protobuf" -- "$cur")) ;;
         "report|--gpu") COMPREPLY=($(compgen -W "$(_gpm_gpus)" -- "$cur")) ;;
-        "report|--format") COMPREPLY=($(compgen -W "text markdown json csv" -- "$cur")) ;;
+        "report|--format") COMPREPLY=($(compgen -W "text markdown json csv html" -- "$cur")) ;;
         "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling days trend workload games llm models processes cost" -- "$cur")) ;;
         "report|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "report|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;

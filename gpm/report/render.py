@@ -69,6 +69,7 @@ def to_json_obj(report: Report) -> dict:
         "models": report.models,
         "processes": report.processes,
         "failures": report.failures,
+        "hourly": report.hourly,
         "omitted": report.omitted,
     }
     if report.trend is not None:
