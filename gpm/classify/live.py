@@ -33,7 +33,8 @@ from typing import TYPE_CHECKING
 
 from gpm.classify.facts import (ParentFacts, ProcessFacts, ProcStat, libraries, parent_chain, proc_stat,
                                  read_facts, reread)
-from gpm.classify.rules import Context, Decision, UserRule, classify, sample_key
+from gpm.classify.rules import Context, Decision, classify, sample_key
+from gpm.classify.user_rules import UserRule
 from gpm.config import Config
 from gpm.gpu.model import GpuSample, ProcessDetails, now_ms
 
