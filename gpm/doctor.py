@@ -18,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import psutil
-
 from gpm.config import Config
 from gpm.errors import GpmError, NoBackendError
 from gpm.gpu.nvml import NvmlReader
@@ -407,6 +405,8 @@ def _held_inodes() -> set[tuple[int, int]]:
 
 def _holders(path: Path) -> list[str]:
     """The processes that have ``path`` open ("pid (name)"): who holds the lock now."""
+    import psutil
+
     out = []
     for proc in psutil.process_iter(["pid", "name"]):
         try:
@@ -427,6 +427,8 @@ def _recorded_pid(path: Path) -> int | None:
 
 def check_locks(setup: Setup) -> list[Finding]:
     """Job locks held very long, or held by someone other than the run that took them."""
+    import psutil
+
     folder = lock_path(setup.db_path, "archive").parent
     files = sorted(p for p in folder.glob("*.lock") if _LOCK_FILE.match(p.name)) if folder.is_dir() else []
     held = _held_inodes()
@@ -466,6 +468,8 @@ def check_locks(setup: Setup) -> list[Finding]:
 
 
 def _process_name(pid: int) -> str:
+    import psutil
+
     try:
         return " ".join(psutil.Process(pid).cmdline())[:80] or psutil.Process(pid).name()
     except psutil.Error:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from gpm.classify.cmdline import after, base, model_label, option, title_words, words
 from gpm.classify.facts import ProcessFacts
@@ -35,11 +35,9 @@ from gpm.classify.known_programs import (BROWSERS, CUDNN_ONLY, DESKTOP, FINE_TUN
                                          GENERAL, GODOT, SERVE_OPTION, SERVE_WORDS, STEAM_CLIENT, TRAIN_OPTION,
                                          TRAIN_WORDS, TRAINABLE, UNREAL, VIDEO_PLAYERS, WINE, WINE_SYSTEM)
 from gpm.classify.process_view import ProcessView, view_process
+from gpm.classify.steam import SteamIndex
 from gpm.classify.steam_signs import steam_game
 from gpm.classify.user_rules import UserRule
-
-if TYPE_CHECKING:  # the Steam reader is imported only where a library is scanned
-    from gpm.classify.steam import SteamIndex
 
 BUSY_PERCENT = 60  # the original design's "the GPU is busy" threshold for games
 LONG_LIVED_SECS = 600

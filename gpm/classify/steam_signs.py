@@ -5,13 +5,11 @@ path under ``steamapps/common/<installdir>``, looked up in the Steam libraries.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from gpm.classify.cmdline import base
 from gpm.classify.process_view import ProcessView
-
-if TYPE_CHECKING:  # the Steam reader is imported only where a library is scanned
-    from gpm.classify.steam import SteamIndex
+from gpm.classify.steam import SteamIndex
 
 # Steam's own tools live under steamapps/common too; they are not games.
 TOOL_DIRS = re.compile(

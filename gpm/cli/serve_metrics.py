@@ -8,7 +8,14 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
+from gpm.config import parse_listen
 from gpm.errors import GpmError
+from gpm.sampling import Sampler
+from gpm.schedule import Stopper
+from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
+from gpm.telemetry.otlp import OtlpMetrics
+from gpm.telemetry.server import MetricsServer
+from gpm.telemetry.state import MetricsState, ScrapeRefresher
 
 log = logging.getLogger("gpm.telemetry")
 
@@ -58,12 +65,6 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     Exit codes: 0 stopped by a signal; 1 cannot listen on ADDR or another
     error; 2 usage or config error.
     """
-    from gpm.config import parse_listen
-    from gpm.sampling import Sampler
-    from gpm.schedule import Stopper
-    from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
-    from gpm.telemetry.state import MetricsState, ScrapeRefresher
-
     cfg = app.config({
         "telemetry.metrics_listen": (listen, "--listen"),
         "telemetry.per_process": (per_process, "--per-process"),
@@ -94,14 +95,10 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     server = exporter = None
     try:
         if not no_prometheus:
-            from gpm.telemetry.server import MetricsServer
-
             host, port = parse_listen(cfg["telemetry.metrics_listen"])
             server = MetricsServer(state, host, port, per_process=cfg["telemetry.per_process"]).start()
             _note(app, f"serving metrics on {server.url}")
         if use_otlp:
-            from gpm.telemetry.otlp import OtlpMetrics
-
             exporter = OtlpMetrics(state, endpoint=cfg["telemetry.otlp_endpoint"],
                                    protocol=cfg["telemetry.otlp_protocol"],
                                    interval_secs=cfg["telemetry.export_interval_secs"]).start()

@@ -15,6 +15,9 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from gpm.cli import cli
+from gpm.devtools import clitree, completions, manpages
+
 REPO = Path(__file__).resolve().parents[2]
 COMMAND = "python -m gpm.devtools.generate"
 
@@ -36,9 +39,7 @@ def _dated(page: str, old: str | None, today: str) -> str:
 
 def build(repo: Path = REPO) -> dict[Path, str]:
     """Every generated file (path relative to the repo) and its content."""
-    from gpm.devtools import clitree, completions, manpages
-
-    root = clitree.load()
+    root = clitree.load(cli)
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     files: dict[Path, str] = {}
     for name, text in completions.scripts(root).items():

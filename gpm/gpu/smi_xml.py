@@ -28,9 +28,12 @@ ever expanded.
 from __future__ import annotations
 
 import re
-import xml.etree.ElementTree as ET
+from typing import TYPE_CHECKING
 
 from gpm.gpu.model import THROTTLE_REASONS, GpuProcess, GpuSample
+
+if TYPE_CHECKING:
+    import xml.etree.ElementTree as ET
 
 SOURCE = "nvidia-smi"
 
@@ -162,6 +165,8 @@ def _first(*values):
 
 
 def _parse_root(text: str | bytes) -> ET.Element:
+    import xml.etree.ElementTree as ET  # only when nvidia-smi is read: `gpm --help` loads this module too
+
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     if not text.strip():
