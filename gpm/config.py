@@ -285,8 +285,8 @@ class Config:
 
     @property
     def archive_dir(self) -> Path:
-        """[storage] archive_dir when set, else the database's own folder (``gpm.store.archive.archive_folder``)."""
-        from gpm.store.archive import archive_folder
+        """[storage] archive_dir when set, else the database's own folder (``gpm.store.archive_files.archive_folder``)."""
+        from gpm.store.archive_files import archive_folder
 
         value = self.values["storage.archive_dir"]
         return archive_folder(self.db_file, os.path.expanduser(value) if value else None)

@@ -27,7 +27,7 @@ from gpm.humanize import visible
 from gpm.llm.client import OllamaClient, OllamaUnavailable
 from gpm.report.rollup import FILES, reduction_folder
 from gpm.locks import exclusive_lock, lock_path
-from gpm.store.archive import host_dir, manifest_paths, owned_hosts
+from gpm.store.archive_files import host_dir, manifest_paths, owned_hosts
 from gpm.store.db import connect
 from gpm.store.timeseries import TIME_SERIES, available
 

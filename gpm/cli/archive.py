@@ -12,7 +12,7 @@ from gpm.errors import EXIT_FAILURE
 from gpm.humanize import fmt_bytes
 from gpm.locks import exclusive_lock, lock_path
 from gpm.store import archive as store_archive
-from gpm.store.archive import day_name
+from gpm.store.archive_files import day_name
 
 
 @click.command(short_help='Move old rows into Parquet and shrink the database.')

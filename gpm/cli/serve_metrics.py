@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import click
@@ -83,11 +84,7 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     poll_llm = DbRequestFeed(cfg.db_path, state.llm).poll  # the database may appear later
     ollama = None
     if cfg["ollama.enabled"]:
-        url, timeout = cfg["ollama.api_url"], cfg["ollama.timeout_secs"]
-
-        def ollama() -> list:
-            return fetch_loaded_models(url, timeout)
-
+        ollama = functools.partial(fetch_loaded_models, cfg["ollama.api_url"], cfg["ollama.timeout_secs"])
     state.refresher = ScrapeRefresher(
         sampler, cache_secs=cfg["telemetry.scrape_cache_secs"], retry_secs=cfg["gpu.nvml_retry_secs"],
         poll_ollama=ollama, poll_llm=poll_llm)

@@ -41,11 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-# archive_folder, database_id, host_of, manifest_paths and owned_hosts are imported from here
-# by the history reader, the report, `gpm doctor` and the configuration (#14: split off).
-from gpm.store.archive_files import (ArchiveResult, TableResult, archive_folder, database_id,  # noqa: F401
-                                     day_name, fsync_dir, host_dir, host_of, manifest_paths, owned_hosts,
-                                     owned_suffix, record_file, recover, remember_folder, resolved_tables)
+from gpm.store.archive_files import (ArchiveResult, TableResult, day_name, fsync_dir, host_dir, owned_suffix,
+                                     record_file, recover, remember_folder, resolved_tables)
 from gpm.store.db import write
 from gpm.store.timeseries import DAY_MS, Resolved
 

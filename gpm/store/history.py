@@ -29,7 +29,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from gpm.store.archive import host_of, manifest_paths, owned_hosts
+from gpm.store.archive_files import host_of, manifest_paths, owned_hosts
 from gpm.store.db import connect
 from gpm.store.timeseries import DAY_MS, TimeSeries, lookup, resolve, table_exists
 
