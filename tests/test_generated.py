@@ -11,9 +11,10 @@ import click
 import pytest
 
 from gpm.cli import cli
-from gpm.devtools import clitree, completions, generate
+from gpm.devtools import clitree, completions
 from gpm.devtools.manpages import escape
 from tests.conftest import REPO
+from tools import generate
 
 REGENERATE = f"regenerate with `{generate.COMMAND}`"
 

@@ -151,7 +151,7 @@ def page_name(cmd: Command) -> str:
 def man_page(cmd: Command, root: Command, examples: dict[str, list[tuple[str, str]]], date: str) -> str:
     name = page_name(cmd)
     lines = [
-        ".\\\" Generated from the Click help by `python -m gpm.devtools.generate`; do not edit.",
+        ".\\\" Generated from the Click help by `python tools/generate.py`; do not edit.",
         f'.TH {name.upper()} 1 {date} "gpm {__version__}" "gpm manual"',
         ".SH NAME",
         f"{escape(name)} \\- {escape(cmd.short_help.rstrip('.'))}",

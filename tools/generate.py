@@ -1,7 +1,11 @@
-"""Regenerate ``completions/`` and ``man/`` from the Click app.
+"""Regenerate ``completions/`` and ``man/`` from the Click app (a developer's tool, not installed).
 
-    python -m gpm.devtools.generate           # write the files
-    python -m gpm.devtools.generate --check   # list what is stale, exit 1 if any
+    python tools/generate.py           # write the files
+    python tools/generate.py --check   # list what is stale, exit 1 if any
+
+The renderers live in the package (gpm.devtools), where ``gpm install
+completions|man`` uses them too; this script writes their output into the
+checkout.
 
 A man page keeps its date while its text is unchanged, so regenerating is
 idempotent and the date says when the page last changed.
@@ -15,11 +19,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-from gpm.cli import cli
-from gpm.devtools import clitree, completions, manpages
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout's gpm, not an installed one
 
-REPO = Path(__file__).resolve().parents[2]
-COMMAND = "python -m gpm.devtools.generate"
+from gpm.cli import cli  # noqa: E402
+from gpm.devtools import clitree, completions, manpages  # noqa: E402
+
+COMMAND = "python tools/generate.py"
 
 _TH = re.compile(r"^(\.TH \S+ 1 )(\S+)( .*)$", re.M)
 
