@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -176,7 +175,7 @@ def part_name(database_id: str) -> str:
     It ends in ``owned_suffix(database_id)``: what lets recovery tell its own
     orphans from another database's files in a shared folder.
     """
-    return f"part-{time.time_ns() // 1_000_000}-{secrets.token_hex(4)}{owned_suffix(database_id)}"
+    return f"part-{time.time_ns() // 1_000_000}-{os.urandom(4).hex()}{owned_suffix(database_id)}"
 
 
 def file_frame(res: Resolved, raw: "pl.DataFrame", own_host: str, gpus: "pl.DataFrame | None") -> "pl.DataFrame":
