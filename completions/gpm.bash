@@ -1,4 +1,4 @@
-# bash completion for gpm. Generated from the Click app by `python -m gpm.devtools.generate`; do not edit.
+# bash completion for gpm. Generated from the Click app by `python tools/generate.py`; do not edit.
 # Install: copy to /usr/share/bash-completion/completions/gpm (or
 # ~/.local/share/bash-completion/completions/gpm).
 

@@ -1,4 +1,4 @@
-# fish completion for gpm. Generated from the Click app by `python -m gpm.devtools.generate`; do not edit.
+# fish completion for gpm. Generated from the Click app by `python tools/generate.py`; do not edit.
 # Install: copy to ~/.config/fish/completions/gpm.fish (or /usr/share/fish/vendor_completions.d).
 
 function __gpm_subcommands

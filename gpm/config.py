@@ -28,9 +28,9 @@ from gpm.gpu.model import THROTTLE_REASONS
 
 
 def validate_rules(value: Any, where: str) -> Any:
-    """``[classify] rules``' validator: ``gpm.classify.rules.validate_rules``."""
+    """``[classify] rules``' validator: ``gpm.classify.user_rules.validate_rules``."""
     # Imported here: compiling the built-in rules costs 20-40 ms that `gpm --help` and an idle cron sample skip.
-    from gpm.classify.rules import validate_rules as validate
+    from gpm.classify.user_rules import validate_rules as validate
 
     return validate(value, where)
 

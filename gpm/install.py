@@ -33,6 +33,8 @@ from pathlib import Path
 
 from gpm import paths
 from gpm.config import Config
+from gpm.devtools import completions, manpages
+from gpm.devtools.clitree import Command
 
 SAMPLE_COUNT = 6  # gpm-sample runs every minute: 6 samples 10 s apart fill it
 SAMPLE_INTERVAL_SECS = 10
@@ -330,10 +332,9 @@ def zsh_hint(path: Path) -> str | None:
     return f"fpath=({path.parent} $fpath)   # in ~/.zshrc, before compinit"
 
 
-def completion_files(shells: tuple[str, ...], system: bool) -> dict[Path, str]:
-    from gpm.devtools import clitree, completions
-
-    scripts = completions.scripts(clitree.load())
+def completion_files(shells: tuple[str, ...], system: bool, root: Command) -> dict[Path, str]:
+    """Completion scripts of the command tree ``root`` for ``shells``, by where they go."""
+    scripts = completions.scripts(root)
     targets = completion_paths(system)
     return {targets[shell]: scripts[_COMPLETION_NAMES[shell]] for shell in shells}
 
@@ -342,11 +343,10 @@ def man_dir(system: bool) -> Path:
     return (SYSTEM_SHARE if system else _xdg_base(paths.data_home())) / "man/man1"
 
 
-def man_files(system: bool) -> dict[Path, str]:
-    from gpm.devtools import clitree, manpages
-
+def man_files(system: bool, root: Command) -> dict[Path, str]:
+    """The man pages of the command tree ``root``, by where they go."""
     folder = man_dir(system)
-    pages = manpages.man_pages(clitree.load(), date.today().isoformat())
+    pages = manpages.man_pages(root, date.today().isoformat())
     return {folder / name: page for name, page in pages.items()}
 
 

@@ -7,7 +7,11 @@ from pathlib import Path
 import click
 
 from gpm.cli.context import AppContext, pass_app
+from gpm.devtools import clitree
 from gpm.errors import GpmError
+from gpm.install import (SHELLS, Setup, completion_files, cron_lines, man_dir, man_files, manpath_hint, render_units,
+                         systemd_units, unit_dir, write_files, write_units, zsh_hint)
+from gpm.paths import ensure_private_dir
 from gpm.outfile import write_atomic
 from gpm.telemetry.grafana import dashboard_json
 from gpm.telemetry.prometheus_rules import DEFAULT_JOB, job_problem, rules_file
@@ -26,8 +30,6 @@ def install() -> None:
 
 
 def _setup(app: AppContext, user: bool):
-    from gpm.install import Setup
-
     return Setup.from_config(app.config(), user=user, config_path=app.config_path, db_path=app.db_path)
 
 
@@ -57,9 +59,6 @@ def systemd(app: AppContext, user: bool, timers: bool, directory: str | None, wr
     \b
     Exit codes: 0 ok; 1 a unit could not be written; 2 usage error.
     """
-    from gpm.install import render_units, systemd_units, unit_dir, write_units
-    from gpm.paths import ensure_private_dir
-
     if directory and write:
         raise click.UsageError("--dir and --write are alternatives: give one")
     setup = _setup(app, user)
@@ -93,14 +92,15 @@ def cron(app: AppContext) -> None:
     Add them with `crontab -e`, or `(crontab -l; gpm install cron) | crontab -`.
     A commented @reboot line runs the daemon instead of the sample line.
     """
-    from gpm.install import cron_lines
-
     click.echo(cron_lines(_setup(app, user=True)), nl=False)
 
 
-def _write_all(app: AppContext, files: dict[Path, str], system: bool) -> None:
-    from gpm.install import write_files
+def _command_tree() -> clitree.Command:
+    """gpm's whole command tree, from the root group of the running command."""
+    return clitree.load(click.get_current_context().find_root().command)
 
+
+def _write_all(app: AppContext, files: dict[Path, str], system: bool) -> None:
     try:
         results = write_files(files)
     except OSError as err:
@@ -132,10 +132,8 @@ def completions(app: AppContext, shells: tuple[str, ...], system: bool) -> None:
     \b
     Exit codes: 0 ok; 1 a file could not be written; 2 usage error.
     """
-    from gpm.install import SHELLS, completion_files, zsh_hint
-
     chosen = tuple(s for s in SHELLS if s in shells) or SHELLS
-    files = completion_files(chosen, system)
+    files = completion_files(chosen, system, _command_tree())
     _write_all(app, files, system)
     if "zsh" in chosen:
         hint = zsh_hint(next(p for p in files if p.name == "_gpm"))
@@ -157,9 +155,7 @@ def man_pages(app: AppContext, system: bool) -> None:
     \b
     Exit codes: 0 ok; 1 a file could not be written; 2 usage error.
     """
-    from gpm.install import man_dir, man_files, manpath_hint
-
-    _write_all(app, man_files(system), system)
+    _write_all(app, man_files(system, _command_tree()), system)
     hint = manpath_hint(man_dir(system))
     if hint:
         app.say(f"man: {hint}")

@@ -11,7 +11,19 @@ import click
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import time_range_options
 from gpm.cli.pager import echo_paged
+from gpm.errors import EXIT_USAGE, GpmError
+from gpm.gpu.model import now_ms as clock
+from gpm.humanize import terminal_size
+from gpm.locks import exclusive_lock, lock_path
+from gpm.outfile import check_output, write_atomic
+from gpm.report.build import Report
+from gpm.report.cost import Pricing, add_pricing
+from gpm.report.html import render_html
+from gpm.report.make import make_report
+from gpm.report.period import Period, check_timezone, fill_week, resolve_period
+from gpm.report.render import render
 from gpm.report.sections import SECTIONS
+from gpm.report.summaries import make_trend, save_week, week_period
 
 
 NOTHING_YET = """\
@@ -85,15 +97,6 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     Exit codes: 0 ok; 1 error (e.g. unreadable archive); 2 usage or config
     error (e.g. a bad --since); 75 another `gpm report --output` is running.
     """
-    from gpm.errors import EXIT_USAGE, GpmError
-    from gpm.gpu.model import now_ms as clock
-    from gpm.humanize import terminal_size
-    from gpm.outfile import check_output
-    from gpm.report.make import make_report
-    from gpm.report.period import check_timezone, fill_week, resolve_period
-    from gpm.report.html import render_html
-    from gpm.report.render import render
-
     tz_warning = check_timezone()
     if tz_warning:
         app.warn(tz_warning)
@@ -125,12 +128,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
                            progress=_progress_bar if not app.quiet and sys.stderr.isatty() else None)
 
     def run() -> str:
-        from gpm.report.summaries import make_trend, save_week, week_period
-
         if weeks:
-            from gpm.report.build import Report
-            from gpm.report.period import Period
-
             trend = make_trend(conn, weeks, now, hosts, compute)
             first, last = week_period(trend[0]["iso_week"]), week_period(trend[-1]["iso_week"])
             period = Period(first.since_ms, last.until_ms, f"last {weeks} weeks")
@@ -156,8 +154,6 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
             else:
                 click.echo(text, nl=False)
             return
-        from gpm.locks import exclusive_lock, lock_path
-        from gpm.outfile import write_atomic
 
         # Another run writing a report gives up at once: the next timer run follows soon.
         with exclusive_lock(lock_path(db_path, "report"), job="report", wait_secs=0):
@@ -166,11 +162,8 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
         conn.close()
 
 
-
 def _price(rep, cfg, sections: tuple[str, ...]) -> None:
     """Cost and CO2 from the [report] prices, after the week was stored (prices are not history)."""
-    from gpm.report.cost import Pricing, add_pricing
-
     pricing = Pricing.of(cfg["report.electricity_price_per_kwh"], cfg["report.currency"],
                          cfg["report.carbon_intensity_g_per_kwh"])
     if pricing is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import click
@@ -10,6 +11,13 @@ from gpm.addresses import parse_listen
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
+from gpm.sampling import Sampler
+from gpm.schedule import Stopper
+from gpm.telemetry.alerts_feed import DbAlertFeed
+from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
+from gpm.telemetry.otlp import OtlpMetrics
+from gpm.telemetry.server import MetricsServer
+from gpm.telemetry.state import MetricsState, ScrapeRefresher
 
 log = logging.getLogger("gpm.telemetry")
 
@@ -59,11 +67,6 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     Exit codes: 0 stopped by a signal; 1 cannot listen on ADDR or another
     error; 2 usage or config error.
     """
-    from gpm.sampling import Sampler
-    from gpm.schedule import Stopper
-    from gpm.telemetry.alerts_feed import DbAlertFeed
-    from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
-    from gpm.telemetry.state import MetricsState, ScrapeRefresher
 
     cfg = app.config({
         "telemetry.metrics_listen": (listen, "--listen"),
@@ -83,11 +86,7 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     poll_llm = DbRequestFeed(cfg.db_path, state.llm).poll  # the database may appear later
     ollama = None
     if cfg["ollama.enabled"]:
-        url, timeout = cfg["ollama.api_url"], cfg["ollama.timeout_secs"]
-
-        def ollama() -> list:
-            return fetch_loaded_models(url, timeout)
-
+        ollama = functools.partial(fetch_loaded_models, cfg["ollama.api_url"], cfg["ollama.timeout_secs"])
     state.refresher = ScrapeRefresher(
         sampler, cache_secs=cfg["telemetry.scrape_cache_secs"], retry_secs=cfg["gpu.nvml_retry_secs"],
         poll_ollama=ollama, poll_llm=poll_llm, poll_alerts=DbAlertFeed(cfg.db_path, cfg.hostname).poll)
@@ -95,14 +94,10 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     server = exporter = None
     try:
         if not no_prometheus:
-            from gpm.telemetry.server import MetricsServer
-
             host, port = parse_listen(cfg["telemetry.metrics_listen"])
             server = MetricsServer(state, host, port, per_process=cfg["telemetry.per_process"]).start()
             _note(app, f"serving metrics on {server.url}")
         if use_otlp:
-            from gpm.telemetry.otlp import OtlpMetrics
-
             exporter = OtlpMetrics(state, endpoint=cfg["telemetry.otlp_endpoint"],
                                    protocol=cfg["telemetry.otlp_protocol"],
                                    interval_secs=cfg["telemetry.export_interval_secs"]).start()

@@ -34,14 +34,18 @@ from gpm.daemon.sampling_job import sampling_job
 from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
 from gpm.errors import GpmError
 from gpm.gpu.model import now_ms
+from gpm.llm.proxy import RecordingProxy
 from gpm.llm.sessions import OllamaWatcher
 from gpm.store.db import FollowedDb, open_db
 from gpm.store.llm import RequestLog, SessionLog
 from gpm.store.reductions import refresh
 from gpm.telemetry.alerts_feed import DbAlertFeed
 from gpm.telemetry.llm import DbRequestFeed, LoadedModel
+from gpm.telemetry.otlp import OtlpMetrics
 from gpm.telemetry.proxy_hooks import ProxyHooks
+from gpm.telemetry.server import MetricsServer
 from gpm.telemetry.state import MetricsState
+from gpm.telemetry.tracing import ProxyTracer
 
 
 @dataclass(frozen=True)
@@ -124,13 +128,8 @@ def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
     log = job_logger("ollama-proxy")
 
     def open_() -> Callable[[], None]:
-        # Imported here: http.server (1.5 MB) and OpenTelemetry stay out of a daemon that runs no proxy.
-        from gpm.llm.proxy import RecordingProxy
-
         hooks = tracer = None
         if cfg["telemetry.enable_opentelemetry"]:  # a span per proxied request
-            from gpm.telemetry.tracing import ProxyTracer
-
             tracer = ProxyTracer(cfg.hostname, endpoint=cfg["telemetry.otlp_endpoint"],
                                  protocol=cfg["telemetry.otlp_protocol"]).start()
             hooks = ProxyHooks(tracer=tracer, upstream_url=cfg["ollama.api_url"])
@@ -196,8 +195,6 @@ def prometheus_job(ctx: JobContext) -> ServiceJob:
     host, port = parse_listen(cfg["telemetry.metrics_listen"])
 
     def open_() -> Callable[[], None]:
-        from gpm.telemetry.server import MetricsServer  # imports prometheus_client
-
         server = MetricsServer(state, host, port, per_process=cfg["telemetry.per_process"]).start()
         job_logger("prometheus").info("serving metrics on %s", server.url)
         return server.stop
@@ -211,8 +208,6 @@ def otlp_job(ctx: JobContext) -> ServiceJob:
     state = _metrics_state(ctx)
 
     def open_() -> Callable[[], None]:
-        from gpm.telemetry.otlp import OtlpMetrics  # imports OpenTelemetry
-
         exporter = OtlpMetrics(state, endpoint=cfg["telemetry.otlp_endpoint"],
                                protocol=cfg["telemetry.otlp_protocol"],
                                interval_secs=cfg["telemetry.export_interval_secs"]).start()

@@ -6,7 +6,6 @@ import os
 import re
 from pathlib import Path
 
-import psutil
 
 from gpm.doctor.findings import NOTE, OK, PROBLEM, Finding, Setup, duration_text
 from gpm.locks import exclusive_lock, lock_path
@@ -34,6 +33,8 @@ def _held_inodes() -> set[tuple[int, int]]:
 
 def _holders(path: Path) -> list[str]:
     """The processes that have ``path`` open ("pid (name)"): who holds the lock now."""
+    import psutil  # only gpm doctor needs it; a cron `gpm sample` with no GPU process never loads it
+
     out = []
     for proc in psutil.process_iter(["pid", "name"]):
         try:
@@ -54,6 +55,8 @@ def _recorded_pid(path: Path) -> int | None:
 
 def check_locks(setup: Setup) -> list[Finding]:
     """Job locks held very long, or held by someone other than the run that took them."""
+    import psutil  # only gpm doctor needs it; a cron `gpm sample` with no GPU process never loads it
+
     folder = lock_path(setup.db_path, "archive").parent
     files = sorted(p for p in folder.glob("*.lock") if _LOCK_FILE.match(p.name)) if folder.is_dir() else []
     held = _held_inodes()
@@ -93,6 +96,8 @@ def check_locks(setup: Setup) -> list[Finding]:
 
 
 def _process_name(pid: int) -> str:
+    import psutil  # only gpm doctor needs it; a cron `gpm sample` with no GPU process never loads it
+
     try:
         return " ".join(psutil.Process(pid).cmdline())[:80] or psutil.Process(pid).name()
     except psutil.Error:

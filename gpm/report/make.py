@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from gpm.errors import EXIT_USAGE, GpmError
+from gpm.report import usage
 from gpm.report.build import Report, build_gpu_report
 from gpm.report.failures import failure_spans
 from gpm.report.period import Period
@@ -85,8 +86,6 @@ def make_report(*, conn: sqlite3.Connection | None, archive_dir: Path | None,
 def add_usage(report: Report, conn: sqlite3.Connection | None, archive_dir: Path | None,
               sel: Selection, own_host: str | None) -> None:
     """The sections on what used the GPUs; each one missing says why in ``report.omitted``."""
-    from gpm.report import usage
-
     runs = usage.process_runs(conn, archive_dir, sel, own_host)
     requests = usage.llm_requests(conn, archive_dir, sel, own_host)
     if runs is not None and not runs.is_empty():

@@ -31,8 +31,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gpm.llm.energy import request_energy
 from gpm.report.period import local_date
 from gpm.report.rollup import Selection
+from gpm.store.history import scan
+from gpm.store.timeseries import table_exists
 
 if TYPE_CHECKING:
     import polars as pl
@@ -57,9 +60,6 @@ def _history(conn: sqlite3.Connection | None, archive_dir: Path | None, table: s
              since_ms: int | None, until_ms: int, hosts: tuple[str, ...], own_host: str | None,
              ) -> "pl.DataFrame | None":
     """All of ``table``'s rows in the range from both stores; None when neither has the table."""
-    from gpm.store.history import scan
-    from gpm.store.timeseries import table_exists
-
     in_db = conn is not None and table_exists(conn, table)
     archived = archive_dir is not None and (Path(archive_dir) / table).is_dir()
     if not in_db and not archived:
@@ -200,10 +200,6 @@ def llm_requests(conn, archive_dir, sel: Selection, own_host: str | None) -> "pl
     another database's).
     """
     import polars as pl
-
-    from gpm.llm.energy import request_energy
-    from gpm.store.history import scan
-    from gpm.store.timeseries import table_exists
 
     frames = []
     in_db = conn is not None and table_exists(conn, "llm_requests")
