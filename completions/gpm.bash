@@ -4,7 +4,8 @@
 
 _gpm_subcommands() {
     case "$1" in
-        "") echo "archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics" ;;
+        "") echo "alerts archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics" ;;
+        "alerts") echo "test" ;;
         "config") echo "check init show" ;;
         "install") echo "completions cron man systemd" ;;
     esac
@@ -13,6 +14,8 @@ _gpm_subcommands() {
 _gpm_options() {
     case "$1" in
         "") echo "--version --db --config -v --verbose -q --quiet -h --help" ;;
+        "alerts") echo "--since --until --json -h --help" ;;
+        "alerts test") echo "-h --help" ;;
         "archive") echo "--older-than --archive-dir --dry-run --wait -h --help" ;;
         "classify") echo "-i --input --steam-path --explain -h --help" ;;
         "config") echo "-h --help" ;;
@@ -38,6 +41,7 @@ _gpm_options() {
 _gpm_takes_value() {
     case "$1" in
         "") echo "--db --config" ;;
+        "alerts") echo "--since --until" ;;
         "archive") echo "--older-than --archive-dir --wait" ;;
         "classify") echo "-i --input --steam-path" ;;
         "config init") echo "--path" ;;

@@ -12,12 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import stat
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from gpm.alerts.channels import Channel, HookChannel, WebhookChannel, payload, s
 from gpm.alerts.dispatch import Dispatcher
 from gpm.alerts.event import AlertEvent
 from gpm.config import load_config
+from tests.fakes.webhook import receivers, refused, silent_server
 
 STARTED_MS = 1_764_000_000_000  # 2025-11-24T16:00:00Z
 
@@ -80,68 +78,21 @@ time.sleep(60)
     return hook, pid_file
 
 
-class Receiver:
-    """A webhook receiver on 127.0.0.1: records each POST, answers with the next of ``statuses``
-    (the last one again when they run out)."""
-
-    def __init__(self, statuses=(200,)) -> None:
-        self.requests: list[dict] = []
-        self.statuses = list(statuses)
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers["Content-Length"]))
-                receiver.requests.append({"path": self.path, "headers": dict(self.headers),
-                                          "json": json.loads(body)})
-                status = receiver.statuses.pop(0) if len(receiver.statuses) > 1 else receiver.statuses[0]
-                self.send_response(status)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def receiver():
-    made: list[Receiver] = []
-
-    def start(statuses=(200,)) -> Receiver:
-        made.append(Receiver(statuses))
-        return made[-1]
-
-    yield start
-    for r in made:
-        r.stop()
+    with receivers() as start:
+        yield start
 
 
 @pytest.fixture
 def silent_url():
-    """A URL whose server accepts the connection (the kernel's backlog does) and never answers."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
-    sock.close()
+    with silent_server() as url:
+        yield url
 
 
 @pytest.fixture
 def refused_url():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # nothing listens there now
-    return f"http://127.0.0.1:{port}"
+    return refused()
 
 
 def no_bus_env() -> dict:
