@@ -79,7 +79,7 @@ _gpm_values() {
         "ollama-watch|--otlp-protocol") COMPREPLY=($(compgen -W "grpc http/protobuf" -- "$cur")) ;;
         "report|--gpu") COMPREPLY=($(compgen -W "$(_gpm_gpus)" -- "$cur")) ;;
         "report|--format") COMPREPLY=($(compgen -W "text markdown json csv" -- "$cur")) ;;
-        "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling days trend workload games llm models processes" -- "$cur")) ;;
+        "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling alerts days trend workload games llm models processes" -- "$cur")) ;;
         "report|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "report|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "report|--output") COMPREPLY=($(compgen -f -- "$cur")) ;;

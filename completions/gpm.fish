@@ -149,7 +149,7 @@ complete -c gpm -n '__gpm_at "report"' -l until -x -d 'Only before WHEN (same fo
 complete -c gpm -n '__gpm_at "report"' -l host -x -d 'Only this host (repeatable). Default: every host in the database and archive.'
 complete -c gpm -n '__gpm_at "report"' -l gpu -x -a '(__gpm_gpus)' -d 'Only this GPU, by index or UUID prefix (repeatable).'
 complete -c gpm -n '__gpm_at "report"' -l format -x -a 'text markdown json csv' -d 'text: tables in human units for a terminal; markdown; json: every figure in machine units (seconds, bytes, joules) with stable keys; csv: one section (--section).'
-complete -c gpm -n '__gpm_at "report"' -l section -x -a 'coverage gaps hosts gpus throttling days trend workload games llm models processes' -d 'Only these sections (repeatable): coverage, gaps, hosts, gpus, throttling, days, trend, workload, games, llm, models, processes; csv prints exactly one (default: gpus).'
+complete -c gpm -n '__gpm_at "report"' -l section -x -a 'coverage gaps hosts gpus throttling alerts days trend workload games llm models processes' -d 'Only these sections (repeatable): coverage, gaps, hosts, gpus, throttling, alerts, days, trend, workload, games, llm, models, processes; csv prints exactly one (default: gpus).'
 complete -c gpm -n '__gpm_at "report"' -l weeks -x -d 'A trend table of the last N finished ISO weeks, from stored weekly summaries (weeks not summarised yet are computed once and stored).'
 complete -c gpm -n '__gpm_at "report"' -l archive-dir -r -F -d 'Parquet archive to read besides the database; may hold several hosts\' archives (default: [storage] archive_dir).'
 complete -c gpm -n '__gpm_at "report"' -l busy-threshold -x -d 'A GPU is busy above this utilization (default: [report] busy_threshold_percent).'

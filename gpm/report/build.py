@@ -62,6 +62,8 @@ class Report:
     first_samples: dict[str, int] = field(default_factory=dict)
     # Spans of a GPU's consecutive failed samples (gpm.report.failures)
     failures: list[dict] = field(default_factory=list)
+    # Alerts per rule and GPU (gpm.report.alerts)
+    alerts: list[dict] = field(default_factory=list)
 
     def nothing_recorded(self) -> bool:
         """No GPU sample ever, nor any process run or LLM request in the range: a new database."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from gpm.humanize import Column, cut, display_width, fmt_bytes, short_gpu_name, table, visible
+from gpm.report.alerts import alert_rows
 from gpm.report.build import METHOD_INTEGRATED, Report
 from gpm.report.rollup import THROTTLING
 from gpm.report.period import fmt_local, utc_iso
@@ -28,7 +29,7 @@ STRIP_LABEL = 13
 # (header, floor) stops at floor columns, to give way again after the others.
 GIVE_WAY: dict[str, tuple] = {
     "coverage": ("Host",), "gaps": ("Host",), "hosts": ("Host",), "gpus": ("Name",),
-    "throttling": ("Why",), "trend": ("Top use",), "workload": ("Category",), "games": ("Game",),
+    "throttling": ("Why",), "alerts": ("On",), "trend": ("Top use",), "workload": ("Category",), "games": ("Game",),
     "llm": ("Model",), "models": ("Model", "Host"), "processes": (("Label", 12), ("Program", 12), "Category", "Label", "Program"),
 }
 # A host name in a GPU's or a program's cell is cut before it, so that the
@@ -143,6 +144,7 @@ def to_json_obj(report: Report) -> dict:
         "models": report.models,
         "processes": report.processes,
         "failures": report.failures,
+        "alerts": report.alerts,
         "omitted": report.omitted,
     }
     if report.trend is not None:
@@ -223,6 +225,8 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
         return (["host", "gpu_index", "gpu_uuid", "throttled_seconds", *keys],
                 [[g["host"], g["gpu_index"], g["gpu_uuid"], g["throttled_seconds"],
                   *[g["throttle_reasons_seconds"][r] for r in THROTTLING]] for g in report.gpus])
+    if section == "alerts":
+        return alert_rows(report.alerts, human, d, len(report.coverage) > 1)
     if section == "days":
         if human:
             weekly = len(report.days) > MAX_DAY_ROWS
@@ -369,7 +373,7 @@ def _present(report: Report, sections: tuple[str, ...]) -> list[str]:
     if report.trend is not None:
         order = ["trend"]
     else:
-        order = ["coverage", "gaps", "hosts", "gpus", "throttling", "days",
+        order = ["coverage", "gaps", "hosts", "gpus", "throttling", "alerts", "days",
                  "workload", "games", "llm", "models", "processes"]
     return [s for s in order if not sections or s in sections]
 
@@ -409,7 +413,7 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
             if section == "hosts":
                 continue
             lines.append("")
-            if section in ("gaps", "throttling") and report.gpus:
+            if section in ("gaps", "throttling", "alerts") and report.gpus and section not in report.omitted:
                 lines.append(f"{TITLES[section]}: none.")
             else:
                 reason = report.omitted.get(section, "no data in this range")
