@@ -34,7 +34,7 @@ from gpm.llm.client import LoadedModel
 from gpm.llm.sessions import PollResult
 from gpm.sampling import Sampler
 from gpm.report.period import resolve_period, utc_iso, week_bounds
-from gpm.report.render import sparkline
+from gpm.report.cells import sparkline
 from gpm.store.db import open_db, write
 from gpm.store.llm import SessionLog, save_request
 from gpm.store.samples import save_samples
@@ -469,8 +469,8 @@ def test_a_report_that_began_before_gpm_archive_committed_counts_every_row_once(
     assert during.coverage == after.coverage
 
 
-def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_path):
-    db = tmp_path / "gpm.db"
+def fill_last_week(db: Path) -> str:
+    """An hour of one GPU at 100 W (360 kJ) in last week; its ISO week."""
     now = resolve_period(now_ms=int(time.time() * 1000))
     last_week = time.strftime("%G-W%V", time.gmtime(now.until_ms / 1000 - 7 * 86400))
     start, _ = week_bounds(last_week)
@@ -478,6 +478,12 @@ def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_
     save_samples(conn, "lab", [gpu(start + HOUR + i * 10_000, 0, utilization_gpu_percent=100, power_watts=100.0,
                                    energy_joules=1000.0 + i * 1000) for i in range(361)])
     conn.close()
+    return last_week
+
+
+def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_path):
+    db = tmp_path / "gpm.db"
+    last_week = fill_last_week(db)
     for _ in range(2):
         gpm("--db", db, "report", "--week", last_week, env=UTC, check=True)
     rows = sqlite3.connect(db).execute("SELECT iso_week, host, energy_joules, busy_seconds "

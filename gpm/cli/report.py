@@ -60,7 +60,9 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     fired, a per-day strip,
     the workload mix (GPU time and energy per process category), games, LLM
     requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
-    generated token), models loaded (VRAM) and the top processes.
+    generated token), models loaded (VRAM) and the top processes. With
+    [report] electricity_price_per_kwh or carbon_intensity_g_per_kwh set,
+    "Cost and CO2" prices the energy (money, grams of CO2).
 
     The range defaults to the last 7 days up to now. Times follow one rule
     in every command: a date or datetime without a zone is local time
@@ -136,6 +138,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
                 return NOTHING_YET.format(db=db_path)
             if not gpus:
                 save_week(conn, rep)
+        _price(rep, cfg, sections)
         color = (fmt == "text" and output is None and sys.stdout.isatty()
                  and "NO_COLOR" not in os.environ)
         return render(rep, fmt, tuple(sections), color=color, width=width)
@@ -157,6 +160,19 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     finally:
         conn.close()
 
+
+
+def _price(rep, cfg, sections: tuple[str, ...]) -> None:
+    """Cost and CO2 from the [report] prices, after the week was stored (prices are not history)."""
+    from gpm.report.cost import Pricing, add_pricing
+
+    pricing = Pricing.of(cfg["report.electricity_price_per_kwh"], cfg["report.currency"],
+                         cfg["report.carbon_intensity_g_per_kwh"])
+    if pricing is not None:
+        add_pricing(rep, pricing)
+    elif "cost" in sections:
+        rep.omitted["cost"] = ("no [report] electricity_price_per_kwh or carbon_intensity_g_per_kwh "
+                               "in the configuration")
 
 
 def _progress_bar(total: int):

@@ -22,13 +22,13 @@ from typing import Callable
 
 from gpm.alerts.rules import RULES
 from gpm.humanize import cut, visible
+from gpm.report.cells import HOST_IN_CELL
 from gpm.report.rollup import Selection
 from gpm.store.alerts import list_events
 
 SEVERITY_RANK = {"info": 0, "warning": 1, "critical": 2}
 KEYS = ("host", "rule", "gpu_index", "gpu_uuid", "subject", "severity", "fired", "firing_seconds",
         "longest_seconds", "firing_at_end")
-HOST_IN_CELL = 12
 
 
 def has_alerts_table(conn: sqlite3.Connection | None) -> bool:

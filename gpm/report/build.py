@@ -64,6 +64,8 @@ class Report:
     failures: list[dict] = field(default_factory=list)
     # Alerts per rule and GPU (gpm.report.alerts)
     alerts: list[dict] = field(default_factory=list)
+    # The [report] prices (gpm.report.cost), None when none is set: no money or CO2 figure then.
+    pricing: dict | None = None
 
     def nothing_recorded(self) -> bool:
         """No GPU sample ever, nor any process run or LLM request in the range: a new database."""
