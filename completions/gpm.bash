@@ -4,7 +4,8 @@
 
 _gpm_subcommands() {
     case "$1" in
-        "") echo "archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics" ;;
+        "") echo "alerts archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics" ;;
+        "alerts") echo "test" ;;
         "config") echo "check init show" ;;
         "install") echo "completions cron grafana-dashboard man prometheus-rules systemd" ;;
     esac
@@ -13,6 +14,8 @@ _gpm_subcommands() {
 _gpm_options() {
     case "$1" in
         "") echo "--version --db --config -v --verbose -q --quiet -h --help" ;;
+        "alerts") echo "--since --until --json -h --help" ;;
+        "alerts test") echo "-h --help" ;;
         "archive") echo "--older-than --archive-dir --dry-run --wait -h --help" ;;
         "classify") echo "-i --input --steam-path --explain -h --help" ;;
         "config") echo "-h --help" ;;
@@ -40,6 +43,7 @@ _gpm_options() {
 _gpm_takes_value() {
     case "$1" in
         "") echo "--db --config" ;;
+        "alerts") echo "--since --until" ;;
         "archive") echo "--older-than --archive-dir --wait" ;;
         "classify") echo "-i --input --steam-path" ;;
         "config init") echo "--path" ;;
@@ -83,7 +87,7 @@ _gpm_values() {
         "ollama-watch|--otlp-protocol") COMPREPLY=($(compgen -W "grpc http/protobuf" -- "$cur")) ;;
         "report|--gpu") COMPREPLY=($(compgen -W "$(_gpm_gpus)" -- "$cur")) ;;
         "report|--format") COMPREPLY=($(compgen -W "text markdown json csv html" -- "$cur")) ;;
-        "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling days trend workload games llm models processes cost" -- "$cur")) ;;
+        "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling alerts days trend workload games llm models processes cost" -- "$cur")) ;;
         "report|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "report|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "report|--output") COMPREPLY=($(compgen -f -- "$cur")) ;;

@@ -4,7 +4,9 @@
 function __gpm_subcommands
     switch "$argv[1]"
         case ''
-            printf '%s\n' archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics
+            printf '%s\n' alerts archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics
+        case 'alerts'
+            printf '%s\n' test
         case 'config'
             printf '%s\n' check init show
         case 'install'
@@ -53,6 +55,7 @@ function __gpm_models
 end
 
 complete -c gpm -f
+complete -c gpm -n '__gpm_at ""' -a alerts -d 'The alerts firing now and lately; test the channels.'
 complete -c gpm -n '__gpm_at ""' -a archive -d 'Move old rows into Parquet and shrink the database.'
 complete -c gpm -n '__gpm_at ""' -a classify -d 'Classify processes described as JSON Lines (test rules).'
 complete -c gpm -n '__gpm_at ""' -a config -d 'Show, check or create the configuration.'
@@ -71,6 +74,12 @@ complete -c gpm -n '__gpm_at ""' -l config -r -F -d 'Config file (default: $XDG_
 complete -c gpm -n '__gpm_at ""' -s v -l verbose -d 'More detail on stderr (-vv for debug).'
 complete -c gpm -n '__gpm_at ""' -s q -l quiet -d 'Print nothing but errors.'
 complete -c gpm -n '__gpm_at ""' -s h -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "alerts"' -a test -d 'Send a test alert through every channel.'
+complete -c gpm -n '__gpm_at "alerts"' -l since -x -d 'Only from WHEN on: a date or datetime in local time (2026-12-01, 2026-12-01T08:00; end it in Z or +HH:MM for another zone), an ISO week (2026-W48: its Monday 00:00), a time ago (24h, 7d, 2w) or now. Default: 7d (7 days ago).'
+complete -c gpm -n '__gpm_at "alerts"' -l until -x -d 'Only before WHEN (same forms as --since). Default: now.'
+complete -c gpm -n '__gpm_at "alerts"' -l json -d 'Print a JSON list of the events (docs/alerts.md, "Event JSON"), oldest first.'
+complete -c gpm -n '__gpm_at "alerts"' -s h -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "alerts test"' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "archive"' -l older-than -x -d 'Move whole UTC days older than DAYS days (default: [storage] retention_days, 7).'
 complete -c gpm -n '__gpm_at "archive"' -l archive-dir -r -F -d 'Parquet archive folder (default: [storage] archive_dir, else the database\'s own: docs/archive.md).'
 complete -c gpm -n '__gpm_at "archive"' -l dry-run -d 'Say what would move (rows and days per table); change nothing.'
@@ -147,7 +156,7 @@ complete -c gpm -n '__gpm_at "report"' -l until -x -d 'Only before WHEN (same fo
 complete -c gpm -n '__gpm_at "report"' -l host -x -d 'Only this host (repeatable). Default: every host in the database and archive.'
 complete -c gpm -n '__gpm_at "report"' -l gpu -x -a '(__gpm_gpus)' -d 'Only this GPU, by index or UUID prefix (repeatable).'
 complete -c gpm -n '__gpm_at "report"' -l format -x -a 'text markdown json csv html' -d 'text: tables in human units for a terminal; markdown; json: every figure in machine units (seconds, bytes, joules) with stable keys; csv: one section (--section); html: one self-contained page of charts and their numbers, no script, nothing fetched (-o week.html).'
-complete -c gpm -n '__gpm_at "report"' -l section -x -a 'coverage gaps hosts gpus throttling days trend workload games llm models processes cost' -d 'Only these sections (repeatable): coverage, gaps, hosts, gpus, throttling, days, trend, workload, games, llm, models, processes, cost; csv prints exactly one (default: gpus).'
+complete -c gpm -n '__gpm_at "report"' -l section -x -a 'coverage gaps hosts gpus throttling alerts days trend workload games llm models processes cost' -d 'Only these sections (repeatable): coverage, gaps, hosts, gpus, throttling, alerts, days, trend, workload, games, llm, models, processes, cost; csv prints exactly one (default: gpus).'
 complete -c gpm -n '__gpm_at "report"' -l weeks -x -d 'A trend table of the last N finished ISO weeks, from stored weekly summaries (weeks not summarised yet are computed once and stored).'
 complete -c gpm -n '__gpm_at "report"' -l archive-dir -r -F -d 'Parquet archive to read besides the database; may hold several hosts\' archives (default: [storage] archive_dir).'
 complete -c gpm -n '__gpm_at "report"' -l busy-threshold -x -d 'A GPU is busy above this utilization (default: [report] busy_threshold_percent).'

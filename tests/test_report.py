@@ -269,6 +269,7 @@ def test_json_of_a_known_week_is_exact(gpm, week_db):
         "models": MODELS,
         "processes": PROCESSES,
         "failures": [],
+        "alerts": [],
         "omitted": {},
     }
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime
 from pathlib import Path
 
 import click
 import pytest
 
+from gpm.alerts.event import AlertEvent
 from gpm.cli import cli
 from gpm.cli.options import TimeParam
 from gpm.config import load_config
@@ -23,7 +25,8 @@ from gpm.errors import GpmError
 from gpm.gpu.model import GpuSample
 from gpm.report.period import Period, fill_week, resolve_period
 from gpm.sampling import Sampler
-from gpm.store.db import open_db
+from gpm.store.alerts import insert_event
+from gpm.store.db import open_db, write
 from gpm.timespec import parse_time_ms
 from tests.conftest import run_gpm
 
@@ -154,8 +157,22 @@ def _report_rows(db: Path, args: list[str], env: dict) -> tuple[int, int, int]:
     return gpu["samples"], gpu["first_sample_ms"], gpu["last_sample_ms"]
 
 
+def _alerts_rows(db: Path, args: list[str], env: dict) -> tuple[int, int, int]:
+    """Alerts on the hour, one minute long each, as the samples are: those active in the range."""
+    conn = open_db(db)
+    with write(conn):
+        if not conn.execute("SELECT count(*) FROM alerts").fetchone()[0]:
+            for ts in range(NOV29, DEC1 + 7 * HOUR, HOUR):
+                insert_event(conn, AlertEvent(rule="temperature", host="lab", severity="warning", started_ms=ts,
+                                              resolved_ms=ts + 60_000, message="hot", gpu_index=0))
+    conn.close()
+    out = run_gpm("--db", db, "alerts", *args, "--json", env=env, check=True)
+    starts = [datetime.fromisoformat(e["started"].replace("Z", "+00:00")) for e in json.loads(out.stdout)]
+    return len(starts), int(starts[0].timestamp() * 1000), int(starts[-1].timestamp() * 1000)
+
+
 # command -> how to see which rows its time options selected: (count, first ts, last ts)
-OBSERVERS = {"export": _export_rows, "report": _report_rows}
+OBSERVERS = {"export": _export_rows, "report": _report_rows, "alerts": _alerts_rows}
 
 RANGES = {
     # local midnight to local midnight, 13 h before UTC's

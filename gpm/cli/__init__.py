@@ -20,8 +20,8 @@ from typing import Iterator, NoReturn
 import click
 
 from gpm import __version__
-from gpm.cli import (archive, classify_cmd, config_cmd, daemon, doctor, export, install, ollama_watch, ps, report,
-                     sample, serve_metrics)
+from gpm.cli import (alerts, archive, classify_cmd, config_cmd, daemon, doctor, export, install, ollama_watch, ps,
+                     report, sample, serve_metrics)
 from gpm.cli.context import AppContext
 from gpm.cli.options import accept_global_options
 from gpm.errors import EXIT_CODES, EXIT_FAILURE, EXIT_INTERRUPTED, GpmError
@@ -107,7 +107,7 @@ def cli(ctx: click.Context, db_path, config_path, verbose, quiet) -> None:
 
 for _command in (sample.sample, config_cmd.config, daemon.daemon, install.install, report.report, archive.archive,
                  export.export, classify_cmd.classify, ps.ps, serve_metrics.serve_metrics, doctor.doctor,
-                 ollama_watch.ollama_watch):
+                 ollama_watch.ollama_watch, alerts.alerts):
     cli.add_command(accept_global_options(_command))
 
 

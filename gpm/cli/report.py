@@ -70,7 +70,8 @@ Then run `gpm report` again.
 def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, weeks, archive_dir,
            busy_threshold, output, no_cache) -> None:
     """Report what the GPUs did: coverage and gaps, per-GPU busy time,
-    utilization, temperature, memory, energy and throttling, a per-day strip,
+    utilization, temperature, memory, energy and throttling, the alerts that
+    fired, a per-day strip,
     the workload mix (GPU time and energy per process category), games, LLM
     requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
     generated token), models loaded (VRAM) and the top processes. With

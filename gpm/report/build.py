@@ -63,6 +63,8 @@ class Report:
     first_samples: dict[str, int] = field(default_factory=dict)
     # Spans of a GPU's consecutive failed samples (gpm.report.failures)
     failures: list[dict] = field(default_factory=list)
+    # Alerts per rule and GPU (gpm.report.alerts)
+    alerts: list[dict] = field(default_factory=list)
     # The [report] prices (gpm.report.cost), None when none is set: no money or CO2 figure then.
     pricing: dict | None = None
     # Each GPU's local hours (gpm.report.hourly); None over long ranges

@@ -8,6 +8,7 @@ from typing import Callable
 
 from gpm.errors import EXIT_USAGE, GpmError
 from gpm.report import usage
+from gpm.report.alerts import alert_summary, has_alerts_table
 from gpm.report.build import Report, build_gpu_report
 from gpm.report.failures import failure_spans
 from gpm.report.period import Period
@@ -79,6 +80,10 @@ def make_report(*, conn: sqlite3.Connection | None, archive_dir: Path | None,
         for section in ("gpus", "days"):
             report.omitted[section] = "no GPU samples in this range"
     report.failures = failure_spans(conn, sel)
+    if has_alerts_table(conn):
+        report.alerts = alert_summary(conn, sel, now_ms)
+    else:
+        report.omitted["alerts"] = "no alerts table (the report reads no database)"
     add_usage(report, conn, archive_dir, sel, own_host)
     return report
 

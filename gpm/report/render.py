@@ -8,6 +8,7 @@ import json
 from typing import Callable
 
 from gpm.humanize import Column, cut, fmt_bytes, short_gpu_name, table, visible
+from gpm.report.alerts import alert_rows
 from gpm.report.build import METHOD_INTEGRATED, Report
 from gpm.report.cells import HOST_IN_CELL, Durations, day_label, in_units, kwh, pct
 from gpm.report.cost import cost_notes, cost_table
@@ -23,7 +24,7 @@ MAX_GAPS_SHOWN = 12
 # (header, floor) stops at floor columns, to give way again after the others.
 GIVE_WAY: dict[str, tuple] = {
     "coverage": ("Host",), "gaps": ("Host",), "hosts": ("Host",), "gpus": ("Name",),
-    "throttling": ("Why",), "trend": ("Top use",), "workload": ("Category",), "games": ("Game",),
+    "throttling": ("Why",), "alerts": ("On",), "trend": ("Top use",), "workload": ("Category",), "games": ("Game",),
     "llm": ("Model",), "models": ("Model", "Host"), "cost": ("What",), "processes": (("Label", 12), ("Program", 12), "Category", "Label", "Program"),
 }
 INTEGRATED_NOTE = "* no energy counter: power integrated over the sampled time (gaps not counted)."
@@ -70,6 +71,7 @@ def to_json_obj(report: Report) -> dict:
         "processes": report.processes,
         "failures": report.failures,
         "hourly": report.hourly,
+        "alerts": report.alerts,
         "omitted": report.omitted,
     }
     if report.trend is not None:
@@ -152,6 +154,8 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
         return (["host", "gpu_index", "gpu_uuid", "throttled_seconds", *keys],
                 [[g["host"], g["gpu_index"], g["gpu_uuid"], g["throttled_seconds"],
                   *[g["throttle_reasons_seconds"][r] for r in THROTTLING]] for g in report.gpus])
+    if section == "alerts":
+        return alert_rows(report.alerts, human, d, len(report.coverage) > 1)
     if section == "days":
         if human:
             weekly = len(report.days) > MAX_DAY_ROWS
@@ -292,7 +296,7 @@ def _present(report: Report, sections: tuple[str, ...]) -> list[str]:
     if report.trend is not None:
         order = ["trend", "cost"]
     else:
-        order = ["coverage", "gaps", "hosts", "gpus", "throttling", "days",
+        order = ["coverage", "gaps", "hosts", "gpus", "throttling", "alerts", "days",
                  "workload", "games", "llm", "models", "processes", "cost"]
     if report.pricing is None and "cost" not in sections:
         order.remove("cost")  # no prices: no word of money or CO2 (#16)
@@ -334,7 +338,7 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
             if section == "hosts":
                 continue
             lines.append("")
-            if section in ("gaps", "throttling") and report.gpus:
+            if section in ("gaps", "throttling", "alerts") and report.gpus and section not in report.omitted:
                 lines.append(f"{TITLES[section]}: none.")
             else:
                 reason = report.omitted.get(section, "no data in this range")

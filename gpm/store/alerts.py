@@ -51,3 +51,17 @@ def firing_events(conn: sqlite3.Connection, host: str | None = None) -> list[Ale
         sql += " AND host = ?"
         args.append(host)
     return [_event(r) for r in conn.execute(sql + " ORDER BY started_ms, id", args)]
+
+
+def insert_event(conn: sqlite3.Connection, event: AlertEvent) -> int:
+    """Insert one whole event (inside the caller's ``write()``); return its id.
+
+    For an event known from start to end at once (an import, a test); the
+    rule engine opens and resolves its events with its own writers.
+    """
+    cur = conn.execute(
+        "INSERT INTO alerts (rule, host, gpu_index, gpu_uuid, subject, severity, started_ms, resolved_ms, "
+        "value, peak, message) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (event.rule, event.host, event.gpu_index, event.gpu_uuid, event.subject, event.severity,
+         event.started_ms, event.resolved_ms, event.value, event.peak, event.message))
+    return int(cur.lastrowid)
