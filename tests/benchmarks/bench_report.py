@@ -42,7 +42,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from tests.benchmarks.docs import DOCS, replace_rows  # noqa: E402
+from tests.benchmarks.docs import DOCS, machine, replace_rows  # noqa: E402
 
 GPUS = 8
 WORK = Path(tempfile.gettempdir()) / "gpm-bench-report"
@@ -293,7 +293,7 @@ def main() -> None:
             timed(trend_args, env, REPO)
             results["trend"] = measure(trees, opts.runs, trend_args, env)
 
-    stamp = f"{date.today().isoformat()}, {os.cpu_count()} CPUs"
+    stamp = machine()
     lines = [f"| {CASES[name][0]} | {stamp} | {' | '.join(cell(r) for r in runs)} | {CASES[name][1]} |"
              if opts.baseline else f"| {CASES[name][0]} | {stamp} | | {cell(runs[0])} | {CASES[name][1]} |"
              for name, runs in results.items()]
