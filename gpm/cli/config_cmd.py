@@ -82,6 +82,8 @@ def _shown(cfg, dotted: str) -> tuple[str, str]:
             source = "default (beside the database)" if beside else "where the database last archived"
     elif dotted == "service.hostname" and not value:
         value, source = cfg.hostname, "default (this machine's name)"
+    elif value is None:
+        return "(not set)", _short_source(cfg, source)
     return json.dumps(value), _short_source(cfg, source)
 
 

@@ -8,6 +8,7 @@ import threading
 
 import click
 
+from gpm.addresses import parse_listen
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
@@ -92,7 +93,6 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
     Exit codes: 0 ok (also when Ollama is down: that is recorded);
     1 the proxy cannot listen, or another error; 2 usage or config error.
     """
-    from gpm.config import parse_listen
     from gpm.llm.client import OllamaClient
     from gpm.llm.sessions import poll
     from gpm.store.llm import SessionLog, open_sessions

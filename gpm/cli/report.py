@@ -31,10 +31,12 @@ Then run `gpm report` again.
               help="Only this host (repeatable). Default: every host in the database and archive.")
 @click.option("--gpu", "gpus", multiple=True, metavar="INDEX|UUID",
               help="Only this GPU, by index or UUID prefix (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "csv"]), default="text",
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "csv", "html"]), default="text",
               show_default=True,
               help="text: tables in human units for a terminal; markdown; json: every figure in machine "
-                   "units (seconds, bytes, joules) with stable keys; csv: one section (--section).")
+                   "units (seconds, bytes, joules) with stable keys; csv: one section (--section); "
+                   "html: one self-contained page of charts and their numbers, no script, nothing "
+                   "fetched (-o week.html).")
 @click.option("--section", "sections", multiple=True, type=click.Choice(SECTIONS), metavar="SECTION",
               help=f"Only these sections (repeatable): {', '.join(SECTIONS)}; csv prints exactly one "
                    "(default: gpus).")
@@ -59,7 +61,10 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     utilization, temperature, memory, energy and throttling, a per-day strip,
     the workload mix (GPU time and energy per process category), games, LLM
     requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
-    generated token), models loaded (VRAM) and the top processes.
+    generated token), models loaded (VRAM) and the top processes. With
+    [report] electricity_price_per_kwh or carbon_intensity_g_per_kwh set,
+    "Cost and CO2" prices the energy (money, grams of CO2).
+    --format html makes it one page of charts with their numbers.
 
     The range defaults to the last 7 days up to now. Times follow one rule
     in every command: a date or datetime without a zone is local time
@@ -86,6 +91,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     from gpm.outfile import check_output
     from gpm.report.make import make_report
     from gpm.report.period import check_timezone, fill_week, resolve_period
+    from gpm.report.html import render_html
     from gpm.report.render import render
 
     tz_warning = check_timezone()
@@ -135,6 +141,9 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
                 return NOTHING_YET.format(db=db_path)
             if not gpus:
                 save_week(conn, rep)
+        _price(rep, cfg, sections)
+        if fmt == "html":
+            return render_html(rep, tuple(sections))
         color = (fmt == "text" and output is None and sys.stdout.isatty()
                  and "NO_COLOR" not in os.environ)
         return render(rep, fmt, tuple(sections), color=color, width=width)
@@ -156,6 +165,19 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     finally:
         conn.close()
 
+
+
+def _price(rep, cfg, sections: tuple[str, ...]) -> None:
+    """Cost and CO2 from the [report] prices, after the week was stored (prices are not history)."""
+    from gpm.report.cost import Pricing, add_pricing
+
+    pricing = Pricing.of(cfg["report.electricity_price_per_kwh"], cfg["report.currency"],
+                         cfg["report.carbon_intensity_g_per_kwh"])
+    if pricing is not None:
+        add_pricing(rep, pricing)
+    elif "cost" in sections:
+        rep.omitted["cost"] = ("no [report] electricity_price_per_kwh or carbon_intensity_g_per_kwh "
+                               "in the configuration")
 
 
 def _progress_bar(total: int):

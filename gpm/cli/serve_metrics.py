@@ -6,6 +6,7 @@ import logging
 
 import click
 
+from gpm.addresses import parse_listen
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
@@ -44,8 +45,8 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     GPUs are read at scrape time (NVML, or nvidia-smi as a fallback), at most
     once per --cache-secs however many servers scrape. Processes are summed
     per category (gpm_category_*); LLM request totals come from the recording
-    proxy's llm_requests table; gpm_collector_success{collector} says which
-    sources worked. `/` links to /metrics; other paths are 404.
+    proxy's llm_requests table, gpm_alerts_firing from gpm's alerts table;
+    gpm_collector_success{collector} says which sources worked. `/` links to /metrics; other paths are 404.
 
     With --otlp the same state is also pushed to an OpenTelemetry receiver
     with semantic-convention names (hw.gpu.*, hw.power, hw.energy,
@@ -58,9 +59,9 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     Exit codes: 0 stopped by a signal; 1 cannot listen on ADDR or another
     error; 2 usage or config error.
     """
-    from gpm.config import parse_listen
     from gpm.sampling import Sampler
     from gpm.schedule import Stopper
+    from gpm.telemetry.alerts_feed import DbAlertFeed
     from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
     from gpm.telemetry.state import MetricsState, ScrapeRefresher
 
@@ -89,7 +90,7 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
 
     state.refresher = ScrapeRefresher(
         sampler, cache_secs=cfg["telemetry.scrape_cache_secs"], retry_secs=cfg["gpu.nvml_retry_secs"],
-        poll_ollama=ollama, poll_llm=poll_llm)
+        poll_ollama=ollama, poll_llm=poll_llm, poll_alerts=DbAlertFeed(cfg.db_path, cfg.hostname).poll)
 
     server = exporter = None
     try:

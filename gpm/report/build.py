@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gpm.report.hourly import MAX_HOURLY_DAYS, hour_starts, hourly
 from gpm.report.rollup import MIN_GAP_SECS, SHARES, THROTTLING
 from gpm.report.period import Period, day_starts, local_date
 
@@ -62,6 +63,10 @@ class Report:
     first_samples: dict[str, int] = field(default_factory=dict)
     # Spans of a GPU's consecutive failed samples (gpm.report.failures)
     failures: list[dict] = field(default_factory=list)
+    # The [report] prices (gpm.report.cost), None when none is set: no money or CO2 figure then.
+    pricing: dict | None = None
+    # Each GPU's local hours (gpm.report.hourly); None over long ranges
+    hourly: dict | None = None
 
     def nothing_recorded(self) -> bool:
         """No GPU sample ever, nor any process run or LLM request in the range: a new database."""
@@ -89,11 +94,19 @@ def by_gpu(minutes: "pl.DataFrame") -> tuple["pl.DataFrame", "pl.DataFrame"]:
     return gpus, frame.drop("host", "gpu_uuid", "gpu_index", "gpu_name")
 
 
-def per_gpu_day(minutes: "pl.DataFrame", gap_ms: int, starts: list[int]) -> "pl.DataFrame":
-    """One row per GPU (``gid``) and local day (``day``, an index into
-    ``starts``): sampled, busy and throttled time, energy both ways and the
-    sums of each minute's figures, with the interval that leads into each
-    minute from the GPU's previous one.
+# per_gpu_span's figures, summed or taken the largest of when spans are combined.
+SUMMED = ["samples", "sampled_ms", *[f"{name}_ms" for name, _, _ in SHARES], "util_n", "util_sum", "temp_n",
+          "temp_sum", "power_n", "power_sum_mw", "energy_n", "counter_j", "counter_n", "integrated_j",
+          "integrated_n"]
+MAXED = ["temp_max", "mem_max", "mem_total"]
+
+
+def per_gpu_span(minutes: "pl.DataFrame", gap_ms: int, starts: list[int]) -> "pl.DataFrame":
+    """One row per GPU (``gid``) and span (``span``, an index into ``starts``,
+    local days or hours; a minute counts in the span of its first sample):
+    sampled, busy and throttled time, energy both ways and the sums of each
+    minute's figures, with the interval that leads into each minute from the
+    GPU's previous one.
 
     The per-minute figures are only ever summed: computed inside the
     group-by, they never become columns of a year's 4.2 M minutes (each
@@ -124,17 +137,36 @@ def per_gpu_day(minutes: "pl.DataFrame", gap_ms: int, starts: list[int]) -> "pl.
     def share(num: str, den: str) -> "pl.Expr":
         return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(0.0)
 
-    day = pl.lit(pl.Series(starts, dtype=pl.Int64)).search_sorted(pl.col("first_ts_ms"), side="right") - 1
-    return lf.group_by("gid", day.cast(pl.Int64).alias("day")).agg(
+    span = pl.lit(pl.Series(starts, dtype=pl.Int64)).search_sorted(pl.col("first_ts_ms"), side="right") - 1
+    return lf.group_by("gid", span.cast(pl.Int64).alias("span")).agg(
         pl.col("n").sum().alias("samples"),
         pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max(),
         sampled.sum().alias("sampled_ms"),
         *[(sampled * share(num, den)).sum().alias(f"{name}_ms") for name, num, den in SHARES],
         pl.col("util_n", "util_sum", "temp_n", "temp_sum", "power_n", "power_sum_mw", "energy_n").sum(),
-        pl.col("temp_max", "mem_max", "mem_total").max(),
+        pl.col(MAXED).max(),
         counter.sum().alias("counter_j"), counter.count().alias("counter_n"),
         integrated.sum().alias("integrated_j"), integrated.count().alias("integrated_n"),
     ).collect()
+
+
+def combined(per_span: "pl.DataFrame", *keys: str) -> "pl.DataFrame":
+    """``per_gpu_span``'s rows combined by ``keys``."""
+    import polars as pl
+
+    return per_span.group_by(*keys).agg(pl.col(SUMMED).sum(), pl.col("first_ts_ms").min(),
+                                        pl.col("last_ts_ms").max(), pl.col(MAXED).max())
+
+
+def in_spans(per_span: "pl.DataFrame", span_starts: list[int], starts: list[int]) -> "pl.DataFrame":
+    """``per_gpu_span``'s rows over finer spans (hours) summed into the coarser
+    spans that hold them (the local days the hours were counted from)."""
+    import polars as pl
+
+    outer = pl.Series(starts, dtype=pl.Int64).search_sorted(pl.Series(span_starts, dtype=pl.Int64), side="right") - 1
+    spans = pl.DataFrame({"span": range(len(span_starts)), "outer": outer}, schema={"span": pl.Int64, "outer": pl.Int64})
+    return combined(per_span.join(spans, on="span", how="left").with_columns(pl.col("outer").fill_null(-1))
+                    .drop("span").rename({"outer": "span"}), "gid", "span")
 
 
 def gap_ms_for(minutes: "pl.DataFrame") -> int:
@@ -180,18 +212,9 @@ def _r(x: float | None, digits: int = 3) -> float | None:
 
 
 def gpu_figures(per_day: "pl.DataFrame", hist: "pl.DataFrame", gpus: "pl.DataFrame") -> list[dict]:
-    """Each GPU's figures over the range, from ``per_gpu_day``."""
-    import polars as pl
-
+    """Each GPU's figures over the range, from ``per_gpu_span``."""
     p95 = _p95(hist)
-    per = per_day.group_by("gid").agg(
-        pl.col("samples").sum(),
-        pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max(),
-        pl.col("sampled_ms", "busy_ms", "thr_any_ms", *[f"thr_{r}_ms" for r in THROTTLING]).sum(),
-        pl.col("util_n", "util_sum", "temp_n", "temp_sum", "power_n", "power_sum_mw", "energy_n").sum(),
-        pl.col("temp_max", "mem_max", "mem_total").max(),
-        pl.col("counter_j").sum(), pl.col("integrated_j").sum(),
-    )
+    per = combined(per_day, "gid")
     out = []
     for r in per.join(gpus, on="gid").sort("host", "gpu_index", "gpu_uuid").iter_rows(named=True):
         if r["energy_n"]:
@@ -285,7 +308,7 @@ def _gap(start_ms: int, end_ms: int) -> dict:
 
 
 def daily(per_day: "pl.DataFrame", period: Period, energy_methods: dict[int, str | None]) -> list[dict]:
-    """One row per local day, from ``per_gpu_day``: sampled time, mean
+    """One row per local day, from ``per_gpu_span`` over days: sampled time, mean
     utilization, energy (each GPU by its method)."""
     import polars as pl
 
@@ -300,7 +323,7 @@ def daily(per_day: "pl.DataFrame", period: Period, energy_methods: dict[int, str
         .when(pl.col("method") == METHOD_INTEGRATED).then(pl.col("integrated_n")).otherwise(0),
     )
     per_day = {
-        r["day"]: r for r in frame.group_by("day").agg(
+        r["span"]: r for r in frame.group_by("span").agg(
             pl.col("sampled_ms", "util_sum", "util_n", "busy_ms", "energy_j", "energy_n").sum(),
         ).iter_rows(named=True)
     }
@@ -316,6 +339,7 @@ def daily(per_day: "pl.DataFrame", period: Period, energy_methods: dict[int, str
             "busy_seconds": _r(r["busy_ms"] / 1000) if r else 0.0,
             "utilization_mean_percent": _r(_div(r["util_sum"], r["util_n"]), 2) if r else None,
             "energy_joules": _r(r["energy_j"]) if r and r["energy_n"] else None,
+            "category_energy_joules": {},  # filled by gpm.report.make from process runs
         })
     return out
 
@@ -360,10 +384,17 @@ def build_gpu_report(minutes: "pl.DataFrame", hist: "pl.DataFrame", period: Peri
         report.hosts, report.fleet = hosts_and_fleet([], report.coverage)
         return report
     gap_ms = gap_ms_for(minutes)
-    per_day = per_gpu_day(minutes, gap_ms, day_starts(period.since_ms, period.until_ms))
+    days = day_starts(period.since_ms, period.until_ms)
+    hours = hour_starts(period) if period.seconds <= MAX_HOURLY_DAYS * 86_400 else None
+    if hours is not None:  # the html page's hours, and the days summed from them
+        per_hour = per_gpu_span(minutes, gap_ms, hours)
+        per_day = in_spans(per_hour, hours, days)
+    else:
+        per_hour, per_day = None, per_gpu_span(minutes, gap_ms, days)
     report.gpus = gpu_figures(per_day, hist, gpus)
     report.coverage = host_coverage(minutes, gpus, period, gap_ms, host_names, first_samples)
     report.hosts, report.fleet = hosts_and_fleet(report.gpus, report.coverage)
     gid = {(host, uuid): i for host, uuid, i in gpus.select("host", "gpu_uuid", "gid").iter_rows()}
     report.days = daily(per_day, period, {gid[(g["host"], g["gpu_uuid"])]: g["energy_method"] for g in report.gpus})
+    report.hourly = hourly(per_hour, gid, report.gpus, period) if per_hour is not None else None
     return report

@@ -93,6 +93,8 @@ def add_usage(report: Report, conn: sqlite3.Connection | None, archive_dir: Path
         report.workload = usage.workload(runs)
         report.games = usage.games(runs)
         report.processes = usage.top_processes(runs)
+        for day, energy in zip(report.days, usage.category_energy_per_day(runs, report.days)):
+            day["category_energy_joules"] = energy
     if requests is not None and not requests.is_empty():
         report.llm = usage.llm_models(requests)
     sessions = usage.llm_sessions(conn, archive_dir, sel, own_host)

@@ -28,6 +28,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from gpm import __version__
+from gpm.alerts.event import AlertEvent
 from gpm.gpu.model import THROTTLE_REASONS, GpuSample
 from gpm.humanize import visible
 from gpm.outfile import replacing
@@ -219,6 +220,25 @@ def health_families(collectors: dict[str, CollectorResult]) -> Iterator[Metric]:
     yield duration
 
 
+def alert_families(alerts: Iterable[AlertEvent] | None) -> Iterator[Metric]:
+    """``gpm_alerts_firing``: gpm's own firing alerts, counted per rule, GPU and severity.
+
+    ``gpu`` is "" for an alert about the host (ollama_down) or a folder
+    (disk_free; two folders firing count 2). Nothing without a database.
+    """
+    if alerts is None:
+        return
+    counts: dict[tuple[str, str, str], int] = {}
+    for e in alerts:
+        key = (visible(e.rule), "" if e.gpu_index is None else str(e.gpu_index), visible(e.severity))
+        counts[key] = counts.get(key, 0) + 1
+    fam = GaugeMetricFamily("gpm_alerts_firing", "Alerts of gpm's own rules firing now ([alerts]).",
+                            labels=["rule", "gpu", "severity"])
+    for labels, n in sorted(counts.items()):
+        fam.add_metric(list(labels), float(n))
+    yield fam
+
+
 def build_info() -> InfoMetricFamily:
     fam = InfoMetricFamily("gpm_build", "gpm version and runtime.")
     fam.add_metric([], {"version": __version__, "python_version": platform.python_version(),
@@ -231,6 +251,7 @@ def snapshot_families(snap: Snapshot, *, per_process: bool = False) -> Iterator[
     yield from health_families(snap.collectors)
     yield from gpu_families(snap.gpus, per_process=per_process)
     yield from llm_families(snap)
+    yield from alert_families(snap.alerts)
 
 
 class GpmCollector(Collector):
