@@ -222,7 +222,12 @@ class BoundedHTTPServer:
         next_expiry = 0.0
         try:
             while not self._stop.is_set():
-                for key, _mask in self._selector.select(poll_interval):
+                # Deadlines only while a connection waits or queues; else sleep
+                # until one comes (a stop, a worker done: ``_wake``). An idle
+                # daemon's endpoint woke 5 times a second for nothing (#14).
+                with self._lock:
+                    timeout = poll_interval if self._waiting or self._queued else None
+                for key, _mask in self._selector.select(timeout):
                     if key.fileobj is self.socket:
                         self._accept()
                     elif key.fileobj is self._wake_r:

@@ -468,3 +468,29 @@ def test_the_library_call_is_the_whole_command(tmp_path):
     assert reduced == sorted({f"date={d}" for d in (time.strftime("%Y-%m-%d", time.gmtime(days_ago(n) / 1000))
                                                     for n in (3, 2))})
     assert result.reclaim.startswith(("VACUUM", "incremental_vacuum"))
+
+
+@pytest.mark.parametrize("limit", [None, 1000], ids=["json-arrays", "over-sqlite-string-limit"])
+def test_raw_rows_cross_from_sqlite_exactly(tmp_path, limit):
+    """The archive's read (one JSON array per column, #14, or row by row when
+    an array would pass SQLite's string limit) gives exactly what sqlite3 does:
+    NULLs, 63-bit integers, text with commas, quotes, brackets and non-ASCII."""
+    from gpm.store.timeseries import lookup, resolve
+
+    conn = open_db(tmp_path / "gpm.db")
+    write_trace(conn, trace_frame(2, 1, 600.0, start_ms=days_ago(3)))
+    statuses = [None, "lost, \"really\" [gone]", "fan ✗ \\ / \n tab\t", "", "null"]
+    with conn:
+        for i, (ts,) in enumerate(conn.execute("SELECT DISTINCT ts_ms FROM gpu_metrics ORDER BY ts_ms LIMIT 5").fetchall()):
+            conn.execute("UPDATE gpu_metrics SET status = ?, energy_millijoules = ?, fan_percent = NULL "
+                         "WHERE ts_ms = ?", (statuses[i], 2**62 + i, ts))
+    if limit is not None:
+        conn.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, limit)
+    res = resolve(conn, lookup("gpu_metrics"))
+    where, params = res.where(host=False, cutoff=True), [days_ago(5), now_ms(), now_ms()]
+    got = res.read_raw(conn, where, params)
+    rows = conn.execute(f"SELECT {', '.join(res.raw_schema())} FROM gpu_metrics WHERE {where}", params).fetchall()
+    assert got.height == len(rows) == 2 * 144
+    assert got.rows() == rows
+    assert got.schema == res.raw_schema()
+    assert set(got["status"].to_list()) == set(statuses)

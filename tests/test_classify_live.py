@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from gpm.classify.live import Classifier
+from gpm.classify.rules import classify
 from gpm.config import load_config
 from gpm.gpu.model import GpuProcess, GpuSample
 from tests.conftest import run_gpm
@@ -426,4 +427,31 @@ def test_a_reused_pid_is_a_new_process_and_vanished_pids_are_forgotten(proc_root
     shutil.rmtree(root / "200")
     gone = decisions(clf, 3_000, 100, 200)
     assert gone[200][0] == "general_compute" and "exited" in gone[200][1]
+    assert set(clf.processes) == {100, 200}  # still on the GPU: remembered as not shown
+    decisions(clf, 4_000, 100)
     assert set(clf.processes) == {100}
+
+
+def test_a_pid_this_proc_cannot_see_is_classified_once_until_it_shows_up(proc_root, monkeypatch):
+    """NVML reports host pids into a container; each scrape must not classify them again (#14)."""
+    import gpm.classify.live as live
+
+    root = proc_root
+    fake_proc(root, 100, comm="python3", cmdline=["python3", "train.py", "--epochs", "3"])
+    clf = Classifier(load_config())
+    calls = []
+
+    def counting(facts, ctx):
+        calls.append(facts.pid)
+        return classify(facts, ctx)
+
+    monkeypatch.setattr(live, "classify", counting)
+    first = decisions(clf, 1_000, 100, 40_000)
+    for ts in range(2_000, 6_000, 1_000):
+        assert decisions(clf, ts, 100, 40_000) == first
+    assert sorted(calls) == [100, 40_000]
+    assert first[40_000][0] == "general_compute"
+
+    fake_proc(root, 40_000, comm="mpv", cmdline=["mpv", "film.mkv"])  # now it shows
+    assert decisions(clf, 7_000, 100, 40_000)[40_000][0] == "desktop"
+    assert sorted(calls) == [100, 40_000, 40_000]

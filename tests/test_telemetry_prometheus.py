@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -216,6 +219,27 @@ def test_server_paths_and_live_state():
         assert {dict(lbl)["gpu"] for n, lbl in samples(body) if n == "gpm_gpu_up"} == {"1"}
     with pytest.raises(OSError):
         urllib.request.urlopen(base + "/metrics", timeout=2)
+
+
+def _switches(tid: int) -> int:
+    """Context switches of one thread (each time it slept and woke)."""
+    status = Path(f"/proc/self/task/{tid}/status").read_text()
+    return sum(int(line.split()[1]) for line in status.splitlines()
+               if line.startswith(("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")))
+
+
+def test_an_idle_endpoint_sleeps_until_a_scrape_comes():
+    """The daemon's endpoint woke 5 times a second with nobody connected (#14)."""
+    with MetricsServer(_state(1), "127.0.0.1", 0) as server:
+        assert _get(server.url)[0] == 200  # the scrape's connection closes
+        tid = next(t.native_id for t in threading.enumerate() if t.name == "gpm-metrics")
+        time.sleep(0.3)
+        before = _switches(tid)
+        time.sleep(1.0)
+        assert _switches(tid) - before == 0
+        assert _get(server.url)[0] == 200
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.0  # stopping wakes it at once
 
 
 def test_names_from_outside_reach_metrics_with_control_characters_made_visible():

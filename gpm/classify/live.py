@@ -113,13 +113,17 @@ class Classifier:
     def known(self, pid: int, now: int) -> Known:
         """What is known about ``pid`` now, re-reading only what may have changed.
 
-        A process that is gone (or hidden) is not remembered: its facts say so.
+        A pid this /proc does not show (gone, or a host pid NVML reports
+        into a container) is remembered as such while it stays on a GPU, so
+        its decision is made once, not at every sample or scrape (#14).
         """
         st = proc_stat(pid)
         if st is None:
-            self.processes.pop(pid, None)
-            gone = ProcessFacts(pid=pid, gone=True)
-            return Known(NO_STAT, gone, self.details(gone), now)
+            k = self.processes.get(pid)
+            if k is None or k.start_ticks != NO_STAT.start_ticks:
+                gone = ProcessFacts(pid=pid, gone=True)
+                k = self.processes[pid] = Known(NO_STAT, gone, self.details(gone), now)
+            return k
         k = self.processes.get(pid)
         if k is None or k.start_ticks != st.start_ticks or k.comm != st.name:
             f = read_facts(pid, stat=st, known_parents=self._parents)

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from gpm.report.hourly import hourly
+from gpm.report.hourly import MAX_HOURLY_DAYS, hour_starts, hourly
 from gpm.report.rollup import MIN_GAP_SECS, SHARES, THROTTLING
 from gpm.report.period import Period, day_starts, local_date
 
@@ -96,13 +96,29 @@ def by_gpu(minutes: "pl.DataFrame") -> tuple["pl.DataFrame", "pl.DataFrame"]:
     return gpus, frame.drop("host", "gpu_uuid", "gpu_index", "gpu_name")
 
 
-def _with_intervals(minutes: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
-    """Per-minute sampled time, busy and throttled time and energy, with the
-    interval that leads into each minute from the GPU's previous one."""
+# per_gpu_span's figures, summed or taken the largest of when spans are combined.
+SUMMED = ["samples", "sampled_ms", *[f"{name}_ms" for name, _, _ in SHARES], "util_n", "util_sum", "temp_n",
+          "temp_sum", "power_n", "power_sum_mw", "energy_n", "counter_j", "counter_n", "integrated_j",
+          "integrated_n"]
+MAXED = ["temp_max", "mem_max", "mem_total"]
+
+
+def per_gpu_span(minutes: "pl.DataFrame", gap_ms: int, starts: list[int]) -> "pl.DataFrame":
+    """One row per GPU (``gid``) and span (``span``, an index into ``starts``,
+    local days or hours; a minute counts in the span of its first sample):
+    sampled, busy and throttled time, energy both ways and the sums of each
+    minute's figures, with the interval that leads into each minute from the
+    GPU's previous one.
+
+    The per-minute figures are only ever summed: computed inside the
+    group-by, they never become columns of a year's 4.2 M minutes (each
+    was a fresh 34 MB; with the quarter-hour group-by below, ~2 GB of page
+    faults made a year's report as slow in the kernel as in Polars, #14).
+    """
     import polars as pl
 
     # Each GPU's previous minute, once (every figure below uses it).
-    minutes = minutes.with_columns(
+    lf = minutes.lazy().with_columns(
         _prev_last=pl.col("last_ts_ms").shift(1).over("gid", order_by="minute"),
         _prev_e=pl.col("energy_last_mj").forward_fill().shift(1).over("gid", order_by="minute"),
     )
@@ -117,28 +133,55 @@ def _with_intervals(minutes: "pl.DataFrame", gap_ms: int) -> "pl.DataFrame":
         (pl.col("power_sum_mw") - pl.col("power_first_mw").fill_null(0)) * span / (pl.col("n") - 1)
     ).otherwise(0)
     incoming_power = pl.col("power_first_mw").fill_null(0) * ok_in
+    counter = pl.when(pl.col("energy_n") > 0).then((pl.col("energy_within_mj").fill_null(0) + step_in) / 1000.0)
+    integrated = (within_power + incoming_power) / 1e6
 
     def share(num: str, den: str) -> "pl.Expr":
         return pl.when(pl.col(den) > 0).then(pl.col(num) / pl.col(den)).otherwise(0.0)
 
-    return minutes.with_columns(
-        sampled_ms=sampled,
-        **{f"{name}_ms": sampled * share(num, den) for name, num, den in SHARES},
-        counter_j=pl.when(pl.col("energy_n") > 0)
-        .then((pl.col("energy_within_mj").fill_null(0) + step_in) / 1000.0),
-        integrated_j=(within_power + incoming_power) / 1e6,
-    ).drop("_prev_last", "_prev_e")
+    span = pl.lit(pl.Series(starts, dtype=pl.Int64)).search_sorted(pl.col("first_ts_ms"), side="right") - 1
+    return lf.group_by("gid", span.cast(pl.Int64).alias("span")).agg(
+        pl.col("n").sum().alias("samples"),
+        pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max(),
+        sampled.sum().alias("sampled_ms"),
+        *[(sampled * share(num, den)).sum().alias(f"{name}_ms") for name, num, den in SHARES],
+        pl.col("util_n", "util_sum", "temp_n", "temp_sum", "power_n", "power_sum_mw", "energy_n").sum(),
+        pl.col(MAXED).max(),
+        counter.sum().alias("counter_j"), counter.count().alias("counter_n"),
+        integrated.sum().alias("integrated_j"), integrated.count().alias("integrated_n"),
+    ).collect()
+
+
+def combined(per_span: "pl.DataFrame", *keys: str) -> "pl.DataFrame":
+    """``per_gpu_span``'s rows combined by ``keys``."""
+    import polars as pl
+
+    return per_span.group_by(*keys).agg(pl.col(SUMMED).sum(), pl.col("first_ts_ms").min(),
+                                        pl.col("last_ts_ms").max(), pl.col(MAXED).max())
+
+
+def in_spans(per_span: "pl.DataFrame", span_starts: list[int], starts: list[int]) -> "pl.DataFrame":
+    """``per_gpu_span``'s rows over finer spans (hours) summed into the coarser
+    spans that hold them (the local days the hours were counted from)."""
+    import polars as pl
+
+    outer = pl.Series(starts, dtype=pl.Int64).search_sorted(pl.Series(span_starts, dtype=pl.Int64), side="right") - 1
+    spans = pl.DataFrame({"span": range(len(span_starts)), "outer": outer}, schema={"span": pl.Int64, "outer": pl.Int64})
+    return combined(per_span.join(spans, on="span", how="left").with_columns(pl.col("outer").fill_null(-1))
+                    .drop("span").rename({"outer": "span"}), "gid", "span")
 
 
 def gap_ms_for(minutes: "pl.DataFrame") -> int:
     """The gap threshold: 60 s, or 5 usual sampling intervals when sampling is
     slower. The usual interval is the median over each GPU's quarter hours
     of their mean interval (a quarter, not a minute: a sampler slower than
-    once a minute has one sample per minute)."""
+    once a minute has one sample per minute). Only the columns it needs
+    enter the group-by: over the whole minute frame it page-faulted a
+    gigabyte for a year (#14)."""
     import polars as pl
 
-    per = minutes.group_by("gid", pl.col("minute") // 15).agg(
-        pl.col("n").sum(), pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max())
+    per = minutes.select("gid", (pl.col("minute") // 15).alias("quarter"), "n", "first_ts_ms", "last_ts_ms") \
+        .group_by("gid", "quarter").agg(pl.col("n").sum(), pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max())
     usual = per.filter(pl.col("n") > 1).select(
         ((pl.col("last_ts_ms") - pl.col("first_ts_ms")) / (pl.col("n") - 1)).median()).item()
     return int(max(MIN_GAP_SECS * 1000, (usual or 0) * GAP_INTERVALS))
@@ -170,18 +213,10 @@ def _r(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
-def gpu_figures(frame: "pl.DataFrame", hist: "pl.DataFrame", gpus: "pl.DataFrame") -> list[dict]:
-    import polars as pl
-
+def gpu_figures(per_day: "pl.DataFrame", hist: "pl.DataFrame", gpus: "pl.DataFrame") -> list[dict]:
+    """Each GPU's figures over the range, from ``per_gpu_span``."""
     p95 = _p95(hist)
-    per = frame.group_by("gid").agg(
-        pl.col("n").sum().alias("samples"),
-        pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max(),
-        pl.col("sampled_ms", "busy_ms", "thr_any_ms", *[f"thr_{r}_ms" for r in THROTTLING]).sum(),
-        pl.col("util_n", "util_sum", "temp_n", "temp_sum", "power_n", "power_sum_mw", "energy_n").sum(),
-        pl.col("temp_max", "mem_max", "mem_total").max(),
-        pl.col("counter_j").sum(), pl.col("integrated_j").sum(),
-    )
+    per = combined(per_day, "gid")
     out = []
     for r in per.join(gpus, on="gid").sort("host", "gpu_index", "gpu_uuid").iter_rows(named=True):
         if r["energy_n"]:
@@ -274,23 +309,24 @@ def _gap(start_ms: int, end_ms: int) -> dict:
     return {"start_ms": start_ms, "end_ms": end_ms, "seconds": _r((end_ms - start_ms) / 1000)}
 
 
-def daily(frame: "pl.DataFrame", period: Period, energy_methods: dict[int, str | None]) -> list[dict]:
-    """One row per local day: sampled time, mean utilization, energy (each GPU by its method)."""
+def daily(per_day: "pl.DataFrame", period: Period, energy_methods: dict[int, str | None]) -> list[dict]:
+    """One row per local day, from ``per_gpu_span`` over days: sampled time, mean
+    utilization, energy (each GPU by its method)."""
     import polars as pl
 
     starts = day_starts(period.since_ms, period.until_ms)
     if not starts:
         return []
     method = pl.DataFrame(list(energy_methods.items()), schema={"gid": pl.UInt64, "method": pl.String}, orient="row")
-    frame = frame.join(method, on="gid", how="left").with_columns(
-        day=pl.Series(starts, dtype=pl.Int64).search_sorted(frame["first_ts_ms"], side="right") - 1,
+    frame = per_day.join(method, on="gid", how="left").with_columns(
         energy_j=pl.when(pl.col("method") == METHOD_COUNTER).then(pl.col("counter_j"))
         .when(pl.col("method") == METHOD_INTEGRATED).then(pl.col("integrated_j")),
+        energy_n=pl.when(pl.col("method") == METHOD_COUNTER).then(pl.col("counter_n"))
+        .when(pl.col("method") == METHOD_INTEGRATED).then(pl.col("integrated_n")).otherwise(0),
     )
     per_day = {
-        r["day"]: r for r in frame.group_by("day").agg(
-            pl.col("sampled_ms", "util_sum", "util_n", "busy_ms").sum(),
-            pl.col("energy_j").sum(), pl.col("energy_j").count().alias("energy_n"),
+        r["span"]: r for r in frame.group_by("span").agg(
+            pl.col("sampled_ms", "util_sum", "util_n", "busy_ms", "energy_j", "energy_n").sum(),
         ).iter_rows(named=True)
     }
     out = []
@@ -350,11 +386,17 @@ def build_gpu_report(minutes: "pl.DataFrame", hist: "pl.DataFrame", period: Peri
         report.hosts, report.fleet = hosts_and_fleet([], report.coverage)
         return report
     gap_ms = gap_ms_for(minutes)
-    frame = _with_intervals(minutes, gap_ms)
-    report.gpus = gpu_figures(frame, hist, gpus)
-    report.coverage = host_coverage(frame, gpus, period, gap_ms, host_names, first_samples)
+    days = day_starts(period.since_ms, period.until_ms)
+    hours = hour_starts(period) if period.seconds <= MAX_HOURLY_DAYS * 86_400 else None
+    if hours is not None:  # the html page's hours, and the days summed from them
+        per_hour = per_gpu_span(minutes, gap_ms, hours)
+        per_day = in_spans(per_hour, hours, days)
+    else:
+        per_hour, per_day = None, per_gpu_span(minutes, gap_ms, days)
+    report.gpus = gpu_figures(per_day, hist, gpus)
+    report.coverage = host_coverage(minutes, gpus, period, gap_ms, host_names, first_samples)
     report.hosts, report.fleet = hosts_and_fleet(report.gpus, report.coverage)
     gid = {(host, uuid): i for host, uuid, i in gpus.select("host", "gpu_uuid", "gid").iter_rows()}
-    report.days = daily(frame, period, {gid[(g["host"], g["gpu_uuid"])]: g["energy_method"] for g in report.gpus})
-    report.hourly = hourly(frame, gid, report.gpus, period)
+    report.days = daily(per_day, period, {gid[(g["host"], g["gpu_uuid"])]: g["energy_method"] for g in report.gpus})
+    report.hourly = hourly(per_hour, gid, report.gpus, period) if per_hour is not None else None
     return report

@@ -40,27 +40,21 @@ def _r(x: float | None, digits: int = 3) -> float | None:
     return None if x is None else round(float(x), digits)
 
 
-def hourly(frame: "pl.DataFrame", gids: dict[tuple[str, str], int], gpus: list[dict],
+def hourly(per_hour: "pl.DataFrame", gids: dict[tuple[str, str], int], gpus: list[dict],
            period: Period) -> dict | None:
     """``{"hour_starts_ms": [...], "gpus": [one row per GPU of ``gpus``, lists aligned
     with the hours]}``; None when the range is longer than ``MAX_HOURLY_DAYS``.
-    ``frame`` is the minute rows with their intervals (``gpm.report.build``),
-    ``gids`` maps (host, uuid) to their ``gid``."""
-    import polars as pl
-
+    ``per_hour`` is ``gpm.report.build.per_gpu_span`` over ``hour_starts(period)``
+    (one row per GPU and hour), ``gids`` maps (host, uuid) to their ``gid``."""
     if period.seconds > MAX_HOURLY_DAYS * 86_400:
         return None
     starts = hour_starts(period)
     if not starts:
         return {"hour_starts_ms": [], "gpus": []}
-    hour = pl.Series(starts, dtype=pl.Int64).search_sorted(frame["first_ts_ms"], side="right") - 1
-    per = frame.with_columns(hour=hour).filter(pl.col("hour") >= 0).group_by("gid", "hour").agg(
-        pl.col("sampled_ms", "thr_any_ms", "util_sum", "util_n").sum(),
-        pl.col("temp_max", "mem_max").max(),
-    )
     cells: dict[int, dict[int, dict]] = {}
-    for r in per.iter_rows(named=True):
-        cells.setdefault(r["gid"], {})[r["hour"]] = r
+    for r in per_hour.iter_rows(named=True):
+        if r["span"] >= 0:
+            cells.setdefault(r["gid"], {})[r["span"]] = r
     out = []
     for g in gpus:
         mine = cells.get(gids[(g["host"], g["gpu_uuid"])], {})

@@ -139,11 +139,16 @@ def reduce_span(conn: sqlite3.Connection, since_ms: int, until_ms: int,
     return out, conn.execute(_HISTOGRAM_SQL, p).fetchall()
 
 
-def fingerprint(conn: sqlite3.Connection, hour: int) -> tuple[int | None, int | None]:
-    """First and last sample of the hour (two index lookups: a lone min() or max() is one)."""
+def first_and_last(conn: sqlite3.Connection, since_ms: int, until_ms: int) -> tuple[int | None, int | None]:
+    """First and last sample of [since, until) (two index lookups: a lone min() or max() is one)."""
     return tuple(conn.execute(  # type: ignore[return-value]
-        f"SELECT {agg}(ts_ms) FROM gpu_metrics WHERE ts_ms >= ? AND ts_ms < ?", (hour, hour + HOUR_MS),
+        f"SELECT {agg}(ts_ms) FROM gpu_metrics WHERE ts_ms >= ? AND ts_ms < ?", (since_ms, until_ms),
     ).fetchone()[0] for agg in ("min", "max"))
+
+
+def fingerprint(conn: sqlite3.Connection, hour: int) -> tuple[int | None, int | None]:
+    """First and last sample of the hour."""
+    return first_and_last(conn, hour, hour + HOUR_MS)
 
 
 @contextlib.contextmanager
@@ -210,6 +215,12 @@ def current_hours(conn: sqlite3.Connection, hours: list[int], busy_threshold: fl
     Hours without rows in SQLite are in neither. Run it inside the reader's ``snapshot``."""
     if not hours:
         return [], []
+    # Only the hours between the range's first and last row: a year's report
+    # over a database that keeps days looked up 8,736 hours, twice (#14).
+    first, last = first_and_last(conn, hours[0], hours[-1] + HOUR_MS)
+    if first is None:
+        return [], []
+    hours = [hour for hour in hours if first - HOUR_MS < hour <= last]
     stored = {r[0]: r[1:] for r in conn.execute(
         "SELECT hour_ms, first_ts_ms, last_ts_ms, busy_threshold_percent FROM report_hours "
         "WHERE hour_ms >= ? AND hour_ms <= ?", (hours[0], hours[-1]))}

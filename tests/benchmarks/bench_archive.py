@@ -21,7 +21,6 @@ repeats than a day).
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
 import resource
 import shutil
@@ -38,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 from gpm.store.archive import archive, cutoff_ms  # noqa: E402
 from gpm.store.db import open_db  # noqa: E402
 from gpm.store.reductions import refresh  # noqa: E402
-from tests.benchmarks.docs import DOCS, replace_rows  # noqa: E402
+from tests.benchmarks.docs import DOCS, machine, replace_rows  # noqa: E402
 from tests.benchmarks.trace import DAY_MS, trace_frame, write_trace  # noqa: E402
 
 
@@ -140,7 +139,7 @@ def main() -> None:
             metrics = f", `gpu_metrics` and its key {sizes['metrics_bytes'] / rows:.1f}" if sizes["metrics_bytes"] else ""
             lines += [
                 f"| {args.gpus} GPUs x {days} day{'s' if days > 1 else ''} at 1 Hz ({rows:,} rows) | "
-                f"{datetime.date.today().isoformat()}, {os.cpu_count()} CPUs | "
+                f"{machine()} | "
                 f"move {summary(moves)}; whole `gpm archive` {summary(commands)} | "
                 f"SQLite {sizes['db_bytes'] / rows:.1f}{metrics}; Parquet {parquet / rows:.2f} "
                 f"({moves[0]['files']} files) |",

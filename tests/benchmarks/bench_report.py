@@ -24,13 +24,16 @@ Run: ``python tests/benchmarks/bench_report.py [--runs 3] [--year-interval 10] [
 checkout's code interleaved with this one (before / after, same load);
 ``--write-docs`` puts each case's row, with the date and the 1-minute load
 before each run, into docs/benchmarks.md between its ``bench_report``
-markers. The generated data is kept in $TMPDIR/gpm-bench-report between runs.
+markers. Each cell is the median wall time and the median CPU seconds
+(user + system, all threads) of the command. The generated data is kept
+in $TMPDIR/gpm-bench-report between runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -42,7 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
-from tests.benchmarks.docs import DOCS, replace_rows  # noqa: E402
+from tests.benchmarks.docs import DOCS, machine, replace_rows  # noqa: E402
 
 GPUS = 8
 WORK = Path(tempfile.gettempdir()) / "gpm-bench-report"
@@ -169,9 +172,17 @@ CASES = {  # name -> (what is measured, target)
 }
 
 
-def timed(args: list[str], env: dict, repo: Path) -> tuple[float, float]:
-    """(wall seconds of one ``gpm`` command run with ``repo``'s code, 1-minute load just before)."""
+def child_cpu() -> float:
+    """CPU seconds (user + system) of this process's waited-for children."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(args: list[str], env: dict, repo: Path) -> tuple[float, float, float]:
+    """(wall seconds of one ``gpm`` command run with ``repo``'s code, 1-minute load just before,
+    its CPU seconds: on a shared machine they say more than the wall time)."""
     load = os.getloadavg()[0]
+    cpu = child_cpu()
     t0 = time.perf_counter()
     # Run from the tree itself: ``python -m`` puts the working directory first on sys.path.
     proc = subprocess.run([sys.executable, "-m", "gpm", *args], env=dict(env, PYTHONPATH=str(repo)), cwd=repo,
@@ -179,12 +190,13 @@ def timed(args: list[str], env: dict, repo: Path) -> tuple[float, float]:
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"gpm {' '.join(args)} failed: {proc.stderr}")
-    return elapsed, load
+    return elapsed, load, child_cpu() - cpu
 
 
-def measure(trees: list[Path], runs: int, args: list[str], env: dict, before=None) -> list[list[tuple[float, float]]]:
+def measure(trees: list[Path], runs: int, args: list[str], env: dict,
+            before=None) -> list[list[tuple[float, float, float]]]:
     """Each tree's runs, interleaved (both see the same load); ``before()`` runs ahead of each."""
-    out: list[list[tuple[float, float]]] = [[] for _ in trees]
+    out: list[list[tuple[float, float, float]]] = [[] for _ in trees]
     for _ in range(runs):
         for i, tree in enumerate(trees):
             if before is not None:
@@ -193,9 +205,10 @@ def measure(trees: list[Path], runs: int, args: list[str], env: dict, before=Non
     return out
 
 
-def cell(runs: list[tuple[float, float]]) -> str:
-    each = ", ".join(f"{t:.2f} s (load {load:.1f})" for t, load in runs)
-    return f"**{statistics.median(t for t, _ in runs):.2f} s** (median of {len(runs)}: {each})"
+def cell(runs: list[tuple[float, float, float]]) -> str:
+    each = ", ".join(f"{t:.2f} s (load {load:.1f})" for t, load, _ in runs)
+    return (f"**{statistics.median(t for t, _, _ in runs):.2f} s**, "
+            f"{statistics.median(cpu for _, _, cpu in runs):.2f} s CPU (median of {len(runs)}: {each})")
 
 
 def main() -> None:
@@ -293,7 +306,7 @@ def main() -> None:
             timed(trend_args, env, REPO)
             results["trend"] = measure(trees, opts.runs, trend_args, env)
 
-    stamp = f"{date.today().isoformat()}, {os.cpu_count()} CPUs"
+    stamp = machine()
     lines = [f"| {CASES[name][0]} | {stamp} | {' | '.join(cell(r) for r in runs)} | {CASES[name][1]} |"
              if opts.baseline else f"| {CASES[name][0]} | {stamp} | | {cell(runs[0])} | {CASES[name][1]} |"
              for name, runs in results.items()]

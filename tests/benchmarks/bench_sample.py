@@ -1,4 +1,4 @@
-"""How much does `gpm sample` cost? Run: python tests/benchmarks/bench_sample.py [--runs N]
+"""How much does `gpm sample` cost? Run: python tests/benchmarks/bench_sample.py [--runs N] [--write-docs]
 
 Compares, as medians over interleaved runs on the fake NVML with 8 GPUs and 16 processes:
 - a cold `gpm sample` (new process, stored to SQLite) against the floor, a bare
@@ -10,12 +10,18 @@ Compares, as medians over interleaved runs on the fake NVML with 8 GPUs and 16 p
 - `gpustat --json` on the same fake, for reference (it sleeps 0.1 s per GPU);
 - `gpm --help` (target: under 100 ms);
 - in-process CPU per GPU sample, excluding NVML's own time (target < 0.5 ms).
+
+``--write-docs`` puts the figures, with the date and the 1-minute load
+before and after the runs, into docs/benchmarks.md between its
+``bench_sample`` markers (``gpm --help`` is printed, not written: its
+import time is another change's, #14).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -26,6 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
+from tests.benchmarks.docs import DOCS, machine, replace_rows  # noqa: E402
 from tests.fakes.nvml import FakeNvml, FakeProcess, Scenario, build_fake_nvml  # noqa: E402
 
 FLOOR = r"""
@@ -82,11 +89,17 @@ def scenario() -> Scenario:
     return s
 
 
-def wall(cmd: list[str], env: dict) -> float:
-    start = time.perf_counter()
+def child_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def wall(cmd: list[str], env: dict) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run."""
+    cpu, start = child_cpu(), time.perf_counter()
     # From the checkout: `python -c` looks in the current folder first, where another gpm may be.
     subprocess.run(cmd, env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, child_cpu() - cpu
 
 
 def in_process_cost(env: dict, rounds: int = 300) -> tuple[float, float]:
@@ -139,6 +152,7 @@ def in_process_cost(env: dict, rounds: int = 300) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--write-docs", action="store_true", help=f"write the figures into {DOCS.name}")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="gpm-bench-"))
     fake = FakeNvml(build_fake_nvml(), tmp / "scenario.txt", scenario())
@@ -159,18 +173,36 @@ def main() -> None:
     }
     for cmd in commands.values():  # warm the page cache and the database
         wall(cmd, env)
-    times: dict[str, list[float]] = {name: [] for name in commands}
+    loads = [os.getloadavg()[0]]
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for _ in range(args.runs):
         for name, cmd in commands.items():  # interleaved, so drift hits all alike
             times[name].append(wall(cmd, env))
-    med = {name: statistics.median(v) * 1000 for name, v in times.items()}
-    floor = med["floor (pynvml, psutil, sqlite3)"]
-    print(f"median wall time over {args.runs} interleaved runs, 8 fake GPUs:")
+    loads.append(os.getloadavg()[0])
+    med = {name: statistics.median(w for w, _ in v) * 1000 for name, v in times.items()}
+    cpu = {name: statistics.median(c for _, c in v) * 1000 for name, v in times.items()}
+    floor_name, gpm_name = "floor (pynvml, psutil, sqlite3)", "gpm sample (cold, stored)"
+    floor = med[floor_name]
+    print(f"median wall time (and CPU) over {args.runs} interleaved runs, 8 fake GPUs:")
     for name, ms in med.items():
-        print(f"  {name:<30} {ms:7.1f} ms   {ms / floor:5.2f}x floor")
+        print(f"  {name:<30} {ms:7.1f} ms   {ms / floor:5.2f}x floor   CPU {cpu[name]:6.1f} ms")
     gpm_cpu, nvml_cpu = in_process_cost(env)
     print(f"in-process CPU per GPU sample: gpm {gpm_cpu:.3f} ms, bare NVML reads {nvml_cpu:.3f} ms, "
           f"gpm's own cost {gpm_cpu - nvml_cpu:.3f} ms (target < 0.5 ms)")
+    if args.write_docs:
+        replace_rows("bench_sample", HEADER, [
+            f"| cold `gpm sample`, 8 fake GPUs, 16 processes, stored | {machine()}, load "
+            f"{loads[0]:.1f} / {loads[1]:.1f} | **{med[gpm_name] / floor:.2f}x** the floor: {med[gpm_name]:.0f} vs "
+            f"{floor:.0f} ms wall, {cpu[gpm_name]:.0f} vs {cpu[floor_name]:.0f} ms CPU (medians of {args.runs} "
+            f"interleaved runs; `gpustat --json` {med['gpustat --json']:.0f} ms) | gpm's own CPU "
+            f"{gpm_cpu - nvml_cpu:.3f} ms per GPU sample, NVML's time excluded (target < 0.5 ms) |",
+        ], key=lambda line: line)
+
+
+HEADER = [
+    "| case | measured (load: 1-minute average before / after) | against the floor (target <= 2x) | in process |",
+    "|---|---|---|---|",
+]
 
 
 if __name__ == "__main__":

@@ -3,10 +3,17 @@ so the figures there cannot go stale by hand-copying (#14)."""
 
 from __future__ import annotations
 
+import datetime
+import os
 from pathlib import Path
 from typing import Callable
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+
+
+def machine() -> str:
+    """When and on what a figure was measured: the date (UTC) and the CPUs this machine has."""
+    return f"{datetime.datetime.now(datetime.timezone.utc).date().isoformat()}, {os.cpu_count()} CPUs"
 
 
 def replace_rows(name: str, header: list[str], lines: list[str], key: Callable[[str], object]) -> None:
