@@ -162,6 +162,11 @@ def default_groups() -> list[dict]:
              series("gpm_collector_success", COLLECTOR_OLLAMA, [0] * 8)],
             [COLLECTOR_NVML], lambda lb: "gpm on box:10435: the nvml collector fails",
             lambda lb: "gpm on box:10435 could not read nvml for 60s; its metrics are missing or stale."),
+        {   # NVML gone but the nvidia-smi fallback reads the GPUs: the machine is monitored, no alert
+            "input_series": [series("gpm_collector_success", COLLECTOR_NVML, [0] * 8),
+                             series("gpm_collector_success", {**COLLECTOR_NVML, "collector": "nvidia_smi"}, [1] * 8)],
+            "alert_rule_test": checks("GpmCollectorFailing", {60: [], 105: []}),
+        },
         flag_group(
             "GpmTargetDown", None, "critical",
             [series("up", BOX, FLIP), series("up", {"job": "node", "instance": "box:9100"}, [0] * 8)],

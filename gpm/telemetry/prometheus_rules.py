@@ -150,7 +150,12 @@ def _exporter_rules(sel: str, for_secs: float) -> list[AlertRule]:
     """Rules about gpm's exporter itself: they have no gpm rule and use [alerts] for_secs."""
     up = f"up{sel}"
     return [
-        AlertRule("GpmCollectorFailing", f"gpm_collector_success{sel[:-1]}, collector!=\"ollama\"}} == 0",
+        # A GPU backend counts as failing only while the other does not read the GPUs
+        # either: with NVML missing, nvidia-smi's fallback keeps the machine monitored.
+        AlertRule("GpmCollectorFailing",
+                  f"gpm_collector_success{sel[:-1]}, collector!~\"ollama|nvml|nvidia_smi\"}} == 0"
+                  f" or (gpm_collector_success{sel[:-1]}, collector=~\"nvml|nvidia_smi\"}} == 0"
+                  f" unless on(instance) gpm_collector_success{sel[:-1]}, collector=~\"nvml|nvidia_smi\"}} == 1)",
                   for_secs, "warning", "",
                   summary="gpm on {{ $labels.instance }}: the {{ $labels.collector }} collector fails",
                   description=("gpm on {{ $labels.instance }} could not read {{ $labels.collector }} for "
