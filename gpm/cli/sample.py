@@ -99,6 +99,11 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
     Repeats on a drift-free schedule with --count/--follow; Ctrl-C or
     SIGTERM stops after the current write.
 
+    Each stored sample is checked against the alert rules ([alerts],
+    docs/alerts.md); their state is kept in the database, so cron every
+    minute fires an alert once and resolves it once. A firing alert is a
+    warning line on stderr; a resolved one is logged with -v.
+
     \b
     Exit codes: 0 ok; 1 a GPU failed to read (the others are stored) or
     another error; 2 usage or config error; 69 no GPU backend could be opened.
