@@ -131,7 +131,7 @@ def stall_observations(previous_ms: int, now_ms: int, interval_secs: float, stal
     gap_ms = now_ms - previous_ms
     since = previous_ms + round(stalled_intervals * interval_ms)
     over = (f"no sample stored for {fmt_duration(gap_ms / 1000)} (the last at {iso(previous_ms)}), "
-            f"over {stalled_intervals} × {fmt_duration(interval_secs)}")
+            f"over {stalled_intervals} × {fmt_duration(interval_secs) if interval_secs >= 1 else f'{interval_secs:g}s'}")
     stalled = Observation("sampler_stalled", "", gap_ms / interval_ms, "the sampler", detail=over, since_ms=since)
     if not stored:
         return [stalled]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from gpm.alerts.conditions import (
     disk_observations, gpu_observations, missing_gpus, stall_observations, typical_gap_secs, xid_observations,
@@ -17,7 +18,7 @@ from gpm.alerts.conditions import (
 from gpm.alerts.engine import AlertEngine
 from gpm.alerts.event import AlertEvent
 from gpm.config import Config
-from gpm.gpu.model import GpuSample
+from gpm.gpu.model import GpuSample, now_ms
 from gpm.store.alerts import last_sample_ms
 
 
@@ -30,6 +31,9 @@ class SampleAlerts:
     is the typical gap between the samples stored before. A live sampler
     (interval given) does not count the gap before its first sample as a
     stall: that was the daemon being stopped, which its own logs tell.
+    ``clock`` dates a stall's end: a sample is timed when its read began,
+    and a read that hung began before the stall was noticed; the next
+    sample's gap is then counted from when that one was stored.
     """
 
     engine: AlertEngine
@@ -37,8 +41,9 @@ class SampleAlerts:
     throttle_reasons: list[str]
     stalled_intervals: int
     interval_secs: float | None = None
+    clock: Callable[[], int] = now_ms
     _xids: dict[str, tuple[int, int]] = field(default_factory=dict, init=False, repr=False)
-    _stored: bool = field(default=False, init=False, repr=False)
+    _stored_ms: int | None = field(default=None, init=False, repr=False)  # when this sampler last stored
 
     @classmethod
     def from_config(cls, cfg: Config, *, interval_secs: float | None = None) -> "SampleAlerts":
@@ -68,13 +73,15 @@ class SampleAlerts:
         if engine.enabled("disk_free"):
             observations += disk_observations(self.folders)
         events = engine.evaluate(conn, host, observations, now)
+        stored = max(now, self.clock())
         if engine.enabled("sampler_stalled") and previous_ms is not None and previous_ms < now:
             interval = self.interval_secs or typical_gap_secs(conn, host, previous_ms)
             if interval:
-                stall = stall_observations(previous_ms, now, interval, self.stalled_intervals, stored=True)
-                if self.interval_secs is not None and not self._stored:
+                since = max(previous_ms, self._stored_ms or 0)
+                stall = stall_observations(since, stored, interval, self.stalled_intervals, stored=True)
+                if self.interval_secs is not None and self._stored_ms is None:
                     stall = stall[-1:]  # only resolve what was left firing
                 for o in stall:  # one at a time: a stall seen only now fires, then resolves
-                    events += engine.evaluate(conn, host, [o], now)
-        self._stored = True
+                    events += engine.evaluate(conn, host, [o], stored)
+        self._stored_ms = stored
         return events
