@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import statistics
 from pathlib import Path
 
 from gpm.alerts.engine import Observation
@@ -114,7 +113,9 @@ def typical_gap_secs(conn: sqlite3.Connection, host: str, previous_ms: int) -> f
     gaps = [a - b for a, b in zip(times, times[1:])]
     if len(gaps) < MIN_GAPS_FOR_TYPICAL:
         return None
-    return statistics.median(gaps) / 1000
+    gaps.sort()
+    middle = len(gaps) // 2
+    return (gaps[middle] if len(gaps) % 2 else (gaps[middle - 1] + gaps[middle]) / 2) / 1000
 
 
 def stall_observations(previous_ms: int, now_ms: int, interval_secs: float, stalled_intervals: int, *,
