@@ -12,7 +12,7 @@ import sqlite3
 from dataclasses import KW_ONLY, dataclass, field
 from typing import TYPE_CHECKING, Callable
 
-from gpm.alerts.engine import Sink, default_sinks, tell
+from gpm.alerts.sinks import Sink, default_sinks, tell
 from gpm.alerts.sampled import SampleAlerts
 from gpm.config import Config
 from gpm.gpu.model import GpuSample

@@ -13,7 +13,8 @@ import pytest
 from gpm.alerts.conditions import (
     disk_observations, gpu_observations, stall_observations, typical_gap_secs, xid_observations,
 )
-from gpm.alerts.engine import AlertEngine, Observation, log_event, tell
+from gpm.alerts.engine import AlertEngine, Observation
+from gpm.alerts.sinks import log_event, tell
 from gpm.alerts.event import AlertEvent
 from gpm.alerts.sampled import SampleAlerts
 from gpm.config import load_config

@@ -21,22 +21,18 @@ commit, so nothing is announced that a rollback took back.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Iterable
 
 from gpm.alerts.event import AlertEvent
 from gpm.alerts.messages import clear_level, message
 from gpm.alerts.rules import Rule, rules_from_config
+from gpm.alerts.sinks import Sink, tell
 from gpm.store.alerts import (
     AlertState, delete_state, get_event, insert_event, load_states, save_state, update_event,
 )
 from gpm.store.db import write
-
-log = logging.getLogger("gpm.alerts")
-
-Sink = Callable[[AlertEvent], None]
 
 # Rules about a moment, not a level: they fire at once, for_secs is how long they stay.
 INSTANT_RULES = frozenset({"xid"})
@@ -167,25 +163,3 @@ class AlertEngine:
     def _message(rule: Rule, o: Observation, st: AlertState, now_ms: int, *, resolved: bool) -> str:
         return message(rule, resolved=resolved, what=o.what, value=st.value, peak=st.peak, detail=o.detail,
                        started_ms=st.since_ms, now_ms=now_ms, held_ms=now_ms - st.since_ms)
-
-
-def tell(sinks: Iterable[Sink], events: list[AlertEvent]) -> None:
-    """Hand each event to each sink; a sink that fails is logged and the others still hear."""
-    for event in events:
-        for sink in sinks:
-            try:
-                sink(event)
-            except Exception:  # noqa: BLE001 - one broken channel must not stop sampling
-                log.exception("alert sink %r failed", sink)
-
-
-def log_event(event: AlertEvent) -> None:
-    """The default sink: one log line per event (WARNING firing, INFO resolved)."""
-    if event.state == "firing":
-        log.warning("%s alert %s: %s", event.severity, event.rule, event.message)
-    else:
-        log.info("resolved alert %s: %s", event.rule, event.message)
-
-
-def default_sinks() -> list[Sink]:
-    return [log_event]

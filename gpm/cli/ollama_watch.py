@@ -9,7 +9,8 @@ import threading
 import click
 
 from gpm.alerts.conditions import ollama_observation
-from gpm.alerts.engine import AlertEngine, default_sinks
+from gpm.alerts.engine import AlertEngine
+from gpm.alerts.sinks import default_sinks
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError

@@ -1,9 +1,11 @@
 """The daemon's alert checks that are not made of a sample (#15).
 
 ``stall_watch_job`` notices a sampler that stopped storing (a hung driver
-call, a locked database): each poll interval it looks at when this host
-last stored a sample, in its own thread, so a stuck sampling job cannot
-hide its own stall. The next stored sample resolves the alert (gpm.sampling).
+call, a locked database, a GPU gone with its driver): each poll interval it
+looks at when this host last stored a sample, in its own thread, so a stuck
+sampling job cannot hide its own stall. The time before the daemon started
+does not count, nor a host that never stored a sample. The next stored
+sample resolves the alert (gpm.sampling).
 
 ``ollama_alerts`` is the Ollama watcher's callback: each poll's up or down
 is the ``ollama_down`` rule's value.
@@ -14,7 +16,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from gpm.alerts.conditions import ollama_observation, stall_observations
-from gpm.alerts.engine import AlertEngine, Sink, tell
+from gpm.alerts.engine import AlertEngine
+from gpm.alerts.sinks import Sink, tell
 from gpm.daemon.scheduler import PeriodicJob
 from gpm.gpu.model import now_ms
 from gpm.llm.sessions import PollResult
@@ -37,10 +40,10 @@ def stall_watch_job(ctx: "JobContext") -> PeriodicJob:
         db.check()
         conn = db.conn
         last = last_sample_ms(conn, cfg.hostname)
-        if now_ms() - max(last or 0, started_ms) <= limit * interval * 1000:
-            return  # the usual case: no write, no lock
+        if last is None or now_ms() - max(last, started_ms) <= limit * interval * 1000:
+            return  # the usual case (or a host that never stored a sample): no write, no lock
         with write(conn):  # read again under the lock: the sampler may have stored meanwhile
-            reference = max(last_sample_ms(conn, cfg.hostname) or 0, started_ms)
+            reference = max(last_sample_ms(conn, cfg.hostname) or last, started_ms)
             now = now_ms()
             events = engine.evaluate(conn, cfg.hostname,
                                      stall_observations(reference, now, interval, limit, stored=False), now)

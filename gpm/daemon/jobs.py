@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from gpm.alerts.engine import Sink, default_sinks
+from gpm.alerts.sinks import Sink, default_sinks
 from gpm.alerts.sampled import SampleAlerts
 from gpm.config import Config
 from gpm.daemon.alert_jobs import ollama_alerts, stall_watch_job
