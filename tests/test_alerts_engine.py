@@ -21,7 +21,7 @@ from gpm.config import load_config
 from gpm.gpu.model import GpuSample
 from gpm.store.alerts import list_events, load_states
 from gpm.store.db import open_db, write
-from gpm.store.samples import save_samples
+from gpm.store.samples import GpuIds, save_in_transaction, save_samples
 
 HOST = "box"
 S = 1000  # ms
@@ -144,7 +144,7 @@ def test_gpu_observations_read_each_rule_from_a_sample(tmp_path):
     lost = GpuSample(1, 1, "nvml", status="gpu_is_lost")
     got = {(o.rule, o.key): (o.value, o.detail) for o in gpu_observations([ok, lost], ["hw_thermal_slowdown"])}
     assert got == {
-        ("gpu_lost", "GPU-a"): (0.0, "ok"), ("temperature", "GPU-a"): (70, ""), ("memory", "GPU-a"): (75.0, ""),
+        ("gpu_lost", "GPU-a"): (0.0, "reads again"), ("temperature", "GPU-a"): (70, ""), ("memory", "GPU-a"): (75.0, ""),
         ("power", "GPU-a"): (75.0, ""), ("throttle", "GPU-a"): (0x40, "hw_thermal_slowdown"),
         ("ecc", "GPU-a"): (2, ""), ("gpu_lost", "index:1"): (1.0, "gpu_is_lost"),
     }
@@ -220,3 +220,37 @@ def test_the_sampler_s_evaluation_rolls_back_with_its_sample(conn, tmp_path):
             alerts.evaluate(conn, HOST, [GpuSample(S, 0, "nvml", uuid="GPU-a", temperature_celsius=99)], None)
             raise RuntimeError("disk full")
     assert list_events(conn) == [] and load_states(conn, HOST, ["temperature"]) == {}
+
+
+def test_a_host_silent_for_more_than_a_day_was_off_not_stalled(conn, tmp_path):
+    engine = AlertEngine.from_config(config(tmp_path, "[alerts]\nfor_secs = 0\n"))
+    day = 86400 * S
+    with write(conn):
+        events = [e for o in stall_observations(0, day + S, 60, 3, stored=True)
+                  for e in engine.evaluate(conn, HOST, [o], day + S)]
+    assert events == [] and list_events(conn) == []
+
+
+def test_a_gpu_gone_from_the_list_fires_and_resolves_as_removed_a_day_later(conn, tmp_path):
+    alerts = SampleAlerts.from_config(config(tmp_path, "[alerts]\nfor_secs = 0\n"), interval_secs=60)
+    a, b = (GpuSample(0, i, "nvml", uuid=f"GPU-{x}", name="T4") for i, x in enumerate("ab"))
+    seen = []
+
+    def step(t, *gpus):
+        ids = GpuIds()
+        with ids.transaction(conn):
+            previous = alerts.before_store(conn, HOST)
+            for g in gpus:
+                g.ts_ms = t
+            save_in_transaction(conn, HOST, gpus, ids)
+            seen.extend((t, e.gpu_uuid, e.state, e.message) for e in alerts.evaluate(conn, HOST, list(gpus), previous))
+
+    step(0, a, b)
+    step(60 * S, a)
+    step(120 * S, a)
+    step(86400 * S + 60 * S, a)
+    assert seen == [(60 * S, "GPU-b", "firing", "GPU 1 (T4) lost (missing from the driver's list) for 0s"),
+                    (86460 * S, "GPU-b", "resolved", "GPU 1 (T4) taken as removed (lost for 24h 00m)")]
+    alerts = SampleAlerts.from_config(config(tmp_path, "[alerts]\nfor_secs = 0\n"))
+    step(3 * 86400 * S, b)  # back after two days away: the two were swapped meanwhile, nothing is said
+    assert len(seen) == 2

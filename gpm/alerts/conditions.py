@@ -23,6 +23,11 @@ from gpm.store.samples import gpu_key
 # At least this many gaps between earlier samples say what a cron run's interval is.
 MIN_GAPS_FOR_TYPICAL = 3
 TYPICAL_GAPS = 10
+# A host silent for longer was switched off (a machine put away, a cron line
+# removed, a database copied elsewhere), not stalled: at its next sample no
+# stall is reported after the fact and no GPU is inferred missing, and a GPU
+# missing that long counts as removed.
+DORMANT_SECS = 86400.0
 
 
 def gpu_label(index: int, name: str | None, uuid: str | None) -> str:
@@ -52,7 +57,7 @@ def gpu_observations(samples: list[GpuSample], throttle_reasons: list[str]) -> l
         def obs(rule: str, value: float | None, detail: str = "") -> Observation:
             return Observation(rule, key, value, what, gpu_index=s.index, gpu_uuid=s.uuid, detail=detail)
 
-        out.append(obs("gpu_lost", 0.0 if s.ok else 1.0, visible(s.status)))
+        out.append(obs("gpu_lost", 0.0 if s.ok else 1.0, "reads again" if s.ok else visible(s.status)))
         if not s.ok:
             continue
         out.append(obs("temperature", s.temperature_celsius))
@@ -65,19 +70,24 @@ def gpu_observations(samples: list[GpuSample], throttle_reasons: list[str]) -> l
 
 
 def missing_gpus(conn: sqlite3.Connection, host: str, samples: list[GpuSample],
-                 previous_ms: int | None) -> list[Observation]:
+                 previous_ms: int | None, now_ms: int) -> list[Observation]:
     """``gpu_lost`` for GPUs gone from the driver's list altogether: seen in this
-    host's previous sample (or already lost) and absent from this one."""
+    host's previous sample (or already lost) and absent from this one. One not
+    seen for ``DORMANT_SECS`` was removed: its alert resolves."""
     present = {gpu_key(s) for s in samples}
     lost = [key for (_rule, key) in load_states(conn, host, ["gpu_lost"]) if key not in present]
+    if previous_ms is not None and now_ms - previous_ms > DORMANT_SECS * 1000:
+        previous_ms = None  # switched off meanwhile: a GPU missing now was taken out then
     if previous_ms is None and not lost:
         return []
     out = []
-    for key, index, name in known_gpus(conn, host, seen_since_ms=previous_ms, keys=lost):
+    for key, index, name, last_seen_ms in known_gpus(conn, host, seen_since_ms=previous_ms, keys=lost):
         if key not in present:
             uuid = None if key.startswith("index:") else key
-            out.append(Observation("gpu_lost", key, 1.0, gpu_label(index, name, uuid), gpu_index=index,
-                                   gpu_uuid=uuid, detail="missing from the driver's list"))
+            removed = now_ms - last_seen_ms > DORMANT_SECS * 1000
+            out.append(Observation("gpu_lost", key, 0.0 if removed else 1.0, gpu_label(index, name, uuid),
+                                   gpu_index=index, gpu_uuid=uuid,
+                                   detail="taken as removed" if removed else "missing from the driver's list"))
     return out
 
 
@@ -123,9 +133,9 @@ def stall_observations(previous_ms: int, now_ms: int, interval_secs: float, stal
     """``sampler_stalled`` for the gap since this host's previous sample.
 
     ``stored``: a sample was just stored at ``now_ms``, so a stall is over:
-    a gap longer than the limit is reported as a stall that began once the
-    limit passed (fired, when it held for_secs, and resolved at once); an
-    alert already firing resolves. Not stored (the daemon's check between
+    a gap longer than the limit (and not ``DORMANT_SECS``) is reported as a
+    stall that began once the limit passed (fired, when it held for_secs, and
+    resolved at once); an alert already firing resolves. Not stored (the daemon's check between
     samples): the gap so far, pending and firing while it grows.
     """
     interval_ms = interval_secs * 1000
@@ -138,7 +148,8 @@ def stall_observations(previous_ms: int, now_ms: int, interval_secs: float, stal
         return [stalled]
     again = Observation("sampler_stalled", "", 0.0, "the sampler",
                         detail=f"a sample stored again at {iso(now_ms)} after {fmt_duration(gap_ms / 1000)}")
-    return ([stalled] if gap_ms > stalled_intervals * interval_ms else []) + [again]
+    seen_now = stalled_intervals * interval_ms < gap_ms <= DORMANT_SECS * 1000
+    return ([stalled] if seen_now else []) + [again]
 
 
 def ollama_observation(up: bool, api_url: str, error: str | None) -> Observation:

@@ -31,7 +31,7 @@ RESOLVED = {
     "memory": "{what} memory back to {value} used, below {clear} (peak {peak}, {lasted})",
     "power": "{what} back to {value} of its power limit, below {clear} (peak {peak}, {lasted})",
     "throttle": "{what} no longer throttled (after {lasted})",
-    "gpu_lost": "{what} reads again (lost for {lasted})",
+    "gpu_lost": "{what} {detail} (lost for {lasted})",
     "ecc": "{what} back to {value} uncorrected ECC errors (the driver reloaded)",
     "xid": "{what}: no new Xid for {for_secs} (the last: Xid {detail})",
     "ollama_down": "{what} is up again (down for {lasted})",

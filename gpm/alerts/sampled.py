@@ -67,7 +67,7 @@ class SampleAlerts:
         engine = self.engine
         observations = gpu_observations(samples, self.throttle_reasons)
         if engine.enabled("gpu_lost"):
-            observations += missing_gpus(conn, host, samples, previous_ms)
+            observations += missing_gpus(conn, host, samples, previous_ms, now)
         if engine.enabled("xid"):
             observations += xid_observations(samples, self._xids, now, engine.rules["xid"].for_secs)
         if engine.enabled("disk_free"):

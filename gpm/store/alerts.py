@@ -132,8 +132,8 @@ def sample_times(conn: sqlite3.Connection, host: str, until_ms: int, limit: int)
 
 
 def known_gpus(conn: sqlite3.Connection, host: str, *, seen_since_ms: int | None = None,
-               keys: Iterable[str] = ()) -> list[tuple[str, int, str | None]]:
-    """(key, index, name) of this host's GPUs last seen at or after ``seen_since_ms``
+               keys: Iterable[str] = ()) -> list[tuple[str, int, str | None, int]]:
+    """(key, index, name, last seen) of this host's GPUs last seen at or after ``seen_since_ms``
     or named in ``keys`` (``gpus.uuid``: the UUID, or ``index:N``)."""
     keys = list(keys)
     where, args = [], []
@@ -146,5 +146,5 @@ def known_gpus(conn: sqlite3.Connection, host: str, *, seen_since_ms: int | None
     if not where:
         return []
     return [tuple(r) for r in conn.execute(
-        f"SELECT uuid, gpu_index, name FROM gpus WHERE host = ? AND ({' OR '.join(where)}) ORDER BY gpu_index",
+        f"SELECT uuid, gpu_index, name, last_seen_ms FROM gpus WHERE host = ? AND ({' OR '.join(where)}) ORDER BY gpu_index",
         (host, *args))]
