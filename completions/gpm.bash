@@ -1,4 +1,4 @@
-# bash completion for gpm. Generated from the Click app by `python -m gpm.devtools.generate`; do not edit.
+# bash completion for gpm. Generated from the Click app by `python tools/generate.py`; do not edit.
 # Install: copy to /usr/share/bash-completion/completions/gpm (or
 # ~/.local/share/bash-completion/completions/gpm).
 
@@ -6,7 +6,7 @@ _gpm_subcommands() {
     case "$1" in
         "") echo "archive classify config daemon doctor export install ollama-watch ps report sample serve-metrics" ;;
         "config") echo "check init show" ;;
-        "install") echo "completions cron man systemd" ;;
+        "install") echo "completions cron grafana-dashboard man prometheus-rules systemd" ;;
     esac
 }
 
@@ -25,7 +25,9 @@ _gpm_options() {
         "install") echo "-h --help" ;;
         "install completions") echo "--shell --system -h --help" ;;
         "install cron") echo "-h --help" ;;
+        "install grafana-dashboard") echo "-o --output -h --help" ;;
         "install man") echo "--system -h --help" ;;
+        "install prometheus-rules") echo "--job -o --output -h --help" ;;
         "install systemd") echo "--user --timers --dir --write -h --help" ;;
         "ollama-watch") echo "-f --follow -i --interval --api-url --proxy --json --otlp --no-otlp --otlp-endpoint --otlp-protocol -h --help" ;;
         "ps") echo "--json --explain -h --help" ;;
@@ -44,6 +46,8 @@ _gpm_takes_value() {
         "daemon") echo "-i --interval --log-level --log-format" ;;
         "export") echo "--table -t --since --until --format -f --output -o --archive-dir --host" ;;
         "install completions") echo "--shell" ;;
+        "install grafana-dashboard") echo "-o --output" ;;
+        "install prometheus-rules") echo "--job -o --output" ;;
         "install systemd") echo "--dir" ;;
         "ollama-watch") echo "-i --interval --api-url --proxy --otlp-endpoint --otlp-protocol" ;;
         "ps") echo "--explain" ;;
@@ -71,11 +75,15 @@ _gpm_values() {
         "export|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "export|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "install completions|--shell") COMPREPLY=($(compgen -W "bash zsh fish" -- "$cur")) ;;
+        "install grafana-dashboard|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "install grafana-dashboard|--output") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "install prometheus-rules|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
+        "install prometheus-rules|--output") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "install systemd|--dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "ollama-watch|--otlp-protocol") COMPREPLY=($(compgen -W "grpc http/protobuf" -- "$cur")) ;;
         "report|--gpu") COMPREPLY=($(compgen -W "$(_gpm_gpus)" -- "$cur")) ;;
-        "report|--format") COMPREPLY=($(compgen -W "text markdown json csv" -- "$cur")) ;;
-        "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling days trend workload games llm models processes" -- "$cur")) ;;
+        "report|--format") COMPREPLY=($(compgen -W "text markdown json csv html" -- "$cur")) ;;
+        "report|--section") COMPREPLY=($(compgen -W "coverage gaps hosts gpus throttling days trend workload games llm models processes cost" -- "$cur")) ;;
         "report|--archive-dir") COMPREPLY=($(compgen -d -- "$cur")) ;;
         "report|-o") COMPREPLY=($(compgen -f -- "$cur")) ;;
         "report|--output") COMPREPLY=($(compgen -f -- "$cur")) ;;

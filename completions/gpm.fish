@@ -1,4 +1,4 @@
-# fish completion for gpm. Generated from the Click app by `python -m gpm.devtools.generate`; do not edit.
+# fish completion for gpm. Generated from the Click app by `python tools/generate.py`; do not edit.
 # Install: copy to ~/.config/fish/completions/gpm.fish (or /usr/share/fish/vendor_completions.d).
 
 function __gpm_subcommands
@@ -8,7 +8,7 @@ function __gpm_subcommands
         case 'config'
             printf '%s\n' check init show
         case 'install'
-            printf '%s\n' completions cron man systemd
+            printf '%s\n' completions cron grafana-dashboard man prometheus-rules systemd
     end
 end
 
@@ -24,7 +24,7 @@ function __gpm_path
         switch $t
             case '-*=*'
             case '-*'
-                contains -- $t --api-url --archive-dir --busy-threshold --cache-secs --config --count --db --dir --explain --export-interval --format --gpu --host --input --interval --listen --log-format --log-level --older-than --otlp-endpoint --otlp-protocol --output --path --proxy --section --shell --since --steam-path --table --textfile --until --wait --week --weeks -f -i -n -o -t; and set skip 1
+                contains -- $t --api-url --archive-dir --busy-threshold --cache-secs --config --count --db --dir --explain --export-interval --format --gpu --host --input --interval --job --listen --log-format --log-level --older-than --otlp-endpoint --otlp-protocol --output --path --proxy --section --shell --since --steam-path --table --textfile --until --wait --week --weeks -f -i -n -o -t; and set skip 1
             case '*'
                 if contains -- $t (__gpm_subcommands "$path")
                     set path (string join ' ' -- $path $t)
@@ -59,7 +59,7 @@ complete -c gpm -n '__gpm_at ""' -a config -d 'Show, check or create the configu
 complete -c gpm -n '__gpm_at ""' -a daemon -d 'Run sampling and every enabled job in one process.'
 complete -c gpm -n '__gpm_at ""' -a doctor -d 'Check database, disk, archive, GPUs, Ollama and locks; say what to do.'
 complete -c gpm -n '__gpm_at ""' -a export -d 'Export a table\'s history (SQLite + Parquet) as CSV, Parquet or JSONL.'
-complete -c gpm -n '__gpm_at ""' -a install -d 'Install systemd units, crontab lines, completions, man pages.'
+complete -c gpm -n '__gpm_at ""' -a install -d 'Install systemd units, completions, man pages, Prometheus rules.'
 complete -c gpm -n '__gpm_at ""' -a ollama-watch -d 'Record Ollama\'s loaded models and, via a proxy, its requests.'
 complete -c gpm -n '__gpm_at ""' -a ps -d 'Show the processes on each GPU with category, label and reason.'
 complete -c gpm -n '__gpm_at ""' -a report -d 'Report what the GPUs did over a week or a range.'
@@ -107,18 +107,25 @@ complete -c gpm -n '__gpm_at "export"' -l archive-dir -r -F -d 'Parquet archive 
 complete -c gpm -n '__gpm_at "export"' -l host -x -d 'Only these hosts (repeatable).'
 complete -c gpm -n '__gpm_at "export"' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "install"' -a completions -d 'Install bash, zsh and fish completions for gpm.'
-complete -c gpm -n '__gpm_at "install"' -a cron -d 'Print crontab lines: sample every minute, archive daily, report weekly.'
+complete -c gpm -n '__gpm_at "install"' -a cron -d 'Print crontab lines: sample every minute, archive daily, report weekly (also as html...'
+complete -c gpm -n '__gpm_at "install"' -a grafana-dashboard -d 'Print a Grafana dashboard (JSON) over gpm\'s Prometheus metrics.'
 complete -c gpm -n '__gpm_at "install"' -a man -d 'Install the man pages: gpm(1) and one page per subcommand.'
+complete -c gpm -n '__gpm_at "install"' -a prometheus-rules -d 'Print Prometheus alerting rules that mean what gpm\'s [alerts] rules mean.'
 complete -c gpm -n '__gpm_at "install"' -a systemd -d 'Print or write systemd units for gpm.'
 complete -c gpm -n '__gpm_at "install"' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "install completions"' -l shell -x -a 'bash zsh fish' -d 'Only this shell (repeatable; default: all three).'
 complete -c gpm -n '__gpm_at "install completions"' -l system -d 'Install for every user under /usr/local/share (needs root).'
 complete -c gpm -n '__gpm_at "install completions"' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "install cron"' -s h -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "install grafana-dashboard"' -s o -l output -r -F -d 'Write to FILE (whole or not at all) instead of printing.'
+complete -c gpm -n '__gpm_at "install grafana-dashboard"' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "install man"' -l system -d 'Install under /usr/local/share/man (needs root).'
 complete -c gpm -n '__gpm_at "install man"' -s h -l help -d 'Show this message and exit.'
+complete -c gpm -n '__gpm_at "install prometheus-rules"' -l job -x -d 'The scrape job gpm\'s metrics come from (job_name in prometheus.yml).'
+complete -c gpm -n '__gpm_at "install prometheus-rules"' -s o -l output -r -F -d 'Write to FILE (whole or not at all) instead of printing.'
+complete -c gpm -n '__gpm_at "install prometheus-rules"' -s h -l help -d 'Show this message and exit.'
 complete -c gpm -n '__gpm_at "install systemd"' -l user -d 'User units (systemctl --user) instead of system units.'
-complete -c gpm -n '__gpm_at "install systemd"' -l timers -d 'Also gpm-sample (every minute), gpm-archive (daily) and gpm-report (weekly) services with their timers.'
+complete -c gpm -n '__gpm_at "install systemd"' -l timers -d 'Also gpm-sample (every minute), gpm-archive (daily) and gpm-report (weekly; also html with [report] weekly_html) services with their timers.'
 complete -c gpm -n '__gpm_at "install systemd"' -l dir -r -F -d 'Write the units into this folder instead of printing them.'
 complete -c gpm -n '__gpm_at "install systemd"' -l write -d 'Write the units into the systemd folder: /etc/systemd/system, or $XDG_CONFIG_HOME/systemd/user with --user.'
 complete -c gpm -n '__gpm_at "install systemd"' -s h -l help -d 'Show this message and exit.'
@@ -139,8 +146,8 @@ complete -c gpm -n '__gpm_at "report"' -l since -x -d 'Only from WHEN on: a date
 complete -c gpm -n '__gpm_at "report"' -l until -x -d 'Only before WHEN (same forms as --since). Default: now.'
 complete -c gpm -n '__gpm_at "report"' -l host -x -d 'Only this host (repeatable). Default: every host in the database and archive.'
 complete -c gpm -n '__gpm_at "report"' -l gpu -x -a '(__gpm_gpus)' -d 'Only this GPU, by index or UUID prefix (repeatable).'
-complete -c gpm -n '__gpm_at "report"' -l format -x -a 'text markdown json csv' -d 'text: tables in human units for a terminal; markdown; json: every figure in machine units (seconds, bytes, joules) with stable keys; csv: one section (--section).'
-complete -c gpm -n '__gpm_at "report"' -l section -x -a 'coverage gaps hosts gpus throttling days trend workload games llm models processes' -d 'Only these sections (repeatable): coverage, gaps, hosts, gpus, throttling, days, trend, workload, games, llm, models, processes; csv prints exactly one (default: gpus).'
+complete -c gpm -n '__gpm_at "report"' -l format -x -a 'text markdown json csv html' -d 'text: tables in human units for a terminal; markdown; json: every figure in machine units (seconds, bytes, joules) with stable keys; csv: one section (--section); html: one self-contained page of charts and their numbers, no script, nothing fetched (-o week.html).'
+complete -c gpm -n '__gpm_at "report"' -l section -x -a 'coverage gaps hosts gpus throttling days trend workload games llm models processes cost' -d 'Only these sections (repeatable): coverage, gaps, hosts, gpus, throttling, days, trend, workload, games, llm, models, processes, cost; csv prints exactly one (default: gpus).'
 complete -c gpm -n '__gpm_at "report"' -l weeks -x -d 'A trend table of the last N finished ISO weeks, from stored weekly summaries (weeks not summarised yet are computed once and stored).'
 complete -c gpm -n '__gpm_at "report"' -l archive-dir -r -F -d 'Parquet archive to read besides the database; may hold several hosts\' archives (default: [storage] archive_dir).'
 complete -c gpm -n '__gpm_at "report"' -l busy-threshold -x -d 'A GPU is busy above this utilization (default: [report] busy_threshold_percent).'

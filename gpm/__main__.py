@@ -14,7 +14,7 @@ from _signal import SIG_DFL, SIGINT, signal
 
 def run() -> None:
     signal(SIGINT, SIG_DFL)
-    from gpm.cli import main
+    from gpm.cli import main  # after SIGINT's reset, see above (#12.11)
 
     main()
 

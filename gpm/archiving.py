@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 
 from gpm.report.rollup import rollup_archived_days
-from gpm.store.archive import ArchiveResult, Progress, reclaim
+from gpm.store.archive import Progress, reclaim
 from gpm.store.archive import archive as move_rows
+from gpm.store.archive_files import ArchiveResult
 from gpm.store.reductions import refresh
 
 

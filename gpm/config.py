@@ -12,27 +12,32 @@ that ``gpm config init`` writes and the table in docs/configuration.md.
 from __future__ import annotations
 
 import difflib
-import ipaddress
-import os
 import re
-from dataclasses import KW_ONLY, dataclass
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from gpm import paths
+from gpm.addresses import url_problem
+from gpm.config_file import key_line, read_toml
+from gpm.config_values import Key, check_value, parse_env_value, toml_value
 from gpm.errors import ConfigError
+from gpm.gpu.model import THROTTLE_REASONS
+
 
 def validate_rules(value: Any, where: str) -> Any:
-    """``[classify] rules``' validator: ``gpm.classify.rules.validate_rules``."""
+    """``[classify] rules``' validator: ``gpm.classify.user_rules.validate_rules``."""
     # Imported here: compiling the built-in rules costs 20-40 ms that `gpm --help` and an idle cron sample skip.
-    from gpm.classify.rules import validate_rules as validate
+    from gpm.classify.user_rules import validate_rules as validate
 
     return validate(value, where)
 
 
 def validate_alert_overrides(value: Any, where: str) -> Any:
     """``[[alerts.override]]``' validator: ``gpm.alerts.rules.validate_overrides``."""
+    # Imported here, like the rules above: only a config that sets overrides pays for it.
     from gpm.alerts.rules import validate_overrides
 
     return validate_overrides(value, where)
@@ -40,8 +45,6 @@ def validate_alert_overrides(value: Any, where: str) -> Any:
 
 def validate_throttle_reasons(value: Any, where: str) -> Any:
     """``[alerts] throttle_reasons``: names as nvidia-smi gives them (``gpm.gpu.model.THROTTLE_REASONS``)."""
-    from gpm.gpu.model import THROTTLE_REASONS
-
     for name in value:
         if name not in THROTTLE_REASONS:
             raise ConfigError(f"{where}: [alerts] throttle_reasons: {name!r} is not a slowdown reason "
@@ -59,68 +62,12 @@ def validate_webhook_url(value: Any, where: str) -> Any:
     return value
 
 
-@dataclass
-class Key:
-    """One setting: its section, name, type, default and limits.
-
-    ``type`` is one of bool, int, float, str, path, url, listen, choice,
-    str_list, table_list. ``validator`` is called with
-    (value, where) for checks the type cannot express (e.g. classification
-    rules), only when the key is set.
-    """
-
-    section: str
-    name: str
-    type: str
-    default: Any
-    help: str
-    _: KW_ONLY
-    min: float | None = None
-    max: float | None = None
-    choices: tuple[str, ...] = ()
-    validator: Callable[[Any, str], Any] | None = None
-
-    def __hash__(self) -> int:
-        return hash((self.section, self.name))
-
-    @property
-    def dotted(self) -> str:
-        return f"{self.section}.{self.name}"
-
-    @property
-    def env_var(self) -> str:
-        return f"GPM_{self.section}_{self.name}".upper()
-
-    def expected(self) -> str:
-        """Human words for what this key accepts, used in error messages."""
-        if self.type == "bool":
-            return "true or false"
-        if self.type in ("int", "float"):
-            noun = "an integer" if self.type == "int" else "a number"
-            if self.min is not None and self.max is not None:
-                return f"{noun} from {_num(self.min)} to {_num(self.max)}"
-            if self.min is not None:
-                return f"{noun} >= {_num(self.min)}"
-            return noun
-        if self.type == "choice":
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        if self.type == "url":
-            return "an http:// or https:// URL"
-        if self.type == "listen":
-            return "HOST:PORT with a port from 1 to 65535"
-        if self.type == "str_list":
-            return "a list of strings"
-        if self.type == "table_list":
-            return "an array of tables"
-        if self.type == "path":
-            return "a path"
-        return "a string"
-
-
-def _num(x: float) -> str:
-    if isinstance(x, int):
-        return str(x)
-    return str(int(x)) if x.is_integer() and abs(x) < 1e16 else str(x)
+def validate_currency(value: Any, where: str) -> Any:
+    """``[report] currency``: an ISO 4217 code, three capital letters (EUR, USD, CHF)."""
+    if not re.fullmatch(r"[A-Z]{3}", value):
+        raise ConfigError(f"{where}: [report] currency = {value!r}: expected an ISO 4217 code of "
+                          "three capital letters, e.g. EUR")
+    return value
 
 
 DEFAULT_METRICS_PORT = 10435
@@ -233,6 +180,16 @@ SCHEMA: tuple[Key, ...] = (
         validator=validate_rules),
     Key("report", "busy_threshold_percent", "float", 5.0,
         "A GPU counts as busy when its utilization is above this.", min=0, max=100),
+    Key("report", "electricity_price_per_kwh", "float", None,
+        "Price of one kWh in [report] currency, e.g. 0.30; not set: no money figures (docs/report.md).",
+        min=0, max=1e6),
+    Key("report", "currency", "str", "",
+        "ISO 4217 code shown before every amount, e.g. EUR; empty: amounts without a code.",
+        validator=validate_currency),
+    Key("report", "carbon_intensity_g_per_kwh", "float", None,
+        "Grams of CO2 per kWh of your electricity, e.g. 380; not set: no CO2 figures.", min=0, max=1e5),
+    Key("report", "weekly_html", "bool", False,
+        "The weekly report of `gpm install systemd --timers` and `gpm install cron` also writes html."),
     Key("daemon", "log_level", "choice", "info",
         "Log level of `gpm daemon`.", choices=("debug", "info", "warning", "error")),
     Key("daemon", "log_format", "choice", "text",
@@ -285,8 +242,9 @@ class Config:
 
     @property
     def archive_dir(self) -> Path:
-        """[storage] archive_dir when set, else the database's own folder (``gpm.store.archive.archive_folder``)."""
-        from gpm.store.archive import archive_folder
+        """[storage] archive_dir when set, else the database's own folder (``gpm.store.archive_files.archive_folder``)."""
+        # Imported here: the store's timeseries module costs `gpm --help` ~10 ms, and the store sits above config.
+        from gpm.store.archive_files import archive_folder
 
         value = self.values["storage.archive_dir"]
         return archive_folder(self.db_file, os.path.expanduser(value) if value else None)
@@ -306,7 +264,7 @@ class Config:
             if value is None:
                 continue
             key = KEYS[dotted]
-            values[dotted] = _check(key, value, f"option {flag}")
+            values[dotted] = check_value(key, value, f"option {flag}")
             sources[dotted] = f"flag {flag}"
         return Config(values, sources, self.config_path, self.config_file_found)
 
@@ -327,225 +285,15 @@ def _did_you_mean(word: str, options: list[str]) -> str:
     return f" (did you mean '{match[0]}'?)" if match else ""
 
 
-_BOOL_WORDS = {"1": True, "true": True, "yes": True, "on": True,
-               "0": False, "false": False, "no": False, "off": False}
 
 
-def _toml_value_safe(value: Any) -> str:
-    try:
-        return _toml_value(value)
-    except TypeError:
-        return repr(value)
-
-
-def _parse_env(key: Key, raw: str, where: str) -> Any:
-    """Turn an environment string into the key's type."""
-    text = raw.strip()
-    try:
-        if key.type == "bool":
-            return _BOOL_WORDS[text.lower()]
-        if key.type == "int":
-            return int(text)
-        if key.type == "float":
-            return float(text)
-        if key.type == "str_list":
-            return [part.strip() for part in text.split(",") if part.strip()]
-        if key.type == "table_list":
-            raise ValueError
-    except (KeyError, ValueError):
-        raise ConfigError(
-            f"{where}: [{key.section}] {key.name} = {raw!r}: expected {key.expected()}"
-        ) from None
-    return text
-
-
-def _check(key: Key, value: Any, where: str) -> Any:
-    """Validate a typed value against the key; return it (normalised)."""
-
-    original = value
-
-    def bad(reason: str = "") -> ConfigError:
-        shown = repr(original) if isinstance(original, str) else _toml_value_safe(original)
-        why = f" ({reason})" if reason else ""
-        return ConfigError(f"{where}: [{key.section}] {key.name} = {shown}: expected {key.expected()}{why}")
-
-    t = key.type
-    if t == "bool":
-        if not isinstance(value, bool):
-            raise bad()
-    elif t in ("int", "float"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad()
-        if t == "int" and not isinstance(value, int):
-            if not float(value).is_integer():
-                raise bad()
-            value = int(value)
-        if t == "float":
-            try:
-                value = float(value)
-            except OverflowError:  # a TOML integer of hundreds of digits
-                raise bad() from None
-            if value != value or value in (float("inf"), float("-inf")):
-                raise bad()
-        if key.min is not None and value < key.min:
-            raise bad()
-        if key.max is not None and value > key.max:
-            raise bad()
-    elif t in ("str", "path"):
-        if not isinstance(value, str):
-            raise bad()
-        if "\0" in value:
-            raise bad("no file name, host name or command can hold a NUL character")
-    elif t == "url":
-        if not isinstance(value, str):
-            raise bad()
-        problem = url_problem(value)
-        if problem:
-            raise bad(problem)
-    elif t == "listen":
-        if not isinstance(value, str):
-            raise bad()
-        try:
-            parse_listen(value)
-        except ValueError as err:
-            raise bad(str(err) if str(err) != value else "") from None
-    elif t == "choice":
-        if value not in key.choices:
-            raise bad()
-    elif t == "str_list":
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad()
-        if any("\0" in v for v in value):
-            raise bad("no file name can hold a NUL character")
-    elif t == "table_list":
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise bad()
-    if key.validator and value:
-        value = key.validator(value, where)
-    return value
-
-
-_HOST_NAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?$")
-
-
-def host_problem(host: str) -> str | None:
-    """Why ``host`` cannot be an IP address or a DNS name, or None.
-
-    Checked when the configuration is read, so that ``gpm config check``
-    rejects what ``connect()`` or ``bind()`` would only reject later (#12.11).
-    """
-    if ":" in host:
-        try:
-            ipaddress.IPv6Address(host.split("%", 1)[0])
-        except ValueError:
-            return f"{host!r} is not an IPv6 address"
-        return None
-    if re.fullmatch(r"[0-9.]+", host):
-        try:
-            ipaddress.IPv4Address(host)
-        except ValueError:
-            return f"{host!r} is not an IPv4 address"
-        return None
-    if not _HOST_NAME.match(host) or len(host) > 253:
-        return f"{host!r} is not a host name"
-    return None
-
-
-def url_problem(value: str) -> str | None:
-    """Why ``value`` is not an http(s) URL the Ollama and OTLP clients can use, or None.
-
-    The same ``urlsplit`` the clients call, so a URL that passes here does
-    not fail at use with "Invalid IPv6 URL" or "Port out of range".
-    """
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        return "a URL holds no spaces or control characters"
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as err:
-        return str(err)
-    if parts.scheme not in ("http", "https"):
-        return "the scheme must be http or https"
-    if not parts.hostname:
-        return "the URL names no host"
-    if port == 0:
-        return "port 0 cannot be connected to"
-    return host_problem(parts.hostname)
-
-
-def parse_listen(value: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``"HOST:PORT"``, ``":PORT"``, ``"PORT"`` or ``"[::1]:PORT"`` -> (host, port).
-
-    A ValueError says what is wrong, or is only ``value`` when the form is.
-    """
-    text = value.strip()
-    if text.isdigit():
-        host, port_text = default_host, text
-    elif text.startswith("["):
-        end = text.find("]")
-        if end < 0 or not text[end + 1:].startswith(":"):
-            raise ValueError(value)
-        host, port_text = text[1:end], text[end + 2:]
-        if ":" not in host:
-            raise ValueError(f"{host!r} in brackets is not an IPv6 address")
-    else:
-        host, sep, port_text = text.rpartition(":")
-        if not sep:
-            raise ValueError(value)
-        host = host or default_host
-    if not port_text.isascii() or not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ValueError(value)
-    problem = host_problem(host)
-    if problem:
-        raise ValueError(problem)
-    return host, int(port_text)
-
-
-def _key_line(text: str, section: str, name: str | None) -> int | None:
-    """The 1-based line of ``name`` inside ``[section]`` (or of the header)."""
-    current = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        stripped = line.strip()
-        header = re.match(r"^\[\[?\s*([A-Za-z0-9_.\-\"']+)\s*\]\]?", stripped)
-        if header:
-            current = header.group(1).strip("\"'")
-            if name is None and current == section:
-                return number
-            continue
-        if name is not None and current == section and re.match(
-            rf"^[\"']?{re.escape(name)}[\"']?\s*=", stripped
-        ):
-            return number
-    return None
-
-
-def _read_toml(path: str) -> tuple[dict[str, Any], str]:
-    try:
-        import tomllib  # Python 3.11+
-    except ModuleNotFoundError:  # pragma: no cover - Python 3.10
-        import tomli as tomllib  # type: ignore[no-redef]
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config file: {err.strerror}") from None
-    try:
-        return tomllib.loads(text), text
-    except tomllib.TOMLDecodeError as err:
-        raise ConfigError(f"{path}: invalid TOML: {err}") from None
-    except ValueError as err:  # an integer of more than 4,300 digits
-        raise ConfigError(f"{path}: invalid TOML: {str(err).split(';')[0]}") from None
-    except RecursionError:  # tomllib recurses once per nested array or inline table
-        raise ConfigError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
 def _apply_file(values: dict, sources: dict, path: str) -> None:
-    data, text = _read_toml(path)
+    data, text = read_toml(path)
     for section, table in data.items():
         if section not in SECTIONS:
-            line = _key_line(text, section, None)
+            line = key_line(text, section, None)
             where = f"{path}:{line}" if line else str(path)
             raise ConfigError(
                 f"{where}: unknown section [{_shown(section)}]{_did_you_mean(section, list(SECTIONS))}"
@@ -554,14 +302,14 @@ def _apply_file(values: dict, sources: dict, path: str) -> None:
             raise ConfigError(f"{path}: '{_shown(section)}' must be a [section] table, not a value")
         known = {k.name: k for k in SECTIONS[section]}
         for name, value in table.items():
-            line = _key_line(text, section, name)
+            line = key_line(text, section, name)
             where = f"{path}:{line}" if line else str(path)
             if name not in known:
                 raise ConfigError(
                     f"{where}: unknown key '{_shown(name)}' in [{section}]{_did_you_mean(name, list(known))}"
                 )
             key = known[name]
-            values[key.dotted] = _check(key, value, where)
+            values[key.dotted] = check_value(key, value, where)
             sources[key.dotted] = where
 
 
@@ -579,7 +327,7 @@ def _apply_env(values: dict, sources: dict, env: Mapping[str, str]) -> None:
                 )
             continue
         where = f"environment {var}"
-        values[key.dotted] = _check(key, _parse_env(key, raw, where), where)
+        values[key.dotted] = check_value(key, parse_env_value(key, raw, where), where)
         sources[key.dotted] = f"env {var}"
 
 
@@ -611,19 +359,6 @@ def _copy(value: Any) -> Any:
     return list(value) if isinstance(value, list) else value
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return _num(value)
-    if isinstance(value, str):
-        text = value.replace("\\", "\\\\").replace('"', '\\"')
-        return '"' + re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\u{ord(m.group()):04x}", text) + '"'
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(value)
-
-
 def example_toml() -> str:
     """The commented example written by ``gpm config init``.
 
@@ -647,6 +382,8 @@ def example_toml() -> str:
                     '# category = "ml_training"',
                     '# label = "my trainer"',
                 ]
+            elif key.default is None:  # not set: its lowest value shows the form
+                lines.append(f"# {key.name} = {toml_value(key.min)}   # not set by default")
             else:
-                lines.append(f"# {key.name} = {_toml_value(key.default)}")
+                lines.append(f"# {key.name} = {toml_value(key.default)}")
     return "\n".join(lines) + "\n"

@@ -12,7 +12,9 @@ line is exactly what systemd or cron starts. Two ways to run gpm:
 The weekly report (timer or crontab line) covers the last finished ISO week
 and goes to its own dated file, ``reports/report-2026-W48.txt`` beside the
 database, so reports (and ``weekly_summaries``) accumulate week after week
-and a rerun in the same week rewrites the same file (#13.9).
+and a rerun in the same week rewrites the same file (#13.9). With ``[report]
+weekly_html = true`` the same run also writes ``report-2026-W48.html`` beside
+it (#16).
 
 System units keep their data in /var/lib/gpm (``StateDirectory=``) and read
 /etc/gpm/config.toml; user units use the user's usual XDG folders.
@@ -31,6 +33,8 @@ from pathlib import Path
 
 from gpm import paths
 from gpm.config import Config
+from gpm.devtools import completions, manpages
+from gpm.devtools.clitree import Command
 
 SAMPLE_COUNT = 6  # gpm-sample runs every minute: 6 samples 10 s apart fill it
 SAMPLE_INTERVAL_SECS = 10
@@ -65,6 +69,7 @@ class Setup:
     user: bool
     data_dirs: list[Path]  # must stay writable under ProtectSystem=strict
     report_path: Path
+    weekly_html: bool = False  # [report] weekly_html: the html report beside the text one
 
     @classmethod
     def from_config(cls, cfg: Config, *, user: bool, config_path: str | None = None,
@@ -86,7 +91,7 @@ class Setup:
             d = d.absolute()
             if d not in unique:
                 unique.append(d)
-        return cls(gpm_command(), global_args, user, unique, report)
+        return cls(gpm_command(), global_args, user, unique, report, bool(cfg["report.weekly_html"]))
 
     def argv(self, *args: str) -> list[str]:
         return [*self.command, *self.global_args, *args]
@@ -152,9 +157,11 @@ def _header(name: str) -> list[str]:
 
 
 def _oneshot(setup: Setup, name: str, description: str, doc: str, *args: str,
-             folder: Path | None = None) -> str:
-    """A one-shot service running ``gpm ARGS``, after creating ``folder`` when given."""
+             folder: Path | None = None, then: list[list[str]] | None = None) -> str:
+    """A one-shot service running ``gpm ARGS``, after creating ``folder`` when
+    given; each of ``then`` runs after it, once it succeeded."""
     pre = [f"ExecStartPre={MKDIR} -p {_systemd_word(str(folder))}"] if folder else []
+    starts = [f"ExecStart={_exec(setup, *run)}" for run in [list(args), *(then or [])]]
     lines = _header(name) + [
         "[Unit]",
         f"Description={description}",
@@ -163,7 +170,7 @@ def _oneshot(setup: Setup, name: str, description: str, doc: str, *args: str,
         "[Service]",
         "Type=oneshot",
         *pre,
-        f"ExecStart={_exec(setup, *args)}",
+        *starts,
         *_environment(setup),
         "Nice=10",
         "IOSchedulingClass=idle",
@@ -191,6 +198,15 @@ def _timer(name: str, description: str, calendar: str, *, persistent: bool, spre
 
 
 _REPORT_ARGS = ("report", "--week", "last", "--output")  # then the path with {week}
+
+
+def report_runs(setup: Setup) -> list[list[str]]:
+    """The weekly report's gpm arguments: the text file, then the html one when asked for."""
+    runs = [[*_REPORT_ARGS, str(setup.report_path)]]
+    if setup.weekly_html:
+        runs.append(["report", "--week", "last", "--format", "html", "--output",
+                     str(setup.report_path.with_suffix(".html"))])
+    return runs
 
 
 def systemd_units(setup: Setup, *, timers: bool) -> dict[str, str]:
@@ -234,7 +250,7 @@ def systemd_units(setup: Setup, *, timers: bool) -> dict[str, str]:
             persistent=True, spread="30min", accuracy="1min")
         units["gpm-report.service"] = _oneshot(
             setup, "gpm-report.service", "gpm: report the last finished week into its own file", "gpm-report",
-            *_REPORT_ARGS, str(setup.report_path), folder=setup.report_path.parent)
+            *report_runs(setup)[0], folder=setup.report_path.parent, then=report_runs(setup)[1:])
         units["gpm-report.timer"] = _timer(
             "gpm-report.timer", "gpm: weekly report, Mondays", "weekly",
             persistent=True, spread="30min", accuracy="1min")
@@ -316,10 +332,9 @@ def zsh_hint(path: Path) -> str | None:
     return f"fpath=({path.parent} $fpath)   # in ~/.zshrc, before compinit"
 
 
-def completion_files(shells: tuple[str, ...], system: bool) -> dict[Path, str]:
-    from gpm.devtools import clitree, completions
-
-    scripts = completions.scripts(clitree.load())
+def completion_files(shells: tuple[str, ...], system: bool, root: Command) -> dict[Path, str]:
+    """Completion scripts of the command tree ``root`` for ``shells``, by where they go."""
+    scripts = completions.scripts(root)
     targets = completion_paths(system)
     return {targets[shell]: scripts[_COMPLETION_NAMES[shell]] for shell in shells}
 
@@ -328,11 +343,10 @@ def man_dir(system: bool) -> Path:
     return (SYSTEM_SHARE if system else _xdg_base(paths.data_home())) / "man/man1"
 
 
-def man_files(system: bool) -> dict[Path, str]:
-    from gpm.devtools import clitree, manpages
-
+def man_files(system: bool, root: Command) -> dict[Path, str]:
+    """The man pages of the command tree ``root``, by where they go."""
     folder = man_dir(system)
-    pages = manpages.man_pages(clitree.load(), date.today().isoformat())
+    pages = manpages.man_pages(root, date.today().isoformat())
     return {folder / name: page for name, page in pages.items()}
 
 
@@ -372,8 +386,8 @@ def cron_lines(setup: Setup) -> str:
     folder = shlex.quote(str(setup.report_path.parent)).replace("%", "\\%")
     lines += ["# archive rows older than [storage] retention_days to Parquet, daily",
               f"17 3 * * * {cmd('archive')}",
-              "# report the last finished ISO week into its own file, Mondays",
-              f"23 6 * * 1 mkdir -p {folder} && {cmd(*_REPORT_ARGS, str(setup.report_path))}"]
+              f"# report the last finished ISO week into its own file{' (and html)' if setup.weekly_html else ''}, Mondays",
+              f"23 6 * * 1 mkdir -p {folder} && {' && '.join(cmd(*args) for args in report_runs(setup))}"]
     lines += ["# or, instead of the sample line, run the daemon from boot:",
               f"# @reboot {cmd('daemon')}"]
     return "\n".join(lines) + "\n"

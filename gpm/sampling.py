@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import KW_ONLY, dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from gpm.alerts.sinks import Sink, default_sinks, tell
 from gpm.alerts.sampled import SampleAlerts
+from gpm.alerts.sinks import Sink, default_sinks, tell
+from gpm.classify.live import Classifier, enrich_samples
 from gpm.config import Config
 from gpm.gpu.model import GpuSample
 from gpm.gpu.reader import GpuReader, open_reader
+from gpm.store.process_events import save_process_events
 from gpm.store.samples import GpuIds, save_in_transaction
-
-if TYPE_CHECKING:  # loaded only when a GPU has processes (classify_processes)
-    from gpm.classify.live import Classifier
 
 # enrich(samples, sampler) mutates samples in place (e.g. classify processes).
 Enricher = Callable[[list[GpuSample], "Sampler"], None]
@@ -29,14 +28,8 @@ Saver = Callable[[sqlite3.Connection, str, list[GpuSample], dict[int, int]], Non
 
 
 def classify_processes(samples: list[GpuSample], sampler: "Sampler") -> None:
-    """Classify the processes of a sample (gpm.classify), imported on first need.
-
-    An idle GPU server has no processes most of the time; it should not pay
-    for loading the classifier's rules on every cron run.
-    """
+    """Classify the processes of a sample (gpm.classify), when it has any."""
     if any(s.processes for s in samples):
-        from gpm.classify.live import enrich_samples
-
         enrich_samples(samples, sampler)
 
 
@@ -45,8 +38,6 @@ def default_enrichers() -> list[Enricher]:
 
 
 def default_savers() -> list[Saver]:
-    from gpm.store.process_events import save_process_events
-
     return [save_process_events]
 
 

@@ -15,7 +15,8 @@ import polars as pl
 import pytest
 
 from gpm.locks import exclusive_lock, lock_path
-from gpm.store.archive import archive, cutoff_ms, database_id, owned_suffix, plan, recover, write_durably
+from gpm.store.archive import archive, cutoff_ms, plan, write_durably
+from gpm.store.archive_files import database_id, owned_suffix, recover
 from gpm.store.db import open_db
 from gpm.store.history import scan
 from gpm.store.samples import GpuIds, save_samples

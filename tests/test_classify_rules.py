@@ -8,7 +8,8 @@ import os
 import pytest
 
 from gpm.classify.facts import ProcessFacts, read_facts
-from gpm.classify.rules import Context, classify, validate_rules
+from gpm.classify.rules import Context, classify
+from gpm.classify.user_rules import validate_rules
 from gpm.config import load_config
 from gpm.errors import ConfigError
 
@@ -156,18 +157,19 @@ LIBS = ["libtorch_cuda.so", "libtorch.so.2", "libtorch_python.so", "libc10.so", 
 
 
 def test_python_names_and_option_words():
-    from gpm.classify.rules import _SERVE_OPTION, _TRAIN_OPTION, is_python
+    from gpm.classify.cmdline import is_python
+    from gpm.classify.known_programs import SERVE_OPTION, TRAIN_OPTION
 
     assert {name for name in NAMES if is_python(name)} == {name for name, want in NAMES.items() if want}
     args = TRAINING_ARGS | SERVING_ARGS | OTHER_ARGS
-    assert {a for a in args if _TRAIN_OPTION.match(a)} == TRAINING_ARGS
-    assert {a for a in args if _SERVE_OPTION.match(a)} == SERVING_ARGS
+    assert {a for a in args if TRAIN_OPTION.match(a)} == TRAINING_ARGS
+    assert {a for a in args if SERVE_OPTION.match(a)} == SERVING_ARGS
 
 
 def test_framework_prefixes_answer_as_the_regexes_they_replaced():
     import re
 
-    from gpm.classify.rules import framework_of
+    from gpm.classify.known_programs import framework_of
 
     frameworks = [
         (r"^lib(torch_cuda|torch_cpu|torch|c10_cuda|c10)\.so", "PyTorch"),

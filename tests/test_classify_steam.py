@@ -8,8 +8,9 @@ import shutil
 import pytest
 
 from gpm.classify.facts import ProcessFacts
-from gpm.classify.rules import Context, classify, common_dir
+from gpm.classify.rules import Context, classify
 from gpm.classify.steam import SteamLibrary, library_paths, parse_manifest, parse_vdf
+from gpm.classify.steam_signs import common_dir
 from tests.steamtree import STEAM_FIXTURES, install, manifest, new_libraryfolders, old_libraryfolders
 
 MANIFEST = STEAM_FIXTURES / "BoilR__appmanifest_763890.acf"

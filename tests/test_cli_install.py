@@ -185,6 +185,41 @@ def test_weekly_report_writes_one_dated_file_per_finished_week(kind, fake_nvml, 
     assert w49.stat().st_ino == inode
 
 
+def _exec_starts(unit: str) -> list[list[str]]:
+    return [shlex.split(line[len("ExecStart="):].replace("%%", "%"))
+            for line in unit.splitlines() if line.startswith("ExecStart=")]
+
+
+@pytest.mark.parametrize("user", [False, True], ids=["system", "user"])
+def test_weekly_html_writes_the_html_report_beside_the_text_one(tmp_path, user):
+    """[report] weekly_html (#16): the report timer and the crontab line run the
+    html report after the text one, into the same dated name with .html."""
+    config = tmp_path / "config.toml"
+    config.write_text("[report]\nweekly_html = true\n")
+    db = tmp_path / "my data" / "50%.db"
+    out = tmp_path / "units"
+    args = ["--config", config, "--db", db]
+    run_gpm(*args, "install", "systemd", "--timers", "--dir", out, *(["--user"] if user else []), check=True)
+    text_run, html_run = _exec_starts((out / "gpm-report.service").read_text())
+    reports = db.parent / "reports"
+    assert text_run[-5:] == ["report", "--week", "last", "--output", f"{reports}/report-{{week}}.txt"]
+    assert html_run[:-7] == text_run[:-5]  # the same gpm, --config and --db
+    assert html_run[-7:] == ["report", "--week", "last", "--format", "html", "--output",
+                             f"{reports}/report-{{week}}.html"]
+    if shutil.which("systemd-analyze"):
+        checked = verify(tmp_path, *sorted(out.iterdir()), user=user)
+        assert checked.stderr == "" and checked.returncode == 0, checked.stderr
+    cron = run_gpm(*args, "install", "cron", check=True).stdout
+    line = next(line for line in cron.splitlines() if " report " in line and not line.startswith("#"))
+    commands = line.split(None, 5)[5].replace("\\%", "%").split(" && ")
+    assert [shlex.split(c) for c in commands[1:]] == [text_run, html_run]
+    # Off (the default): the text report alone.
+    config.write_text("[report]\nweekly_html = false\n")
+    run_gpm(*args, "install", "systemd", "--timers", "--dir", out, check=True)
+    assert _exec_starts((out / "gpm-report.service").read_text()) == [text_run]
+    assert "--format html" not in run_gpm(*args, "install", "cron", check=True).stdout
+
+
 # --- gpm install completions / man (#13.11) -------------------------------------
 REPO = Path(__file__).resolve().parents[1]
 

@@ -301,55 +301,71 @@ def test_sample_textfile(fake_nvml, tmp_path):
 PROMETHEUS = shutil.which("prometheus")
 
 
-@pytest.mark.slow
-def test_a_real_prometheus_scrapes_serve_metrics(fake_nvml, tmp_path):
+@contextmanager
+def running_prometheus(tmp_path, config: str):
+    """A real Prometheus with ``config`` (prometheus.yml's text) on a free port.
+
+    Yields (process, query): ``query(PromQL)`` is /api/v1/query's result list,
+    [] while Prometheus is not answering yet.
+    """
     if PROMETHEUS is None:
         pytest.skip("the prometheus binary is not installed (Debian package 'prometheus'); "
                     "cannot test a real scrape")
-    scenario = fake_nvml.set(Scenario.many(2))
-    gpm_port, prom_port = free_port(), free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
-        "global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n"
-        "scrape_configs:\n  - job_name: gpm\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{gpm_port}']\n"
+    port = free_port()
+    (tmp_path / "prometheus.yml").write_text(config)
+    prom = subprocess.Popen(
+        [PROMETHEUS, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
     )
-    with serving(env=fake_nvml.env(), port=gpm_port):
-        prom = subprocess.Popen(
-            [PROMETHEUS, f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-             f"--web.listen-address=127.0.0.1:{prom_port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-        )
+    api = f"http://127.0.0.1:{port}/api/v1/query?query="
+
+    def query(q: str) -> list:
         try:
-            api = f"http://127.0.0.1:{prom_port}/api/v1/query?query="
+            with urllib.request.urlopen(api + urllib.parse.quote(q), timeout=5) as resp:
+                body = json.load(resp)
+        except OSError:
+            return []
+        assert body["status"] == "success", (q, body)
+        return body["data"]["result"]
 
-            def query(q: str) -> list:
-                try:
-                    with urllib.request.urlopen(api + urllib.parse.quote(q), timeout=5) as resp:
-                        return json.load(resp)["data"]["result"]
-                except OSError:
-                    return []
+    try:
+        yield prom, query
+    finally:
+        prom.terminate()
+        try:
+            prom.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            prom.kill()
+            prom.wait()
 
-            deadline = time.monotonic() + 45
-            result: list = []
-            while time.monotonic() < deadline and prom.poll() is None:
-                result = query("gpm_gpu_power_watts")
-                if len(result) == 2:
-                    break
-                time.sleep(0.5)
-            assert len(result) == 2, f"no samples in Prometheus: {prom.stderr.read() if prom.poll() else ''}"
-            got = {r["metric"]["uuid"]: float(r["value"][1]) for r in result}
-            assert got == {g.uuid: g.power_mw / 1000 for g in scenario.gpus}
-            assert {r["metric"]["job"] for r in result} == {"gpm"}
-            up = query('up{job="gpm"}')
-            assert [float(r["value"][1]) for r in up] == [1.0]
-            joined = query("gpm_gpu_memory_used_bytes * on(uuid) group_left(name) gpm_gpu_info")
-            assert {r["metric"]["name"] for r in joined} == {g.name for g in scenario.gpus}
-            assert [float(r["value"][1]) for r in query('gpm_collector_success{collector="nvml"}')] == [1.0]
-        finally:
-            prom.terminate()
-            try:
-                prom.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                prom.kill()
-                prom.wait()
+
+def scrape_config(gpm_port: int, extra: str = "") -> str:
+    """prometheus.yml scraping gpm every second as job gpm."""
+    return ("global:\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n  evaluation_interval: 1s\n" + extra
+            + "scrape_configs:\n  - job_name: gpm\n    static_configs:\n"
+            f"      - targets: ['127.0.0.1:{gpm_port}']\n")
+
+
+@pytest.mark.slow
+def test_a_real_prometheus_scrapes_serve_metrics(fake_nvml, tmp_path):
+    scenario = fake_nvml.set(Scenario.many(2))
+    gpm_port = free_port()
+    with serving(env=fake_nvml.env(), port=gpm_port), \
+            running_prometheus(tmp_path, scrape_config(gpm_port)) as (prom, query):
+        deadline = time.monotonic() + 45
+        result: list = []
+        while time.monotonic() < deadline and prom.poll() is None:
+            result = query("gpm_gpu_power_watts")
+            if len(result) == 2:
+                break
+            time.sleep(0.5)
+        assert len(result) == 2, f"no samples in Prometheus: {prom.stderr.read() if prom.poll() else ''}"
+        got = {r["metric"]["uuid"]: float(r["value"][1]) for r in result}
+        assert got == {g.uuid: g.power_mw / 1000 for g in scenario.gpus}
+        assert {r["metric"]["job"] for r in result} == {"gpm"}
+        up = query('up{job="gpm"}')
+        assert [float(r["value"][1]) for r in up] == [1.0]
+        joined = query("gpm_gpu_memory_used_bytes * on(uuid) group_left(name) gpm_gpu_info")
+        assert {r["metric"]["name"] for r in joined} == {g.name for g in scenario.gpus}
+        assert [float(r["value"][1]) for r in query('gpm_collector_success{collector="nvml"}')] == [1.0]

@@ -393,6 +393,7 @@ def test_serves_prometheus_and_pushes_otlp_from_its_own_samples(fake_nvml, tmp_p
 
     from tests.fakes.ollama_server import free_port
     from tests.fakes.otlp_receiver import Receiver
+    from tests.test_telemetry_alerts import event, save_alerts
 
     fake_nvml.set(Scenario.many(2))
     port = free_port()
@@ -400,15 +401,17 @@ def test_serves_prometheus_and_pushes_otlp_from_its_own_samples(fake_nvml, tmp_p
         env = fast_env(fake_nvml, GPM_TELEMETRY_ENABLE_PROMETHEUS="true",
                        GPM_TELEMETRY_METRICS_LISTEN=f"127.0.0.1:{port}",
                        GPM_TELEMETRY_ENABLE_OPENTELEMETRY="true", GPM_TELEMETRY_OTLP_ENDPOINT=receiver.endpoint,
-                       GPM_TELEMETRY_EXPORT_INTERVAL_SECS="1")
+                       GPM_TELEMETRY_EXPORT_INTERVAL_SECS="1", GPM_SERVICE_HOSTNAME="box")
         d = daemons(tmp_path, env)
         d.wait_for("serving metrics on")
         d.wait_for("stored 2 GPUs|ready: sampling 2 GPUs")
+        save_alerts(d.db, [event("temperature", 1)])  # as gpm's alert engine stores a firing alert
         deadline = time.monotonic() + 10
         while True:  # the first scrape may come before the first sample reaches the exporters
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
                 text = resp.read().decode()
-            if "gpm_gpu_utilization_ratio{" in text or time.monotonic() > deadline:
+            if ("gpm_gpu_utilization_ratio{" in text and "gpm_alerts_firing{" in text) \
+                    or time.monotonic() > deadline:
                 break
             time.sleep(0.1)
         assert receiver.got.wait(10)
@@ -419,6 +422,7 @@ def test_serves_prometheus_and_pushes_otlp_from_its_own_samples(fake_nvml, tmp_p
     expected = {str(i): g.util_gpu / 100 for i, g in enumerate(Scenario.many(2).gpus)}
     assert utilization == expected, text
     assert "hw.gpu.utilization" in receiver.metrics()
+    assert 'gpm_alerts_firing{gpu="1",rule="temperature",severity="warning"} 1.0' in text.splitlines()
     assert " ERROR " not in d.log, d.log
 
 

@@ -7,7 +7,8 @@ import threading
 
 from gpm.config import load_config
 from gpm.daemon.core import Daemon
-from gpm.daemon.jobs import JobContext, JobKind
+from gpm.daemon.job_context import JobContext
+from gpm.daemon.jobs import JobKind
 from gpm.daemon.notify import Notifier
 from gpm.daemon.scheduler import PeriodicJob, Runner, backoff_secs
 from tests.fakes.clock import FakeClock

@@ -11,9 +11,10 @@ import click
 import pytest
 
 from gpm.cli import cli
-from gpm.devtools import clitree, completions, generate
+from gpm.devtools import clitree, completions
 from gpm.devtools.manpages import escape
 from tests.conftest import REPO
+from tools import generate
 
 REGENERATE = f"regenerate with `{generate.COMMAND}`"
 
@@ -24,7 +25,7 @@ def test_generated_files_match_the_click_app():
 
 
 def test_every_command_and_option_has_help_text_and_a_man_page():
-    root = clitree.load()
+    root = clitree.load(cli)
     assert sorted(c.path[0] for c in root.subcommands) == sorted(cli.commands)
     for cmd in root.walk():
         assert cmd.short_help.strip(), f"{cmd.name}: no short help"
@@ -99,7 +100,7 @@ def test_bash_completes_commands_options_and_choices():
 
 
 def test_bash_completes_gpu_indexes_from_nvidia_smi(tmp_path, monkeypatch):
-    root = clitree.load()
+    root = clitree.load(cli)
     root.subcommands.append(clitree._command(hello, ["hello"], None, "Say hello."))
     script = tmp_path / "gpm.bash"
     script.write_text(completions.bash(root))

@@ -34,7 +34,7 @@ from gpm.llm.client import LoadedModel
 from gpm.llm.sessions import PollResult
 from gpm.sampling import Sampler
 from gpm.report.period import resolve_period, utc_iso, week_bounds
-from gpm.report.render import sparkline
+from gpm.report.cells import sparkline
 from gpm.store.db import open_db, write
 from gpm.store.llm import SessionLog, save_request
 from gpm.store.samples import save_samples
@@ -217,12 +217,13 @@ def _day(n: int, **values) -> dict:
     start = MON + n * 24 * HOUR
     base = {"date": f"2025-11-{17 + n}", "start_ms": start, "end_ms": start + 24 * HOUR,
             "sampled_seconds": 0.0, "busy_seconds": 0.0, "utilization_mean_percent": None,
-            "energy_joules": None}
+            "energy_joules": None, "category_energy_joules": {}}
     return {**base, **values}
 
 
 def test_json_of_a_known_week_is_exact(gpm, week_db):
     got = report_json(gpm, week_db, "--week", WEEK)
+    got.pop("hourly")  # test_hourly_figures_add_up_to_the_gpus
     generated = got["report"].pop("generated_ms")
     assert abs(generated - time.time() * 1000) < 120_000
     week_ms = 7 * 24 * HOUR
@@ -250,10 +251,16 @@ def test_json_of_a_known_week_is_exact(gpm, week_db):
                   "energy_methods": ["energy_counter", "integrated_power"], "throttled_seconds": 590.0},
         "gpus": [GPU0, GPU1],
         "days": [
+            # Monday's runs: Cyberpunk, Ollama, Xorg; Tuesday's: train.py,
+            # Blender and Cyberpunk again (each run within one day).
             _day(0, sampled_seconds=14380.0, busy_seconds=10780.0, utilization_mean_percent=30.0,
-                 energy_joules=898000.0 + 575200.0),
+                 energy_joules=898000.0 + 575200.0,
+                 category_energy_joules={"desktop": 107800.0, "gaming": 646200.0 + 144000.0,
+                                         "llm_inference": 144000.0}),
             _day(1, sampled_seconds=7180.0, busy_seconds=7180.0, utilization_mean_percent=30.0,
-                 energy_joules=1358000.0 + 287200.0),
+                 energy_joules=1358000.0 + 287200.0,
+                 category_energy_joules={"gaming": 144000.0, "general_compute": 143200.0,
+                                         "ml_training": 359000.0}),
             *[_day(n) for n in range(2, 7)],
         ],
         "workload": WORKLOAD,
@@ -295,12 +302,23 @@ LLM = [
     {"model": "llama3.1:8b", "requests": 4, "errors": 1, "prompt_tokens": 70, "completion_tokens": 550,
      "tokens_per_second_p50": 40.0, "tokens_per_second_p95": 50.0, "ttft_seconds_p50": 0.3,
      "ttft_seconds_p95": 0.5, "tpot_seconds_p50": 0.05, "load_seconds_max": 2.5, "measured_requests": 4,
-     "energy_joules": 1550.0, "joules_per_token": round(1500 / 550, 3)},
+     "energy_joules": 1550.0, "joules_per_token": round(1500 / 550, 3),
+     # The failed request reports neither figure.
+     "tokens_per_second_distribution": {"n": 3, "min": 20.0, "p25": 20.0, "p50": 40.0, "p75": 50.0,
+                                        "p95": 50.0, "max": 50.0},
+     "ttft_seconds_distribution": {"n": 3, "min": 0.2, "p25": 0.2, "p50": 0.3, "p75": 0.5, "p95": 0.5,
+                                   "max": 0.5},
+     "requests_per_day": {"2025-11-17": 4}},
     # Wednesday's request has no GPU samples: counted, not measured.
     {"model": "qwen2.5:7b", "requests": 2, "errors": 0, "prompt_tokens": 60, "completion_tokens": 300,
      "tokens_per_second_p50": 45.0, "tokens_per_second_p95": 60.0, "ttft_seconds_p50": 0.8,
      "ttft_seconds_p95": 1.0, "tpot_seconds_p50": 0.02, "load_seconds_max": 1.5, "measured_requests": 1,
-     "energy_joules": 500.0, "joules_per_token": 2.5},
+     "energy_joules": 500.0, "joules_per_token": 2.5,
+     "tokens_per_second_distribution": {"n": 2, "min": 45.0, "p25": 45.0, "p50": 45.0, "p75": 60.0,
+                                        "p95": 60.0, "max": 60.0},
+     "ttft_seconds_distribution": {"n": 2, "min": 0.8, "p25": 0.8, "p50": 0.8, "p75": 1.0, "p95": 1.0,
+                                   "max": 1.0},
+     "requests_per_day": {"2025-11-17": 1, "2025-11-19": 1}},
 ]
 MODELS = [
     {"host": "lab", "model": "llama3.1:8b", "loads": 1, "loaded_seconds": 592.0,
@@ -325,6 +343,28 @@ PROCESSES = {
     "by_gpu_time": [XORG_P, CYBERPUNK_P, OLLAMA_P, TRAIN_P, FACTORIO_P, BLENDER_P],
     "by_energy": [CYBERPUNK_P, TRAIN_P, FACTORIO_P, OLLAMA_P, BLENDER_P, XORG_P],
 }
+
+
+def test_hourly_figures_add_up_to_the_gpus(gpm, week_db):
+    got = report_json(gpm, week_db, "--week", WEEK)
+    hourly = got["hourly"]
+    assert hourly["hour_starts_ms"] == [MON + h * HOUR for h in range(7 * 24)]
+    assert [(g["gpu_index"], g["gpu_uuid"]) for g in hourly["gpus"]] == [
+        (g["gpu_index"], g["gpu_uuid"]) for g in got["gpus"]]
+    for g, whole in zip(hourly["gpus"], got["gpus"]):
+        assert all(len(v) == 168 for k, v in g.items() if isinstance(v, list))
+        assert sum(g["sampled_seconds"]) == whole["sampled_seconds"]
+        assert sum(t or 0 for t in g["throttled_seconds"]) == whole["throttled_seconds"]
+        assert max(m for m in g["memory_max_bytes"] if m is not None) == whole["memory_peak_bytes"]
+        # Sampled hours: Monday 08:00 and 09:00, Tuesday 10:00; the rest are unknown, not zero.
+        assert [h for h, s in enumerate(g["sampled_seconds"]) if s] == [8, 9, 34]
+        assert g["utilization_mean_percent"][7] is None and g["temperature_max_celsius"][7] is None
+    gpu0 = hourly["gpus"][0]
+    assert [gpu0[k][8] for k in ("utilization_mean_percent", "temperature_max_celsius", "memory_max_bytes",
+                                 "throttled_seconds")] == [100.0, 70, 8 * GIB, 590.0]
+    assert [gpu0["utilization_mean_percent"][h] for h in (9, 34)] == [0.0, 50.0]
+    # More than a month of hours is left out (hourly: null).
+    assert report_json(gpm, week_db, "--since", "2025-10-01", "--until", "2025-11-24")["hourly"] is None
 
 
 def test_energy_is_the_counter_delta_not_averaged_power(gpm, week_db):
@@ -468,8 +508,8 @@ def test_a_report_that_began_before_gpm_archive_committed_counts_every_row_once(
     assert during.coverage == after.coverage
 
 
-def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_path):
-    db = tmp_path / "gpm.db"
+def fill_last_week(db: Path) -> str:
+    """An hour of one GPU at 100 W (360 kJ) in last week; its ISO week."""
     now = resolve_period(now_ms=int(time.time() * 1000))
     last_week = time.strftime("%G-W%V", time.gmtime(now.until_ms / 1000 - 7 * 86400))
     start, _ = week_bounds(last_week)
@@ -477,6 +517,12 @@ def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_
     save_samples(conn, "lab", [gpu(start + HOUR + i * 10_000, 0, utilization_gpu_percent=100, power_watts=100.0,
                                    energy_joules=1000.0 + i * 1000) for i in range(361)])
     conn.close()
+    return last_week
+
+
+def test_weekly_summary_is_replaced_not_duplicated_and_feeds_the_trend(gpm, tmp_path):
+    db = tmp_path / "gpm.db"
+    last_week = fill_last_week(db)
     for _ in range(2):
         gpm("--db", db, "report", "--week", last_week, env=UTC, check=True)
     rows = sqlite3.connect(db).execute("SELECT iso_week, host, energy_joules, busy_seconds "

@@ -3,7 +3,7 @@
 The captures live outside the repository (../shared/fixtures/nvidia-smi); the
 tests that need them skip when that folder is absent. Expected values are
 pulled from the raw text with regexes written here, independently of the
-parser in gpm.gpu.smi.
+parser in gpm.gpu.smi_xml.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ import pytest
 
 from gpm.errors import EXIT_NO_BACKEND, NoBackendError
 from gpm.gpu.model import THROTTLE_REASONS
-from gpm.gpu.smi import SmiParseError, SmiReader, parse_smi_xml
+from gpm.gpu.smi import SmiReader
+from gpm.gpu.smi_xml import SmiParseError, parse_smi_xml
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "nvidia-smi"
 FAKE_SMI = Path(__file__).resolve().parent / "fakes" / "nvidia-smi"

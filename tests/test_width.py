@@ -204,6 +204,24 @@ def test_the_report_gives_names_way_never_numbers_and_uses_120_columns(world):
     assert max(display_width(line) for line in screen_lines(shown[120])) > 100
 
 
+def test_the_cost_section_fits_and_keeps_every_amount(world):
+    """With [report] prices (#16) the "Cost and CO2" table fits 80 columns: the
+    long model and game names give way, the amounts stay whole."""
+    prices = {"GPM_REPORT_ELECTRICITY_PRICE_PER_KWH": "1234.5", "GPM_REPORT_CURRENCY": "CHF",
+              "GPM_REPORT_CARBON_INTENSITY_G_PER_KWH": "950"}
+    argv = ["report", "--week", "2025-W47", "--section", "cost"]
+    subprocess.run([sys.executable, "-m", "gpm", *argv], env=world, capture_output=True, check=True)  # rolled up
+    code, text = run_gpm_in_pty(argv, {**world, **prices}, 80)
+    assert code == 0 and not too_wide(screen_lines(text), 80), text
+    rows = report_rows(text, "Cost and CO2")
+    # The game's 359 intervals of 2.5 kJ: 0.2493 kWh, CHF 307.77 and 237 g; thousands get their comma.
+    game = [r for r in rows if r.startswith("game      The Elder")]
+    assert game and re.search(r"…  CHF +307\.77 +237 g$", game[0]), game
+    assert [r for r in rows if re.search(r"CHF \d,\d{3}\.\d\d +\d\.\d{3} kg$", r)], rows
+    model = [r for r in rows if r.startswith("model     hf.co/")]
+    assert model and re.search(r"…  - +- +-$", model[0]), model  # its request has no GPU samples
+
+
 def test_live_view_redraws_in_place_and_leaves_the_last_frame(world):
     """--follow on a terminal: frames drawn from the top left, the cursor hidden
     then shown again, the history as wide as the terminal allows, and Ctrl-C

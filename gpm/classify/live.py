@@ -29,16 +29,15 @@ from __future__ import annotations
 import copy
 import os
 import pwd
-from typing import TYPE_CHECKING
 
-from gpm.classify.facts import (ParentFacts, ProcessFacts, ProcStat, libraries, parent_chain, proc_stat,
-                                 read_facts, reread)
-from gpm.classify.rules import Context, Decision, UserRule, classify, sample_key
+from gpm.classify.facts import (ParentFacts, ProcessFacts, ProcStat, libraries, parent_chain, proc_stat, read_facts,
+                                reread)
+from gpm.classify.ollama_models import OllamaModels
+from gpm.classify.rules import Context, Decision, classify, sample_key
+from gpm.classify.steam import SteamLibrary
+from gpm.classify.user_rules import UserRule
 from gpm.config import Config
 from gpm.gpu.model import GpuSample, ProcessDetails, now_ms
-
-if TYPE_CHECKING:
-    from gpm.classify.steam import SteamLibrary
 
 
 # Libraries get loaded after start (a Python program importing torch) and
@@ -86,8 +85,6 @@ class Classifier:
         return self._homes[user]
 
     def steam_library(self, homes: list[str]) -> "SteamLibrary":
-        from gpm.classify.steam import SteamLibrary
-
         key = tuple(sorted(set(homes)))
         lib = self._libraries.get(key)
         if lib is None:
@@ -102,8 +99,6 @@ class Classifier:
 
     def ollama_model(self, blob_path: str) -> str | None:
         if self._ollama_models is None:
-            from gpm.classify.ollama_models import OllamaModels
-
             self._ollama_models = OllamaModels()
         return self._ollama_models(blob_path)
 

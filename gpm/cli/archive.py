@@ -6,9 +6,13 @@ import sys
 
 import click
 
+from gpm import archiving
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE
+from gpm.humanize import fmt_bytes
 from gpm.locks import exclusive_lock, lock_path
+from gpm.store import archive as store_archive
+from gpm.store.archive_files import day_name
 
 
 @click.command(short_help='Move old rows into Parquet and shrink the database.')
@@ -39,10 +43,6 @@ def archive(app: AppContext, older_than: int | None, archive_dir: str | None, dr
     Exit codes: 0 ok; 1 something needs a look (message on stderr; the rest
     was archived); 2 usage or config error; 75 another `gpm archive` is running.
     """
-    # Here, not at the top: the archive and the rollup it refreshes would double `gpm --help`'s start-up.
-    from gpm import archiving
-    from gpm.store import archive as store_archive
-
     cfg = app.config({
         "storage.retention_days": (older_than, "--older-than"),
         "storage.archive_dir": (archive_dir, "--archive-dir"),
@@ -89,7 +89,6 @@ def _dry_run(app: AppContext, rows, cutoff: int) -> None:
         count, days = by_table.get(row.table, (0, set()))
         days.add(row.day)
         by_table[row.table] = (count + row.rows, days)
-    from gpm.store.archive import day_name  # see archive()
 
     click.echo(f"would archive rows before {day_name(cutoff)} (UTC):")
     if not by_table:
@@ -100,8 +99,6 @@ def _dry_run(app: AppContext, rows, cutoff: int) -> None:
 
 
 def _summary(app: AppContext, result, archive_dir) -> None:
-    from gpm.humanize import fmt_bytes
-
     for table in result.tables.values():
         if table.rows:
             click.echo(f"{table.table}: archived {table.rows} rows of {len(table.days)} days "

@@ -10,6 +10,10 @@ from typing import Iterator
 import click
 
 from gpm import jsontext
+from gpm.classify.facts import ProcessFacts
+from gpm.classify.ollama_models import OllamaModels
+from gpm.classify.rules import Context, classify as classify_one
+from gpm.classify.steam import SteamLibrary
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import GpmError
 
@@ -40,16 +44,10 @@ def classify(app: AppContext, input_file, steam_paths: tuple[str, ...], explain:
     Exit codes: 0 ok; 1 a line is not a JSON object of the right shape
     (the message names the line); 2 usage or config error.
     """
-    from gpm.classify.facts import ProcessFacts
-    from gpm.classify.rules import Context
-    from gpm.classify.steam import SteamLibrary
-
     cfg = app.config()
     library = SteamLibrary.for_homes([str(Path.home())], list(cfg["classify.steam_paths"]) + list(steam_paths))
-    from gpm.classify.ollama_models import OllamaModels
 
     ctx = Context.from_config(cfg["classify.rules"], steam=library.index, ollama_model=OllamaModels())
-    from gpm.classify.rules import classify as classify_one
 
     name = getattr(input_file, "name", "-")
     where = "stdin" if name in ("-", "<stdin>") else name

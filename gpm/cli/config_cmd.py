@@ -8,9 +8,12 @@ from pathlib import Path
 
 import click
 
+from gpm import paths
 from gpm.cli.context import AppContext, pass_app
+from gpm.config import SCHEMA, example_toml
 from gpm.errors import GpmError
 from gpm.humanize import Column, cut_start, display_width, table, terminal_size, visible
+from gpm.outfile import write_atomic
 
 
 @click.group(short_help='Show, check or create the configuration.')
@@ -28,8 +31,6 @@ def config() -> None:
 @pass_app
 def show(app: AppContext, as_json: bool) -> None:
     """Print the effective configuration and where each value came from."""
-    from gpm.config import SCHEMA
-
     cfg = app.config()
     if as_json:
         out: dict = {}
@@ -70,8 +71,6 @@ def _short_source(cfg, source: str) -> str:
 def _shown(cfg, dotted: str) -> tuple[str, str]:
     """(value, source) as `config show` prints them: an empty path or host name
     is the one actually used, with why (#13.10: the archive folder showed "")."""
-    from gpm import paths
-
     value, source = cfg[dotted], cfg.source(dotted)
     if dotted == "storage.db_path":
         value = cfg.db_file
@@ -82,6 +81,8 @@ def _shown(cfg, dotted: str) -> tuple[str, str]:
             source = "default (beside the database)" if beside else "where the database last archived"
     elif dotted == "service.hostname" and not value:
         value, source = cfg.hostname, "default (this machine's name)"
+    elif value is None:
+        return "(not set)", _short_source(cfg, source)
     return json.dumps(value), _short_source(cfg, source)
 
 
@@ -103,10 +104,6 @@ def check(app: AppContext) -> None:
 @pass_app
 def init(app: AppContext, force: bool, target: str | None, to_stdout: bool) -> None:
     """Write a commented example configuration (never overwrites without --force)."""
-    from gpm import paths
-    from gpm.config import example_toml
-    from gpm.outfile import write_atomic
-
     text = example_toml()
     if to_stdout:
         click.echo(text, nl=False)

@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from gpm.config import Config, load_config
+from gpm.store.db import open_db
 
 
 @dataclass(eq=False)
@@ -38,8 +39,6 @@ class AppContext:
         return self._config
 
     def open_db(self, *, readonly: bool = False) -> sqlite3.Connection:
-        from gpm.store.db import open_db
-
         cfg = self.config()
         return open_db(cfg.db_file, readonly=readonly, busy_timeout=cfg["storage.busy_timeout_secs"])
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import click
 
 from gpm.cli.context import AppContext, pass_app
-from gpm.daemon.logs import FORMATS, LEVELS
+from gpm.daemon.core import Daemon
+from gpm.daemon.logs import FORMATS, LEVELS, apply_logging, setup_logging
+from gpm.locks import exclusive_lock, lock_path
 
 
 @click.command(short_help='Run sampling and every enabled job in one process.')
@@ -47,10 +49,6 @@ def daemon(app: AppContext, interval: float | None, log_level: str | None, log_f
     cannot be opened, ...); 2 usage or configuration error; 75 another
     `gpm daemon` runs on this database.
     """
-    from gpm.daemon.core import Daemon
-    from gpm.daemon.logs import apply_logging, setup_logging
-    from gpm.locks import exclusive_lock, lock_path
-
     overrides = {
         "service.poll_interval_secs": (interval, "--interval"),
         "daemon.log_level": (log_level, "--log-level"),

@@ -8,6 +8,7 @@ import sys
 import click
 
 from gpm.cli.context import AppContext, pass_app
+from gpm.doctor import Finding, Setup, apply_fixes, has_problems, render_line, run_checks, summary
 from gpm.errors import EXIT_FAILURE, ConfigError
 
 
@@ -32,8 +33,6 @@ def doctor(app: AppContext, as_json: bool, fix: bool) -> None:
     Exit codes: 0 all well (after --fix: every problem repaired); 1 at least
     one problem; 2 usage error.
     """
-    from gpm.doctor import Finding, Setup, apply_fixes, has_problems, render_line, run_checks, summary
-
     try:
         findings = list(run_checks(Setup.from_config(app.config())))
     except ConfigError as err:

@@ -12,6 +12,8 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import time_range_options
 from gpm.outfile import check_output, replacing
 from gpm.store.db import utils_db
+from gpm.store.history import scan
+from gpm.store.timeseries import BY_TABLE
 
 FORMATS = ("csv", "parquet", "jsonl")
 
@@ -45,9 +47,6 @@ def export(app: AppContext, table: str, since: int | None, until: int | None, fm
     table (the closest name is suggested).
     """
     import polars as pl
-
-    from gpm.store.history import scan
-    from gpm.store.timeseries import BY_TABLE
 
     cfg = app.config({"storage.archive_dir": (archive_dir, "--archive-dir")})
     if output == "-":
@@ -107,8 +106,6 @@ def _check_table(table: str, known: set[str], db_path) -> None:
 def _plain_table(app: AppContext, table: str, since, until, hosts):
     """Any other table or view, from SQLite alone, filtered on ts_ms/host when it has them."""
     import polars as pl
-
-    from gpm.store.timeseries import BY_TABLE
 
     conn = app.open_db(readonly=True)
     try:

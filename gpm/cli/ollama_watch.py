@@ -8,6 +8,7 @@ import threading
 
 import click
 
+from gpm.addresses import parse_listen
 from gpm.alerts.conditions import ollama_observation
 from gpm.alerts.engine import AlertEngine
 from gpm.alerts.sinks import default_sinks
@@ -15,6 +16,13 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
 from gpm.humanize import Column, cut, display_width, fmt_bytes, fmt_opt, table, terminal_size, visible
+from gpm.llm.client import OllamaClient
+from gpm.llm.proxy import RecordingProxy
+from gpm.llm.sessions import poll
+from gpm.schedule import Stopper, ticks
+from gpm.store.llm import RequestLog, SessionLog, open_sessions
+from gpm.telemetry.proxy_hooks import ProxyHooks
+from gpm.telemetry.tracing import ProxyTracer
 
 
 # The model's name gives way before its size or where it runs (#13.1).
@@ -96,11 +104,6 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
     Exit codes: 0 ok (also when Ollama is down: that is recorded);
     1 the proxy cannot listen, or another error; 2 usage or config error.
     """
-    from gpm.config import parse_listen
-    from gpm.llm.client import OllamaClient
-    from gpm.llm.sessions import poll
-    from gpm.store.llm import SessionLog, open_sessions
-    from gpm.schedule import Stopper, ticks
 
     if otlp and proxy_listen is None:
         raise GpmError("--otlp needs --proxy: spans are made of proxied requests", exit_code=2)
@@ -165,8 +168,6 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
 
 
 def _start_tracer(app: AppContext, cfg):
-    from gpm.telemetry.tracing import ProxyTracer
-
     tracer = ProxyTracer(cfg.hostname, endpoint=cfg["telemetry.otlp_endpoint"],
                          protocol=cfg["telemetry.otlp_protocol"]).start()
     if not app.quiet:
@@ -175,9 +176,6 @@ def _start_tracer(app: AppContext, cfg):
 
 
 def _start_proxy(app: AppContext, cfg, listen: tuple[str, int], as_json: bool, tty: bool, emit, tracer):
-    from gpm.llm.proxy import RecordingProxy
-    from gpm.store.llm import RequestLog
-
     def saved(row: dict) -> None:
         if app.quiet:
             return
@@ -188,8 +186,6 @@ def _start_proxy(app: AppContext, cfg, listen: tuple[str, int], as_json: bool, t
 
     hooks = None
     if tracer is not None:
-        from gpm.telemetry.proxy_hooks import ProxyHooks
-
         hooks = ProxyHooks(tracer=tracer, upstream_url=cfg["ollama.api_url"])
     proxy_conn = app.open_db()
     try:

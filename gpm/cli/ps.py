@@ -8,8 +8,11 @@ from datetime import datetime, timezone
 
 import click
 
+from gpm.classify.live import Classifier
+from gpm.classify.rules import classify
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, GpmError
+from gpm.gpu.reader import open_reader
 from gpm.humanize import Column, fmt_bytes, fmt_duration, table, terminal_size, visible
 from gpm.store.samples import recall_identities
 
@@ -40,8 +43,6 @@ def _rows(samples, results) -> list[dict]:
 
 
 def _explain(pid: int, samples, results, clf) -> str:
-    from gpm.classify.rules import classify
-
     where = [(s, p) for s in samples for p in s.processes if p.pid == pid]
     if where:
         facts, decision = results[pid]
@@ -95,8 +96,6 @@ def ps(app: AppContext, as_json: bool, explain_pid: int | None) -> None:
     processes are listed), --explain PID names no process, or another error;
     2 usage or config error; 69 no GPU backend could be opened.
     """
-    from gpm.gpu.reader import open_reader
-
     cfg = app.config()
     reader = open_reader(cfg)
     try:
@@ -113,8 +112,6 @@ def ps(app: AppContext, as_json: bool, explain_pid: int | None) -> None:
 
 
 def _show(app: AppContext, cfg, samples, as_json: bool, explain_pid: int | None) -> None:
-    from gpm.classify.live import Classifier
-
     clf = Classifier(cfg)
     results = clf.enrich(samples)
     if explain_pid is not None:

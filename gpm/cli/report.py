@@ -11,7 +11,19 @@ import click
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import time_range_options
 from gpm.cli.pager import echo_paged
+from gpm.errors import EXIT_USAGE, GpmError
+from gpm.gpu.model import now_ms as clock
+from gpm.humanize import terminal_size
+from gpm.locks import exclusive_lock, lock_path
+from gpm.outfile import check_output, write_atomic
+from gpm.report.build import Report
+from gpm.report.cost import Pricing, add_pricing
+from gpm.report.html import render_html
+from gpm.report.make import make_report
+from gpm.report.period import Period, check_timezone, fill_week, resolve_period
+from gpm.report.render import render
 from gpm.report.sections import SECTIONS
+from gpm.report.summaries import make_trend, save_week, week_period
 
 
 NOTHING_YET = """\
@@ -31,10 +43,12 @@ Then run `gpm report` again.
               help="Only this host (repeatable). Default: every host in the database and archive.")
 @click.option("--gpu", "gpus", multiple=True, metavar="INDEX|UUID",
               help="Only this GPU, by index or UUID prefix (repeatable).")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "csv"]), default="text",
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "csv", "html"]), default="text",
               show_default=True,
               help="text: tables in human units for a terminal; markdown; json: every figure in machine "
-                   "units (seconds, bytes, joules) with stable keys; csv: one section (--section).")
+                   "units (seconds, bytes, joules) with stable keys; csv: one section (--section); "
+                   "html: one self-contained page of charts and their numbers, no script, nothing "
+                   "fetched (-o week.html).")
 @click.option("--section", "sections", multiple=True, type=click.Choice(SECTIONS), metavar="SECTION",
               help=f"Only these sections (repeatable): {', '.join(SECTIONS)}; csv prints exactly one "
                    "(default: gpus).")
@@ -59,7 +73,10 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     utilization, temperature, memory, energy and throttling, a per-day strip,
     the workload mix (GPU time and energy per process category), games, LLM
     requests per model (tokens, tokens/s, TTFT, TPOT, errors, joules per
-    generated token), models loaded (VRAM) and the top processes.
+    generated token), models loaded (VRAM) and the top processes. With
+    [report] electricity_price_per_kwh or carbon_intensity_g_per_kwh set,
+    "Cost and CO2" prices the energy (money, grams of CO2).
+    --format html makes it one page of charts with their numbers.
 
     The range defaults to the last 7 days up to now. Times follow one rule
     in every command: a date or datetime without a zone is local time
@@ -80,14 +97,6 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     Exit codes: 0 ok; 1 error (e.g. unreadable archive); 2 usage or config
     error (e.g. a bad --since); 75 another `gpm report --output` is running.
     """
-    from gpm.errors import EXIT_USAGE, GpmError
-    from gpm.gpu.model import now_ms as clock
-    from gpm.humanize import terminal_size
-    from gpm.outfile import check_output
-    from gpm.report.make import make_report
-    from gpm.report.period import check_timezone, fill_week, resolve_period
-    from gpm.report.render import render
-
     tz_warning = check_timezone()
     if tz_warning:
         app.warn(tz_warning)
@@ -119,12 +128,7 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
                            progress=_progress_bar if not app.quiet and sys.stderr.isatty() else None)
 
     def run() -> str:
-        from gpm.report.summaries import make_trend, save_week, week_period
-
         if weeks:
-            from gpm.report.build import Report
-            from gpm.report.period import Period
-
             trend = make_trend(conn, weeks, now, hosts, compute)
             first, last = week_period(trend[0]["iso_week"]), week_period(trend[-1]["iso_week"])
             period = Period(first.since_ms, last.until_ms, f"last {weeks} weeks")
@@ -135,6 +139,9 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
                 return NOTHING_YET.format(db=db_path)
             if not gpus:
                 save_week(conn, rep)
+        _price(rep, cfg, sections)
+        if fmt == "html":
+            return render_html(rep, tuple(sections))
         color = (fmt == "text" and output is None and sys.stdout.isatty()
                  and "NO_COLOR" not in os.environ)
         return render(rep, fmt, tuple(sections), color=color, width=width)
@@ -147,8 +154,6 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
             else:
                 click.echo(text, nl=False)
             return
-        from gpm.locks import exclusive_lock, lock_path
-        from gpm.outfile import write_atomic
 
         # Another run writing a report gives up at once: the next timer run follows soon.
         with exclusive_lock(lock_path(db_path, "report"), job="report", wait_secs=0):
@@ -156,6 +161,16 @@ def report(app: AppContext, week, since, until, hosts, gpus, fmt, sections, week
     finally:
         conn.close()
 
+
+def _price(rep, cfg, sections: tuple[str, ...]) -> None:
+    """Cost and CO2 from the [report] prices, after the week was stored (prices are not history)."""
+    pricing = Pricing.of(cfg["report.electricity_price_per_kwh"], cfg["report.currency"],
+                         cfg["report.carbon_intensity_g_per_kwh"])
+    if pricing is not None:
+        add_pricing(rep, pricing)
+    elif "cost" in sections:
+        rep.omitted["cost"] = ("no [report] electricity_price_per_kwh or carbon_intensity_g_per_kwh "
+                               "in the configuration")
 
 
 def _progress_bar(total: int):

@@ -13,8 +13,14 @@ import click
 
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED
+from gpm.gpu.model import now_ms
 from gpm.humanize import terminal_size
 from gpm.outfile import check_output
+from gpm.sampling import Sampler
+from gpm.schedule import Stopper, ticks
+from gpm.store.reductions import refresh
+from gpm.telemetry.prometheus import write_textfile
+from gpm.telemetry.state import MetricsState
 from gpm.view import History, frame, sample_table
 
 
@@ -48,9 +54,6 @@ HIDE_CURSOR, SHOW_CURSOR = "\x1b[?25l", "\x1b[?25h"
 
 
 def _write_textfile(path: str, sampler, samples, duration_seconds: float) -> None:
-    from gpm.telemetry.prometheus import write_textfile
-    from gpm.telemetry.state import MetricsState
-
     state = MetricsState(sampler.host)
     state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=duration_seconds)
     write_textfile(path, state.snapshot(), per_process=sampler.cfg["telemetry.per_process"])
@@ -60,9 +63,6 @@ def _reduce_closed_hours(app: AppContext, conn, cfg) -> None:
     """Keep `gpm report`'s hourly reductions current: one indexed query
     unless an hour closed since the last run (then that hour's rows, a few
     hundred under cron, are reduced). A failure here never fails the sample."""
-    from gpm.gpu.model import now_ms
-    from gpm.store.reductions import refresh
-
     try:
         refresh(conn, cfg["report.busy_threshold_percent"], now_ms=now_ms(), max_hours=REDUCE_HOURS_PER_RUN)
     except sqlite3.Error as err:
@@ -108,9 +108,6 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
     Exit codes: 0 ok; 1 a GPU failed to read (the others are stored) or
     another error; 2 usage or config error; 69 no GPU backend could be opened.
     """
-    from gpm.sampling import Sampler
-    from gpm.schedule import Stopper, ticks
-
     count = _repetition(count, interval, follow)
     if textfile:
         check_output(Path(textfile), "--textfile")  # before sampling, not after the first sample

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import click
 
+from gpm.addresses import parse_listen
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
+from gpm.sampling import Sampler
+from gpm.schedule import Stopper
+from gpm.telemetry.alerts_feed import DbAlertFeed
+from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
+from gpm.telemetry.otlp import OtlpMetrics
+from gpm.telemetry.server import MetricsServer
+from gpm.telemetry.state import MetricsState, ScrapeRefresher
 
 log = logging.getLogger("gpm.telemetry")
 
@@ -44,8 +53,8 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     GPUs are read at scrape time (NVML, or nvidia-smi as a fallback), at most
     once per --cache-secs however many servers scrape. Processes are summed
     per category (gpm_category_*); LLM request totals come from the recording
-    proxy's llm_requests table; gpm_collector_success{collector} says which
-    sources worked. `/` links to /metrics; other paths are 404.
+    proxy's llm_requests table, gpm_alerts_firing from gpm's alerts table;
+    gpm_collector_success{collector} says which sources worked. `/` links to /metrics; other paths are 404.
 
     With --otlp the same state is also pushed to an OpenTelemetry receiver
     with semantic-convention names (hw.gpu.*, hw.power, hw.energy,
@@ -58,11 +67,6 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     Exit codes: 0 stopped by a signal; 1 cannot listen on ADDR or another
     error; 2 usage or config error.
     """
-    from gpm.config import parse_listen
-    from gpm.sampling import Sampler
-    from gpm.schedule import Stopper
-    from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
-    from gpm.telemetry.state import MetricsState, ScrapeRefresher
 
     cfg = app.config({
         "telemetry.metrics_listen": (listen, "--listen"),
@@ -82,26 +86,18 @@ def serve_metrics(app: AppContext, listen, per_process, cache_secs, poll_ollama,
     poll_llm = DbRequestFeed(cfg.db_path, state.llm).poll  # the database may appear later
     ollama = None
     if cfg["ollama.enabled"]:
-        url, timeout = cfg["ollama.api_url"], cfg["ollama.timeout_secs"]
-
-        def ollama() -> list:
-            return fetch_loaded_models(url, timeout)
-
+        ollama = functools.partial(fetch_loaded_models, cfg["ollama.api_url"], cfg["ollama.timeout_secs"])
     state.refresher = ScrapeRefresher(
         sampler, cache_secs=cfg["telemetry.scrape_cache_secs"], retry_secs=cfg["gpu.nvml_retry_secs"],
-        poll_ollama=ollama, poll_llm=poll_llm)
+        poll_ollama=ollama, poll_llm=poll_llm, poll_alerts=DbAlertFeed(cfg.db_path, cfg.hostname).poll)
 
     server = exporter = None
     try:
         if not no_prometheus:
-            from gpm.telemetry.server import MetricsServer
-
             host, port = parse_listen(cfg["telemetry.metrics_listen"])
             server = MetricsServer(state, host, port, per_process=cfg["telemetry.per_process"]).start()
             _note(app, f"serving metrics on {server.url}")
         if use_otlp:
-            from gpm.telemetry.otlp import OtlpMetrics
-
             exporter = OtlpMetrics(state, endpoint=cfg["telemetry.otlp_endpoint"],
                                    protocol=cfg["telemetry.otlp_protocol"],
                                    interval_secs=cfg["telemetry.export_interval_secs"]).start()

@@ -13,22 +13,20 @@ is the ``ollama_down`` rule's value.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from gpm.alerts.conditions import ollama_observation, stall_observations
 from gpm.alerts.engine import AlertEngine
 from gpm.alerts.sinks import Sink, tell
+from gpm.daemon.job_context import JobContext
 from gpm.daemon.scheduler import PeriodicJob
 from gpm.gpu.model import now_ms
 from gpm.llm.sessions import PollResult
 from gpm.store.alerts import last_sample_ms
 from gpm.store.db import FollowedDb, write
 
-if TYPE_CHECKING:  # jobs.py registers these jobs
-    from gpm.daemon.jobs import JobContext
 
-
-def stall_watch_job(ctx: "JobContext") -> PeriodicJob:
+def stall_watch_job(ctx: JobContext) -> PeriodicJob:
     cfg = ctx.cfg
     engine = AlertEngine.from_config(cfg)
     db = FollowedDb(cfg.db_path, cfg["storage.busy_timeout_secs"])
@@ -52,7 +50,7 @@ def stall_watch_job(ctx: "JobContext") -> PeriodicJob:
     return PeriodicJob("stall-watch", run, cfg["service.poll_interval_secs"], close=db.close)
 
 
-def ollama_alerts(ctx: "JobContext", conn, api_url: str) -> Callable[[PollResult], None] | None:
+def ollama_alerts(ctx: JobContext, conn, api_url: str) -> Callable[[PollResult], None] | None:
     """The watcher's ``on_poll``: the ``ollama_down`` rule over each poll (None when it is off)."""
     engine = AlertEngine.from_config(ctx.cfg)
     if not engine.enabled("ollama_down"):

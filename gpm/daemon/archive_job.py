@@ -1,4 +1,4 @@
-"""The daemon's archive job: ``gpm archive`` as a child process (#12.12)."""
+"""The daemon's archive job: ``gpm archive`` as a child process, ended with the daemon."""
 
 from __future__ import annotations
 
@@ -10,18 +10,14 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
+from gpm.daemon.job_context import JobContext
 from gpm.daemon.logs import job_logger
 from gpm.daemon.scheduler import PeriodicJob
 from gpm.errors import EXIT_FAILURE, EXIT_LOCKED, GpmError
-
-if TYPE_CHECKING:  # jobs.py registers this job
-    from gpm.daemon.jobs import JobContext
+from gpm.store.db import connect
 
 ARCHIVE_FIRST_DELAY_SECS = 10.0  # let sampling settle, then archive what a restart left behind
-
-
 ARCHIVE_STOP_WAIT_SECS = 1.0  # SIGTERM to SIGKILL for the archive child, inside the daemon's STOP_BUDGET_SECS
 
 
@@ -42,7 +38,7 @@ class ArchiveJob:
     back from the manifest, and the log says that, not a guess.
     """
 
-    ctx: "JobContext"
+    ctx: JobContext
     log: logging.Logger = field(default_factory=lambda: job_logger("archive"))
     proc: subprocess.Popen | None = None
     stopping: bool = False
@@ -96,8 +92,6 @@ class ArchiveJob:
 
     def _manifest(self, after_id: int) -> tuple[int, int, int]:
         """(part files, rows, last id) of the manifest entries after ``after_id``."""
-        from gpm.store.db import connect
-
         try:
             conn = connect(self.ctx.cfg.db_path, readonly=True)
         except GpmError:  # no database yet
@@ -124,7 +118,7 @@ class ArchiveJob:
                           "for the next run", done)
 
 
-def archive_job(ctx: "JobContext") -> PeriodicJob:
+def archive_job(ctx: JobContext) -> PeriodicJob:
     job = ArchiveJob(ctx)
     return PeriodicJob("archive", job.run, ctx.cfg["storage.archive_interval_secs"],
                        first_delay_secs=ARCHIVE_FIRST_DELAY_SECS, interrupt=job.interrupt)

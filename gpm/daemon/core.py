@@ -17,7 +17,8 @@ from typing import Callable
 
 from gpm import __version__
 from gpm.config import Config
-from gpm.daemon.jobs import JOB_KINDS, JobContext, JobKind, Shared
+from gpm.daemon.job_context import JobContext, Shared
+from gpm.daemon.jobs import JOB_KINDS, JobKind
 from gpm.daemon.notify import Notifier
 from gpm.daemon.scheduler import Runner
 from gpm.errors import GpmError

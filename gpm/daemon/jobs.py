@@ -19,46 +19,34 @@ rebuilds the job; flipping ``enabled_by`` starts or stops it.
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
-from gpm.alerts.sinks import Sink, default_sinks
-from gpm.alerts.sampled import SampleAlerts
+from gpm.addresses import parse_listen
 from gpm.config import Config
 from gpm.daemon.alert_jobs import ollama_alerts, stall_watch_job
 from gpm.daemon.archive_job import ARCHIVE_FIRST_DELAY_SECS, archive_job
+from gpm.daemon.job_context import JobContext
 from gpm.daemon.logs import job_logger
+from gpm.daemon.sampling_job import sampling_job
 from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
-from gpm.errors import GpmError, NoBackendError
+from gpm.errors import GpmError
+from gpm.gpu.model import now_ms
+from gpm.llm.proxy import RecordingProxy
+from gpm.llm.sessions import OllamaWatcher
+from gpm.store.db import FollowedDb, open_db
+from gpm.store.llm import RequestLog, SessionLog
+from gpm.store.reductions import refresh
+from gpm.telemetry.alerts_feed import DbAlertFeed
 from gpm.telemetry.llm import DbRequestFeed, LoadedModel
-from gpm.telemetry.state import MetricsState, collector_name
-
-
-@dataclass
-class Shared:
-    """What jobs share for the daemon's whole life, owned by the daemon."""
-
-    metrics: MetricsState | None = None  # the exporters' state: the sampling job publishes into it
-    alert_sinks: list[Sink] = field(default_factory=default_sinks)  # where every job's alert events go
-
-
-@dataclass
-class JobContext:
-    """What a job factory gets: the configuration and a way to report state.
-
-    ``set_status(job, text)`` feeds systemd's STATUS= line; ``mark_ready()``
-    tells the daemon sampling works (systemd READY=1); ``shared`` is one
-    ``Shared`` for the daemon's whole life.
-    """
-
-    cfg: Config
-    set_status: Callable[[str, str], None] = lambda job, text: None
-    mark_ready: Callable[[], None] = lambda: None
-    shared: Shared = field(default_factory=Shared)
+from gpm.telemetry.otlp import OtlpMetrics
+from gpm.telemetry.proxy_hooks import ProxyHooks
+from gpm.telemetry.server import MetricsServer
+from gpm.telemetry.state import MetricsState
+from gpm.telemetry.tracing import ProxyTracer
 
 
 @dataclass(frozen=True)
@@ -84,146 +72,6 @@ class JobKind:
         ]
 
 
-@dataclass
-class SamplingJob:
-    """``gpm sample`` in a loop: one ``Sampler`` (NVML kept open) for the job's life.
-
-    With no GPU backend (driver not loaded yet at boot, or no GPU at all) it
-    logs the reason once and tries again every ``[gpu] nvml_retry_secs``
-    while the other jobs go on. A database that cannot take a sample (disk
-    full, read-only, locked, corrupt) is logged once too, and sampling goes
-    on at its interval, so storing resumes by itself at the first sample
-    after the fault is gone (#12.1); a database deleted or replaced under
-    it is followed (#12.5).
-    """
-
-    ctx: JobContext
-    log: logging.Logger = field(default_factory=lambda: job_logger("sample"))
-    sampler: object = None
-    db: object = None  # gpm.store.db.FollowedDb
-    no_gpu_reason: str | None = None
-    store_problem: str | None = None
-    read_error: str | None = None
-    reported: dict[int, str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        from gpm.sampling import Sampler
-        from gpm.store.db import FollowedDb
-
-        self.db = FollowedDb(self.ctx.cfg.db_path, self.ctx.cfg["storage.busy_timeout_secs"])
-        cfg = self.ctx.cfg
-        self.sampler = Sampler(cfg, conn=self.db.conn, watch_xid=True, alert_sinks=self.ctx.shared.alert_sinks,
-                               alerts=SampleAlerts.from_config(cfg, interval_secs=cfg["service.poll_interval_secs"]))
-
-    def run(self) -> float | None:
-        cfg = self.ctx.cfg
-        sampler = self.sampler
-        if sampler.reader is None:
-            try:
-                sampler.open()
-            except NoBackendError as err:
-                retry = cfg["gpu.nvml_retry_secs"]
-                state = self.ctx.shared.metrics
-                if state is not None:
-                    state.forget_gpus()
-                    state.publish_collector("nvml", False, 0.0, str(err))
-                if str(err) != self.no_gpu_reason:
-                    self.log.warning("%s; retrying every %g s", err, retry)
-                    self.no_gpu_reason = str(err)
-                    self.ctx.set_status("sample", f"waiting for a GPU ({err})")
-                self.ctx.mark_ready()
-                return retry
-            if self.no_gpu_reason is not None:
-                self.log.info("GPU backend available now")
-            self.no_gpu_reason = None
-        t0 = time.perf_counter()
-        try:
-            samples = sampler.sample(store=False)
-        except NoBackendError as err:
-            # The backend opened but this read failed (nvidia-smi hung, failed
-            # or printed garbage): a GPU fault, said once and retried at the
-            # poll interval, not a job failure backed off for minutes (#12.3).
-            state = self.ctx.shared.metrics
-            if state is not None:
-                state.forget_gpus()
-                state.publish_collector(collector_name(sampler.reader.source), False, 0.0, str(err))
-            sampler.close()
-            if str(err) != self.read_error:
-                self.log.warning("GPUs not read: %s; retrying every %g s", err, cfg["service.poll_interval_secs"])
-                self.read_error = str(err)
-                self.ctx.set_status("sample", f"GPUs not read ({err})")
-            self.ctx.mark_ready()
-            return None
-        except Exception:
-            sampler.close()  # reopen the backend on the next try
-            raise
-        if self.read_error is not None:
-            self.log.info("GPUs read again")
-            self.read_error = None
-        sampler.alerts.interval_secs = cfg["service.poll_interval_secs"]  # SIGHUP changes it in place
-        if samples and self._store(samples):
-            self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
-                           samples[0].ts_ms)
-        state = self.ctx.shared.metrics
-        if state is not None:
-            state.publish_gpus(samples, source=sampler.reader.source, duration_seconds=time.perf_counter() - t0)
-        self._report(samples, sampler.reader.source)
-        self.ctx.mark_ready()
-        return None
-
-    def _store(self, samples) -> bool:
-        """Store one sample; a database fault is logged once (not once per
-        sample) and does not stop sampling. False: not stored."""
-        from gpm.store.db import database_error
-
-        try:
-            moved = self.db.check()
-            if moved is not None:
-                self.log.warning("%s", moved)
-                self.sampler.use(self.db.conn)
-            self.sampler.store(samples)
-        except (sqlite3.Error, OSError, GpmError) as err:
-            problem = err if isinstance(err, GpmError) else database_error(self.db.path, err,
-                                                                              busy_timeout=self.db.busy_timeout)
-            if problem is None:
-                raise  # not the database's state: a bug, for the runner to report
-            if str(problem) != self.store_problem:
-                self.log.error("samples not stored: %s; sampling goes on and storing resumes by itself",
-                               problem)
-                self.store_problem = str(problem)
-            return False
-        if self.store_problem is not None:
-            self.log.info("storing samples again in %s", self.db.path)
-            self.store_problem = None
-        return True
-
-    def _report(self, samples, source: str) -> None:
-        known = set(self.reported)
-        for s in samples:
-            if known and s.index not in known:
-                self.log.info("GPU %d (%s) is a new GPU: sampling it too", s.index, s.uuid or s.name or "?")
-            if self.reported.get(s.index, "ok") != s.status:
-                if s.ok:
-                    self.log.info("GPU %d (%s) reads again", s.index, s.uuid or s.name or "?")
-                else:
-                    self.log.warning("GPU %d (%s) failed: %s", s.index, s.uuid or s.name or "?", s.status)
-            self.reported[s.index] = s.status
-        failed = sum(1 for s in samples if not s.ok)
-        interval = self.ctx.cfg["service.poll_interval_secs"]
-        text = f"sampling {len(samples)} GPU{'s' if len(samples) != 1 else ''} via {source} every {interval:g} s"
-        text += f", {failed} failing" if failed else ""
-        self.ctx.set_status("sample", text + (", NOT STORING (see the log)" if self.store_problem else ""))
-
-    def close(self) -> None:
-        self.sampler.close()
-        self.db.close()
-
-
-def sampling_job(ctx: JobContext) -> PeriodicJob:
-    job = SamplingJob(ctx)
-    return PeriodicJob("sample", job.run, ctx.cfg["service.poll_interval_secs"], close=job.close)
-
-
 REDUCE_INTERVAL_SECS = 60.0
 REDUCE_HOURS_PER_RUN = 24  # a backlog (a database from before the reductions) is taken a day per minute
 
@@ -232,10 +80,6 @@ def reduce_job(ctx: JobContext) -> PeriodicJob:
     """Keep `gpm report`'s per-minute reductions current (``gpm.store.reductions``):
     each minute, reduce the hours that closed since the last run, in this
     job's own thread so the sampling tick never waits for it."""
-    from gpm.gpu.model import now_ms
-    from gpm.store.db import FollowedDb
-    from gpm.store.reductions import refresh
-
     cfg = ctx.cfg
     db = FollowedDb(cfg.db_path, cfg["storage.busy_timeout_secs"])  # reduces the database the samples go to, even a new one (#12.5)
     log = job_logger("reduce")
@@ -253,10 +97,6 @@ def reduce_job(ctx: JobContext) -> PeriodicJob:
 
 def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
     """``gpm ollama-watch --follow``: poll /api/ps, record model sessions."""
-    from gpm.llm.sessions import OllamaWatcher
-    from gpm.store.db import open_db
-    from gpm.store.llm import SessionLog
-
     cfg = ctx.cfg
     conn = open_db(cfg.db_path)
     watcher = OllamaWatcher(cfg["ollama.api_url"], SessionLog(conn, cfg["ollama.api_url"], cfg.hostname),
@@ -285,22 +125,13 @@ def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
     Binding happens when the service opens, so an address in use is a failure
     the scheduler retries with back-off, not a daemon that will not start.
     """
-    from gpm.config import parse_listen
-
     cfg = ctx.cfg
     listen = parse_listen(cfg["ollama.proxy_listen"])
     log = job_logger("ollama-proxy")
 
     def open_() -> Callable[[], None]:
-        from gpm.llm.proxy import RecordingProxy
-        from gpm.store.db import open_db
-        from gpm.store.llm import RequestLog
-
         hooks = tracer = None
         if cfg["telemetry.enable_opentelemetry"]:  # a span per proxied request
-            from gpm.telemetry.proxy_hooks import ProxyHooks
-            from gpm.telemetry.tracing import ProxyTracer
-
             tracer = ProxyTracer(cfg.hostname, endpoint=cfg["telemetry.otlp_endpoint"],
                                  protocol=cfg["telemetry.otlp_protocol"]).start()
             hooks = ProxyHooks(tracer=tracer, upstream_url=cfg["ollama.api_url"])
@@ -330,14 +161,15 @@ def ollama_proxy_job(ctx: JobContext) -> ServiceJob:
 def _metrics_state(ctx: JobContext):
     """The one state both exporters read and the sampling job feeds.
 
-    Between scrapes nothing polls: new proxied requests are read from the
-    database when an exporter asks, at most every [telemetry] scrape_cache_secs.
+    Between scrapes nothing polls: new proxied requests and firing alerts are
+    read from the database when an exporter asks, at most every [telemetry] scrape_cache_secs.
     """
     state = ctx.shared.metrics
     if state is None:
         cfg = ctx.cfg
         state = MetricsState(cfg.hostname)
         feed = DbRequestFeed(cfg.db_path, state.llm)
+        alerts = DbAlertFeed(cfg.db_path, cfg.hostname)
         last = [float("-inf")]
         lock = threading.Lock()
 
@@ -351,6 +183,7 @@ def _metrics_state(ctx: JobContext):
                     feed.poll()
                 except sqlite3.Error as err:
                     job_logger("telemetry").warning("cannot read LLM requests: %s", err)
+                state.refresh_alerts(alerts.poll)
 
         state.refresher = refresh
         ctx.shared.metrics = state
@@ -359,15 +192,11 @@ def _metrics_state(ctx: JobContext):
 
 def prometheus_job(ctx: JobContext) -> ServiceJob:
     """``gpm serve-metrics``'s endpoint, serving what the daemon sampled."""
-    from gpm.config import parse_listen
-
     cfg = ctx.cfg
     state = _metrics_state(ctx)
     host, port = parse_listen(cfg["telemetry.metrics_listen"])
 
     def open_() -> Callable[[], None]:
-        from gpm.telemetry.server import MetricsServer
-
         server = MetricsServer(state, host, port, per_process=cfg["telemetry.per_process"]).start()
         job_logger("prometheus").info("serving metrics on %s", server.url)
         return server.stop
@@ -381,8 +210,6 @@ def otlp_job(ctx: JobContext) -> ServiceJob:
     state = _metrics_state(ctx)
 
     def open_() -> Callable[[], None]:
-        from gpm.telemetry.otlp import OtlpMetrics
-
         exporter = OtlpMetrics(state, endpoint=cfg["telemetry.otlp_endpoint"],
                                protocol=cfg["telemetry.otlp_protocol"],
                                interval_secs=cfg["telemetry.export_interval_secs"]).start()

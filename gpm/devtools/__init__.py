@@ -1,4 +1,5 @@
-"""Tools that produce gpm's generated files (``completions/``, ``man/``).
+"""gpm's command tree rendered as shell completions and man pages.
 
-``python -m gpm.devtools.generate`` regenerates both from the Click app.
+``gpm install completions|man`` installs them; ``python tools/generate.py``
+writes them into the checkout's ``completions/`` and ``man/``.
 """

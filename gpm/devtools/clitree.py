@@ -117,11 +117,9 @@ def inspect_help(cmd: click.Command) -> str:
     return inspect.cleandoc(cmd.help or "")
 
 
-def load() -> Command:
-    """The whole gpm command tree (imports every subcommand's module)."""
-    from gpm.cli import cli
-
-    return _command(cli, [], None, "a GPU and local-LLM monitor")
+def load(root: click.Group) -> Command:
+    """The whole command tree under ``root``, gpm's root group (``gpm.cli.cli``)."""
+    return _command(root, [], None, "a GPU and local-LLM monitor")
 
 
 def paragraphs(help_text: str) -> list[tuple[bool, str]]:

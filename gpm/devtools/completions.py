@@ -14,7 +14,7 @@ import shlex
 
 from gpm.devtools.clitree import Command, Param
 
-HEADER = "Generated from the Click app by `python -m gpm.devtools.generate`; do not edit."
+HEADER = "Generated from the Click app by `python tools/generate.py`; do not edit."
 
 GPUS_SH = ("{ n=$(ls /proc/driver/nvidia/gpus 2>/dev/null | wc -l); "
            "if [ \"$n\" -gt 0 ]; then seq 0 $((n - 1)); "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from gpm import __version__
+from gpm.config import KEYS, SECTIONS
 from gpm.devtools.clitree import Command, Param, paragraphs
 from gpm.devtools.examples import EXAMPLES
 from gpm.errors import EXIT_CODES
@@ -82,8 +83,6 @@ def _option(p: Param) -> list[str]:
 
 def _config_keys(text: str) -> list[str]:
     """Dotted config keys named in help text as ``[section] key`` (or ``key, key``)."""
-    from gpm.config import SECTIONS
-
     found: list[str] = []
     for match in re.finditer(r"\[(\w+)\]([^\[).;]*)", text):
         section, tail = match.group(1), match.group(2)
@@ -96,8 +95,6 @@ def _config_keys(text: str) -> list[str]:
 
 
 def _environment(cmd: Command) -> list[str]:
-    from gpm.config import KEYS
-
     entries = list(COMMON_ENVIRONMENT)
     if cmd.path:
         entries += COMMAND_ENVIRONMENT.get(cmd.path[0], [])
@@ -154,7 +151,7 @@ def page_name(cmd: Command) -> str:
 def man_page(cmd: Command, root: Command, examples: dict[str, list[tuple[str, str]]], date: str) -> str:
     name = page_name(cmd)
     lines = [
-        ".\\\" Generated from the Click help by `python -m gpm.devtools.generate`; do not edit.",
+        ".\\\" Generated from the Click help by `python tools/generate.py`; do not edit.",
         f'.TH {name.upper()} 1 {date} "gpm {__version__}" "gpm manual"',
         ".SH NAME",
         f"{escape(name)} \\- {escape(cmd.short_help.rstrip('.'))}",

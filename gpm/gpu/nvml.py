@@ -9,6 +9,9 @@ Design, after gpustat and nvitop:
   failed, with the reason in ``status``, while the other GPUs are still read.
 - Static facts (name, uuid, bus id, serial, versions) are read once per
   ``open()``; each sample re-reads only what changes.
+- ``pynvml`` is imported inside the functions that use it: loading it is a
+  start-up cost that ``gpm --help``, ``gpm report`` and the commands that
+  never read a GPU do not pay.
 - With ``watch_xid`` (the daemon: events need a process that stays), every
   GPU is registered for critical Xid events and each read drains them
   without waiting into ``GpuSample.xid_errors`` (#15).
@@ -16,49 +19,65 @@ Design, after gpustat and nvitop:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
-
-import pynvml
+from typing import TYPE_CHECKING
 
 from gpm.errors import NoBackendError
 from gpm.gpu.model import GpuProcess, GpuSample, now_ms
 
-# Errors that mean "this field is not available here": the field becomes None.
-_FIELD_UNAVAILABLE = {
-    pynvml.NVML_ERROR_NOT_SUPPORTED,
-    pynvml.NVML_ERROR_NO_PERMISSION,
-    pynvml.NVML_ERROR_NOT_FOUND,
-    pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
-    pynvml.NVML_ERROR_INVALID_ARGUMENT,
-    pynvml.NVML_ERROR_NO_DATA,
-    getattr(pynvml, "NVML_ERROR_ARGUMENT_VERSION_MISMATCH", -1),
-}
+if TYPE_CHECKING:
+    import pynvml
 
 _ERROR_NAMES: dict[int, str] = {}  # filled on the first error: scanning pynvml's 2,000 names costs ~0.5 ms
 
-_INIT_REASONS = {
-    pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
-        "libnvidia-ml.so.1 not found: is the NVIDIA driver installed?",
-    pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
-        "NVIDIA driver not loaded (no /dev/nvidia*; is the kernel module loaded?)",
-    pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
-        "NVIDIA driver/library version mismatch: the kernel module and libnvidia-ml "
-        "differ (reboot after a driver upgrade)",
-    pynvml.NVML_ERROR_NO_PERMISSION:
-        "no permission to open the GPU (check access to /dev/nvidia*)",
-    pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES:
-        "could not allocate resources to initialise",
-    pynvml.NVML_ERROR_INSUFFICIENT_SIZE:
-        "answered 'Insufficient Size' at start-up: the driver's NVML is older than "
-        "nvidia-ml-py expects (upgrade the NVIDIA driver, or install an older nvidia-ml-py)",
-    pynvml.NVML_ERROR_UNKNOWN:
-        "answered 'Unknown Error' at start-up: the driver is in a bad state "
-        "(look for NVRM/Xid lines in `dmesg`; a reboot or GPU reset usually clears it)",
-}
+
+@functools.cache
+def _field_unavailable() -> frozenset[int]:
+    """Errors that mean "this field is not available here": the field becomes None."""
+    import pynvml
+
+    return frozenset({
+        pynvml.NVML_ERROR_NOT_SUPPORTED,
+        pynvml.NVML_ERROR_NO_PERMISSION,
+        pynvml.NVML_ERROR_NOT_FOUND,
+        pynvml.NVML_ERROR_FUNCTION_NOT_FOUND,
+        pynvml.NVML_ERROR_INVALID_ARGUMENT,
+        pynvml.NVML_ERROR_NO_DATA,
+        getattr(pynvml, "NVML_ERROR_ARGUMENT_VERSION_MISMATCH", -1),
+    })
+
+
+def _init_reason(err: pynvml.NVMLError) -> str:
+    """Why ``nvmlInit`` failed, in words a user can act on."""
+    import pynvml
+
+    reasons = {
+        pynvml.NVML_ERROR_LIBRARY_NOT_FOUND:
+            "libnvidia-ml.so.1 not found: is the NVIDIA driver installed?",
+        pynvml.NVML_ERROR_DRIVER_NOT_LOADED:
+            "NVIDIA driver not loaded (no /dev/nvidia*; is the kernel module loaded?)",
+        pynvml.NVML_ERROR_LIB_RM_VERSION_MISMATCH:
+            "NVIDIA driver/library version mismatch: the kernel module and libnvidia-ml "
+            "differ (reboot after a driver upgrade)",
+        pynvml.NVML_ERROR_NO_PERMISSION:
+            "no permission to open the GPU (check access to /dev/nvidia*)",
+        pynvml.NVML_ERROR_INSUFFICIENT_RESOURCES:
+            "could not allocate resources to initialise",
+        pynvml.NVML_ERROR_INSUFFICIENT_SIZE:
+            "answered 'Insufficient Size' at start-up: the driver's NVML is older than "
+            "nvidia-ml-py expects (upgrade the NVIDIA driver, or install an older nvidia-ml-py)",
+        pynvml.NVML_ERROR_UNKNOWN:
+            "answered 'Unknown Error' at start-up: the driver is in a bad state "
+            "(look for NVRM/Xid lines in `dmesg`; a reboot or GPU reset usually clears it)",
+    }
+    return reasons.get(err.value, f"failed to initialise: {err} ({error_name(err)}; see `nvidia-smi` and `dmesg`)")
 
 
 def error_name(err: pynvml.NVMLError) -> str:
     """``gpu_is_lost``, ``unknown_error``, ... for an NVML error."""
+    import pynvml
+
     if not _ERROR_NAMES:
         _ERROR_NAMES.update(
             (getattr(pynvml, name), name[len("NVML_ERROR_"):].lower())
@@ -77,10 +96,12 @@ class _GpuFailed(Exception):
 
 def _field(fn, *args):
     """Call an NVML getter; unsupported -> None; GPU trouble -> _GpuFailed."""
+    import pynvml
+
     try:
         return fn(*args)
     except pynvml.NVMLError as err:
-        if err.value in _FIELD_UNAVAILABLE:
+        if err.value in _field_unavailable():
             return None
         raise _GpuFailed(error_name(err)) from None
 
@@ -127,12 +148,12 @@ class NvmlReader:
     def open(self) -> "NvmlReader":
         if self._opened:
             return self
+        import pynvml
+
         try:
             pynvml.nvmlInit()
         except pynvml.NVMLError as err:
-            reason = _INIT_REASONS.get(
-                err.value, f"failed to initialise: {err} ({error_name(err)}; see `nvidia-smi` and `dmesg`)")
-            raise NoBackendError(reason) from None
+            raise NoBackendError(_init_reason(err)) from None
         except OSError as err:  # pragma: no cover - ctypes trouble
             raise NoBackendError(f"could not be loaded: {err}") from None
         self._opened = True
@@ -154,6 +175,8 @@ class NvmlReader:
     def _open_gpu(self, index: int, known: _Static | None = None) -> _Static:
         """Open GPU ``index``; a GPU that fails again keeps the identity ``known`` had,
         so its failed rows stay with that GPU instead of an anonymous ``index:N``."""
+        import pynvml
+
         try:
             handle = pynvml.nvmlDeviceGetHandleByIndex(index)
         except pynvml.NVMLError as err:
@@ -181,6 +204,8 @@ class NvmlReader:
         return len(self._gpus)
 
     def close(self) -> None:
+        import pynvml
+
         if self._events is not None:
             try:
                 pynvml.nvmlEventSetFree(self._events)
@@ -214,6 +239,8 @@ class NvmlReader:
         GPUs are registered as they are opened (a reopened GPU again); a GPU
         or driver without events (NOT_SUPPORTED) simply gives none.
         """
+        import pynvml
+
         try:
             if self._events is None:
                 self._events = pynvml.nvmlEventSetCreate()
@@ -245,6 +272,8 @@ class NvmlReader:
         that failed at its last read gets a fresh handle, so one that comes
         back (after a reset, a driver reload) reads again without a restart.
         """
+        import pynvml
+
         try:
             count = pynvml.nvmlDeviceGetCount()
         except pynvml.NVMLError:
@@ -258,6 +287,8 @@ class NvmlReader:
                 self._gpus[index] = self._open_gpu(index, known=gpu)
 
     def _read_gpu(self, gpu: _Static, ts: int, with_processes: bool) -> GpuSample:
+        import pynvml
+
         s = GpuSample(
             ts_ms=ts, index=gpu.index, source=self.source, uuid=gpu.uuid, name=gpu.name,
             pci_bus_id=gpu.pci_bus_id, serial=gpu.serial,
@@ -302,6 +333,8 @@ class NvmlReader:
 
     @staticmethod
     def _throttle(h) -> int | None:
+        import pynvml
+
         getter = getattr(pynvml, "nvmlDeviceGetCurrentClocksEventReasons", None)
         if getter is not None:
             mask = _field(getter, h)
@@ -311,6 +344,8 @@ class NvmlReader:
         return None if mask is None else int(mask)
 
     def _processes(self, gpu: _Static) -> list[GpuProcess]:
+        import pynvml
+
         h = gpu.handle
         found: dict[int, GpuProcess] = {}
         for kind, getter in (
@@ -332,6 +367,8 @@ class NvmlReader:
 
     @staticmethod
     def _process_utilization(gpu: _Static, found: dict[int, GpuProcess]) -> None:
+        import pynvml
+
         try:
             samples = pynvml.nvmlDeviceGetProcessUtilization(gpu.handle, gpu.last_process_ts)
         except pynvml.NVMLError as err:

@@ -7,6 +7,8 @@ from typing import Protocol
 from gpm.config import Config
 from gpm.errors import NoBackendError
 from gpm.gpu.model import GpuSample
+from gpm.gpu.nvml import NvmlReader
+from gpm.gpu.smi import SmiReader
 
 
 class GpuReader(Protocol):
@@ -31,8 +33,6 @@ def open_reader(cfg: Config, *, watch_xid: bool = False) -> GpuReader:
     reasons: list[str] = []
     if cfg["gpu.enable_nvml"]:
         try:
-            from gpm.gpu.nvml import NvmlReader
-
             return NvmlReader(watch_xid=watch_xid).open()
         except NoBackendError as err:
             reasons.append(backend_reason("NVML", err))
@@ -41,8 +41,6 @@ def open_reader(cfg: Config, *, watch_xid: bool = False) -> GpuReader:
     else:
         reasons.append("NVML: disabled by [gpu] enable_nvml")
     if cfg["gpu.fallback_to_nvidia_smi"]:
-        from gpm.gpu.smi import SmiReader
-
         try:
             return SmiReader(cfg["gpu.nvidia_smi_path"], cfg["gpu.nvidia_smi_timeout_secs"]).open()
         except NoBackendError as err:

@@ -34,6 +34,9 @@ recorded request is begun when it arrives, its W3C trace-context headers
 are replaced by the hooks' (with OTLP on: gpm's span, child of the caller's,
 becomes Ollama's parent) and it is finished with its row once the sink has
 it. The proxy itself never imports OpenTelemetry.
+
+Its parts: ``gpm.llm.request_body`` reads a client's body in pieces,
+``gpm.llm.exchange`` tracks each request in flight and notices hang-ups.
 """
 
 from __future__ import annotations
@@ -43,8 +46,6 @@ import http.client
 import itertools
 import json
 import logging
-import re
-import selectors
 import socket
 import threading
 import time
@@ -52,9 +53,12 @@ from typing import Any, Callable
 from urllib.parse import urlsplit
 
 from gpm.http_server import BoundedHTTPServer, Limits, PooledHandler, shutdown_socket as _shutdown
-from gpm.llm.client import Upstream, describe_error as _reason
 from gpm.jsontext import TooDeep
+from gpm.llm.client import Upstream, describe_error as _reason
+from gpm.llm.exchange import CLIENT_GONE, DisconnectWatcher, Exchange
 from gpm.llm.record import ExchangeRecorder, is_recorded
+from gpm.llm.request_body import (PIECE_BYTES, BadRequest, ClientGone, content_length, pieces_of, read_chunked,
+                                  read_length, take)
 
 log = logging.getLogger("gpm.llm.proxy")
 
@@ -65,7 +69,6 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
     "te", "trailer", "transfer-encoding", "upgrade",
 })
-PIECE_BYTES = 64 * 1024
 CONNECT_TIMEOUT_SECS = 10.0
 # A recorded request is parsed whole; a bigger one is forwarded unrecorded. 32 MiB keeps
 # the proxy under 100 MB however large the body (#12.7); a base64 image of 20 MB fits.
@@ -73,7 +76,6 @@ MAX_RECORDED_REQUEST_BYTES = 32 * 1024 * 1024
 WRITE_TIMEOUT_SECS = 600.0  # a client that stops reading its stream is let go after this long
 INTERRUPTED = "interrupted: gpm proxy stopped"
 _TRACE_HEADERS = frozenset({"traceparent", "tracestate"})  # W3C trace context: the hooks' replace them
-CLIENT_GONE = "client disconnected"
 
 
 def _hop_by_hop(headers) -> set[str]:
@@ -81,111 +83,6 @@ def _hop_by_hop(headers) -> set[str]:
     for value in headers.get_all("Connection") or []:
         names.update(token.strip().lower() for token in value.split(",") if token.strip())
     return names
-
-
-class _ClientGone(Exception):
-    pass
-
-
-class _BadRequest(Exception):
-    """The client sent something no server could serve: answered with ``status``."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-
-
-class Exchange:
-    """One request in flight: can be cancelled from another thread."""
-
-    def __init__(self, client_sock: socket.socket) -> None:
-        self.client_sock = client_sock
-        self.cancel_reason: str | None = None
-        self.recorder: ExchangeRecorder | None = None
-        self.hook = None  # the hooks' handle of a recorded request
-        self.recorded = False
-        self.complete = False  # Ollama's answer has been read whole: nothing left to cancel
-        self._upstream_sock: socket.socket | None = None
-        self._lock = threading.Lock()
-
-    def attach(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._upstream_sock = sock
-            cancelled = self.cancel_reason is not None
-        if cancelled:
-            _shutdown(sock)
-
-    def finished_upstream(self) -> None:
-        with self._lock:
-            self.complete = True
-
-    def cancel(self, reason: str) -> None:
-        with self._lock:
-            if self.complete:
-                return  # e.g. a client that closes right after the last byte
-            if self.cancel_reason is None:
-                self.cancel_reason = reason
-            sock = self._upstream_sock
-        if sock is not None:
-            _shutdown(sock)
-
-
-class DisconnectWatcher:
-    """One thread that notices clients hanging up while their request is in flight.
-
-    A blocked ``read()`` on Ollama's socket cannot see the client leave; an
-    epoll on every in-flight client socket can (it turns readable at EOF).
-    """
-
-    def __init__(self) -> None:
-        self._selector = selectors.DefaultSelector()
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="gpm-proxy-hangups", daemon=True)
-        self._thread.start()
-
-    def watch(self, exchange: Exchange) -> None:
-        with self._lock:
-            try:
-                self._selector.register(exchange.client_sock, selectors.EVENT_READ, exchange)
-            except (KeyError, ValueError, OSError):
-                pass
-
-    def unwatch(self, exchange: Exchange) -> None:
-        with self._lock:
-            try:
-                self._selector.unregister(exchange.client_sock)
-            except (KeyError, ValueError, OSError):
-                pass
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                empty = not self._selector.get_map()
-            if empty:
-                self._stop.wait(0.05)
-                continue
-            try:
-                events = self._selector.select(timeout=0.2)
-            except OSError:
-                continue
-            for key, _mask in events:
-                exchange: Exchange = key.data
-                try:
-                    gone = exchange.client_sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-                except BlockingIOError:
-                    continue
-                except OSError:
-                    gone = True
-                # Data (a pipelined request) is not a hang-up; stop watching either way.
-                self.unwatch(exchange)
-                if gone:
-                    exchange.cancel(CLIENT_GONE)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self._selector.close()
 
 
 class _Handler(PooledHandler):
@@ -206,78 +103,6 @@ class _Handler(PooledHandler):
         self.end_headers()
         return True
 
-
-_DIGITS = re.compile(rb"[0-9]+")
-_HEX = re.compile(rb"[0-9a-fA-F]+")
-
-
-def _content_length(headers) -> int | None:
-    """The body length the client announced, None without one; ``_BadRequest`` when it is no length."""
-    values = headers.get_all("Content-Length") or []
-    if not values:
-        return None
-    texts = {v.strip() for value in values for v in value.split(",")}
-    if len(texts) != 1 or not _DIGITS.fullmatch(next(iter(texts)).encode("latin-1", "replace")):
-        raise _BadRequest(400, f"bad Content-Length {', '.join(values)[:40]!r}: not a number of bytes")
-    return int(next(iter(texts)))
-
-
-def _read(rfile, reader):
-    """``reader(rfile)`` with a client that stalls or hangs up turned into our exceptions."""
-    try:
-        return reader(rfile)
-    except TimeoutError:
-        raise _BadRequest(408, "request body stalled (no bytes for the read timeout)") from None
-    except OSError:
-        raise _ClientGone() from None
-
-
-def _read_length(rfile, length: int):
-    """Yield a body of ``length`` bytes in pieces as it arrives."""
-    remaining = length
-    while remaining:
-        data = _read(rfile, lambda f: f.read(min(remaining, PIECE_BYTES)))
-        if not data:
-            raise _ClientGone()
-        remaining -= len(data)
-        yield data
-
-
-def _read_chunked(rfile):
-    """Yield the pieces of a chunked request body (trailers are dropped)."""
-    while True:
-        line = _read(rfile, lambda f: f.readline(1026))
-        if not line:
-            raise _ClientGone()
-        size_text = line.split(b";", 1)[0].strip()
-        if not _HEX.fullmatch(size_text) or len(size_text) > 15:
-            raise _BadRequest(400, f"bad chunk size {size_text[:20].decode('latin-1')!r} in the chunked body")
-        size = int(size_text, 16)
-        if size == 0:
-            for _ in range(100):
-                if _read(rfile, lambda f: f.readline(8194)) in (b"\r\n", b"\n", b""):
-                    return
-            raise _BadRequest(400, "more than 100 trailer lines after the chunked body")
-        yield from _read_length(rfile, size)
-        if _read(rfile, lambda f: f.readline(3)).strip():
-            raise _BadRequest(400, "chunk longer than its size in the chunked body")
-
-
-def _pieces(data: bytearray):
-    """``data`` in pieces, without a copy of the whole."""
-    view = memoryview(data)
-    for start in range(0, len(data), PIECE_BYTES):
-        yield bytes(view[start:start + PIECE_BYTES])
-
-
-def _take(pieces, limit: int) -> tuple[bytearray, bool]:
-    """Up to ``limit`` bytes of ``pieces`` (a bit more at most one piece); whether they ended."""
-    body = bytearray()
-    for piece in pieces:
-        body += piece
-        if len(body) > limit:
-            return body, False
-    return body, True
 
 
 class RecordingProxy:
@@ -406,10 +231,10 @@ class RecordingProxy:
         error: str | None = None
         try:
             error = self._exchange(h, exchange, t0, ts_ns)
-        except _ClientGone:
+        except ClientGone:
             error = CLIENT_GONE
             h.close_connection = True
-        except _BadRequest as bad:
+        except BadRequest as bad:
             log.info("%s: %s %s: %s (%d)", h.client_address[0], h.command, h.path[:200], bad, bad.status)
             h.close_connection = True  # what follows the bad part cannot be told from a request
             error = self._refuse(h, exchange, bad.status, f"gpm proxy: {bad}")
@@ -431,26 +256,26 @@ class RecordingProxy:
         headers = [(k, v) for k, v in h.headers.items() if k.lower() not in drop]
         coding = (h.headers.get("Transfer-Encoding") or "").strip().lower()
         if coding and coding != "chunked":
-            raise _BadRequest(501 if "chunked" not in coding else 400,
+            raise BadRequest(501 if "chunked" not in coding else 400,
                               f"Transfer-Encoding {coding[:40]!r} not supported (only chunked)")
         chunked_in = coding == "chunked"
-        length = None if chunked_in else _content_length(h.headers) or 0
-        body_iter = _read_chunked(h.rfile) if chunked_in else _read_length(h.rfile, length)
+        length = None if chunked_in else content_length(h.headers) or 0
+        body_iter = read_chunked(h.rfile) if chunked_in else read_length(h.rfile, length)
 
         body: bytearray | None = None
         if recorded:
             if length is not None and length > MAX_RECORDED_REQUEST_BYTES:
                 recorded = False
             else:
-                body, whole = _take(body_iter, MAX_RECORDED_REQUEST_BYTES)
+                body, whole = take(body_iter, MAX_RECORDED_REQUEST_BYTES)
                 if not whole:  # chunked and too big to record: stream it all, the part read first
-                    body_iter, body, recorded = itertools.chain(_pieces(body), body_iter), None, False
+                    body_iter, body, recorded = itertools.chain(pieces_of(body), body_iter), None, False
         if body is not None:
             try:
                 exchange.recorder = ExchangeRecorder(endpoint, body, t0=t0, ts_ms=ts_ns // 1_000_000,
                                                      host=self.host, store_prompts=self.store_prompts)
             except TooDeep:
-                raise _BadRequest(400, "request body is JSON nested too deeply to parse") from None
+                raise BadRequest(400, "request body is JSON nested too deeply to parse") from None
             if self.hooks is not None:
                 exchange.hook = self.hooks.begin(h.headers, start_ns=ts_ns)
                 trace = exchange.hook.forward_headers()
@@ -577,5 +402,5 @@ class RecordingProxy:
         try:
             h.wfile.write(data)
         except OSError:
-            raise _ClientGone() from None
+            raise ClientGone() from None
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from gpm.llm.client import LoadedModel, OllamaClient, OllamaUnavailable
+from gpm.schedule import Stopper, ticks
 
 log = logging.getLogger("gpm.llm")
 
@@ -87,8 +88,6 @@ class OllamaWatcher:
 
     def run(self) -> None:
         """Poll on a drift-free grid until ``stop()``."""
-        from gpm.schedule import Stopper, ticks
-
         stopper = Stopper()
         stopper.event = self._stop
         for _ in ticks(self.interval_secs, None, stopper):

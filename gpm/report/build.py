@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from gpm.report.hourly import hourly
 from gpm.report.rollup import MIN_GAP_SECS, SHARES, THROTTLING
 from gpm.report.period import Period, day_starts, local_date
 
@@ -62,6 +63,10 @@ class Report:
     first_samples: dict[str, int] = field(default_factory=dict)
     # Spans of a GPU's consecutive failed samples (gpm.report.failures)
     failures: list[dict] = field(default_factory=list)
+    # The [report] prices (gpm.report.cost), None when none is set: no money or CO2 figure then.
+    pricing: dict | None = None
+    # Each GPU's local hours (gpm.report.hourly); None over long ranges
+    hourly: dict | None = None
 
     def nothing_recorded(self) -> bool:
         """No GPU sample ever, nor any process run or LLM request in the range: a new database."""
@@ -298,6 +303,7 @@ def daily(frame: "pl.DataFrame", period: Period, energy_methods: dict[int, str |
             "busy_seconds": _r(r["busy_ms"] / 1000) if r else 0.0,
             "utilization_mean_percent": _r(_div(r["util_sum"], r["util_n"]), 2) if r else None,
             "energy_joules": _r(r["energy_j"]) if r and r["energy_n"] else None,
+            "category_energy_joules": {},  # filled by gpm.report.make from process runs
         })
     return out
 
@@ -348,4 +354,5 @@ def build_gpu_report(minutes: "pl.DataFrame", hist: "pl.DataFrame", period: Peri
     report.hosts, report.fleet = hosts_and_fleet(report.gpus, report.coverage)
     gid = {(host, uuid): i for host, uuid, i in gpus.select("host", "gpu_uuid", "gid").iter_rows()}
     report.days = daily(frame, period, {gid[(g["host"], g["gpu_uuid"])]: g["energy_method"] for g in report.gpus})
+    report.hourly = hourly(frame, gid, report.gpus, period)
     return report

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Callable
 
 from gpm.errors import EXIT_USAGE, GpmError
+from gpm.report import usage
 from gpm.report.build import Report, build_gpu_report
 from gpm.report.failures import failure_spans
 from gpm.report.period import Period
@@ -85,14 +86,14 @@ def make_report(*, conn: sqlite3.Connection | None, archive_dir: Path | None,
 def add_usage(report: Report, conn: sqlite3.Connection | None, archive_dir: Path | None,
               sel: Selection, own_host: str | None) -> None:
     """The sections on what used the GPUs; each one missing says why in ``report.omitted``."""
-    from gpm.report import usage
-
     runs = usage.process_runs(conn, archive_dir, sel, own_host)
     requests = usage.llm_requests(conn, archive_dir, sel, own_host)
     if runs is not None and not runs.is_empty():
         report.workload = usage.workload(runs)
         report.games = usage.games(runs)
         report.processes = usage.top_processes(runs)
+        for day, energy in zip(report.days, usage.category_energy_per_day(runs, report.days)):
+            day["category_energy_joules"] = energy
     if requests is not None and not requests.is_empty():
         report.llm = usage.llm_models(requests)
     sessions = usage.llm_sessions(conn, archive_dir, sel, own_host)

@@ -5,35 +5,27 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
-from dataclasses import dataclass
 from typing import Callable
 
-from gpm.humanize import Column, cut, display_width, fmt_bytes, short_gpu_name, table, visible
+from gpm.humanize import Column, cut, fmt_bytes, short_gpu_name, table, visible
 from gpm.report.build import METHOD_INTEGRATED, Report
-from gpm.report.rollup import THROTTLING
+from gpm.report.cells import HOST_IN_CELL, Durations, day_label, in_units, kwh, pct
+from gpm.report.cost import cost_notes, cost_table
+from gpm.report.layout import MAX_DAY_ROWS, alignment, day_strip, failure_lines, weeks, wrap
 from gpm.report.period import fmt_local, utc_iso
+from gpm.report.rollup import THROTTLING
 from gpm.report.sections import TITLES
 
 FORMATS = ("text", "markdown", "json", "csv")
-BLOCKS = "▁▂▃▄▅▆▇█"
 MAX_GAPS_SHOWN = 12
-# Beyond a month, the per-day table and strip show weeks (json and csv keep
-# every day); a strip wider than the terminal (STRIP_WIDTH in a file) wraps.
-MAX_DAY_ROWS = 31
-STRIP_WIDTH = 53
-STRIP_LABEL = 13
 # Text fits the terminal (#13.1): when a table is too wide, these columns give
 # way, first listed first; names, labels and reasons, never the numbers. A
 # (header, floor) stops at floor columns, to give way again after the others.
 GIVE_WAY: dict[str, tuple] = {
     "coverage": ("Host",), "gaps": ("Host",), "hosts": ("Host",), "gpus": ("Name",),
     "throttling": ("Why",), "trend": ("Top use",), "workload": ("Category",), "games": ("Game",),
-    "llm": ("Model",), "models": ("Model", "Host"), "processes": (("Label", 12), ("Program", 12), "Category", "Label", "Program"),
+    "llm": ("Model",), "models": ("Model", "Host"), "cost": ("What",), "processes": (("Label", 12), ("Program", 12), "Category", "Label", "Program"),
 }
-# A host name in a GPU's or a program's cell is cut before it, so that the
-# index or the program's name stays when the cell gives way.
-HOST_IN_CELL = 12
 INTEGRATED_NOTE = "* no energy counter: power integrated over the sampled time (gaps not counted)."
 LLM_NOTE = "* measured requests only: those whose GPU samples are in the database."
 LLM_LEGEND = "Tok/s, TTFT: median/95th percentile; TPOT: median; J/tok: per generated token."
@@ -45,75 +37,8 @@ UNKNOWN = "–"  # a count nobody reported (not zero)
 UNLIMITED = 1 << 30  # the width of a file: every cell whole
 
 
-def kwh(joules: float | None) -> str:
-    """Energy in kWh, or in Wh under 0.1 kWh (``46 Wh``, not ``0.05 kWh``),
-    with three significant digits at most (``1234 kWh``, not ``1234.00 kWh``:
-    a fleet's week fits its column)."""
-    if joules is None:
-        return "-"
-    wh = joules / 3600
-    if round(wh, 1) < 10:
-        return f"{wh:.1f} Wh"
-    if round(wh) < 100:
-        return f"{wh:.0f} Wh"
-    digits = 2 if round(wh / 1000, 2) < 10 else 1 if round(wh / 1000, 1) < 100 else 0
-    return f"{wh / 1000:.{digits}f} kWh"
-
-
-@dataclass(frozen=True)
-class Durations:
-    """A text cell with durations that take their column's unit (#13.8): ``text``
-    has one ``{}`` per value of ``seconds`` (None shows as ``-``)."""
-
-    text: str
-    seconds: tuple[float | None, ...]
-
-
 def _d(seconds: float | None) -> Durations:
     return Durations("{}", (seconds,))
-
-
-DURATION_UNITS = ((3600, "h"), (60, "min"), (1, "s"))
-
-
-def duration_unit(longest: float) -> tuple[int, str]:
-    """Hours once a column holds an hour or more, else minutes, else seconds."""
-    return next((size, name) for size, name in DURATION_UNITS if longest >= size or size == 1)
-
-
-def in_units(rows: list[list]) -> list[list]:
-    """Every ``Durations`` cell of a column in the one unit its longest value calls
-    for, so that ``28h 10m`` never stands beside ``4d 0h``."""
-    out = [list(r) for r in rows]
-    for col in range(len(out[0]) if out else 0):
-        values = [v for r in out if isinstance(r[col], Durations) for v in r[col].seconds if v is not None]
-        size, name = duration_unit(max(values, default=0))
-        digits = 0 if size == 1 else 1
-        for r in out:
-            if isinstance(r[col], Durations):
-                r[col] = r[col].text.format(*["-" if v is None else f"{v / size:.{digits}f} {name}"
-                                              for v in r[col].seconds])
-    return out
-
-
-def pct(x: float | None, digits: int = 0) -> str:
-    return "-" if x is None else f"{x:.{digits}f}%"
-
-
-def sparkline(values: list[float | None], top: float | None = None) -> str:
-    """One block per value, scaled to ``top`` (default: the largest); ``·`` = no data,
-    a space = nothing (zero), so that only a value above zero draws a block."""
-    known = [v for v in values if v is not None]
-    top = top if top is not None else (max(known) if known else 0)
-    out = []
-    for v in values:
-        if v is None:
-            out.append("·")
-        elif v <= 0 or top <= 0:
-            out.append(" ")
-        else:
-            out.append(BLOCKS[min(len(BLOCKS) - 1, max(0, round(v / top * (len(BLOCKS) - 1))))])
-    return "".join(out)
 
 
 # ---- json ---------------------------------------------------------------
@@ -132,6 +57,7 @@ def to_json_obj(report: Report) -> dict:
             "generated_ms": report.generated_ms,
             "busy_threshold_percent": report.busy_threshold_percent,
         },
+        **({"pricing": report.pricing} if report.pricing is not None else {}),
         "coverage": report.coverage,
         "hosts": report.hosts,
         "fleet": report.fleet,
@@ -143,6 +69,7 @@ def to_json_obj(report: Report) -> dict:
         "models": report.models,
         "processes": report.processes,
         "failures": report.failures,
+        "hourly": report.hourly,
         "omitted": report.omitted,
     }
     if report.trend is not None:
@@ -169,6 +96,8 @@ def rows_for(report: Report, section: str, human: bool) -> tuple[list[str], list
 
 def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[list]]:
     d = _d if human else (lambda s: s)
+    if section == "cost":
+        return cost_table(report, human)
     if section == "coverage":
         if human:
             return (["Host", "Sampled", "Coverage", "Gaps", "Gap time", "First sample", "Last sample"],
@@ -227,9 +156,9 @@ def _table(report: Report, section: str, human: bool) -> tuple[list[str], list[l
         if human:
             weekly = len(report.days) > MAX_DAY_ROWS
             return (["Week" if weekly else "Day", "GPU time", "GPU-busy", "Util", "Energy"],
-                    [[x["week"] if weekly else _day(x["date"]), d(x["sampled_seconds"]), d(x["busy_seconds"]),
+                    [[x["week"] if weekly else day_label(x["date"]), d(x["sampled_seconds"]), d(x["busy_seconds"]),
                       pct(x["utilization_mean_percent"]), kwh(x["energy_joules"])]
-                     for x in (_weeks(report.days) if weekly else report.days)])
+                     for x in (weeks(report.days) if weekly else report.days)])
         keys = ["date", "start_ms", "end_ms", "sampled_seconds", "busy_seconds", "utilization_mean_percent",
                 "energy_joules"]
         return keys, [[x[k] for k in keys] for x in report.days]
@@ -357,20 +286,16 @@ def _num(x: float | None) -> str:
     return "-" if x is None else f"{x:.0f}"
 
 
-def _day(iso_date: str) -> str:
-    from datetime import date
-
-    return date.fromisoformat(iso_date).strftime("%a %m-%d")
-
-
 # ---- text and markdown ---------------------------------------------------
 
 def _present(report: Report, sections: tuple[str, ...]) -> list[str]:
     if report.trend is not None:
-        order = ["trend"]
+        order = ["trend", "cost"]
     else:
         order = ["coverage", "gaps", "hosts", "gpus", "throttling", "days",
-                 "workload", "games", "llm", "models", "processes"]
+                 "workload", "games", "llm", "models", "processes", "cost"]
+    if report.pricing is None and "cost" not in sections:
+        order.remove("cost")  # no prices: no word of money or CO2 (#16)
     return [s for s in order if not sections or s in sections]
 
 
@@ -402,8 +327,8 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
     if p.iso_week:
         head += f" ({fmt_local(p.since_ms)} → {fmt_local(p.until_ms)})"
     lines = [f"# {head}" if markdown else (click.style(head, bold=True) if color else head)]
-    lines += _wrap(f"Busy: utilization above {report.busy_threshold_percent:g}%. Times are local. "
-                   "Energy: the GPUs' energy counters.", width)
+    lines += wrap(f"Busy: utilization above {report.busy_threshold_percent:g}%. Times are local. "
+                  "Energy: the GPUs' energy counters.", width)
     for section in _present(report, sections):
         if not _has_data(report, section):
             if section == "hosts":
@@ -413,7 +338,7 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
                 lines.append(f"{TITLES[section]}: none.")
             else:
                 reason = report.omitted.get(section, "no data in this range")
-                lines += _wrap(f"{TITLES[section]}: omitted, {reason}.", width)
+                lines += wrap(f"{TITLES[section]}: omitted, {reason}.", width)
             continue
         lines.append("")
         lines.append(title(TITLES[section]))
@@ -426,7 +351,7 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
             notes.append(f"{len(rows) - MAX_GAPS_SHOWN} shorter gaps not shown (all are in --format json).")
             rows = [rows[i] for i in sorted(longest)]
         if section == "days":
-            lines.extend(_strip(report, markdown, width))
+            lines.extend(day_strip(report, markdown, width))
             lines.append("")
         # Names, labels and models came from outside: table() shows their
         # escapes and newlines (#12.10), cuts them to the width (#13.1).
@@ -439,41 +364,17 @@ def render_text(report: Report, sections: tuple[str, ...] = (), *, color: bool =
             notes.append(SUMMED_NOTE.format("GPU-busy" if section == "trend" else "GPU time and GPU-busy"))
         if section == "gpus" and any(_integrated(g) for g in report.gpus):
             notes.append(INTEGRATED_NOTE)
+        if section == "cost":
+            notes += cost_notes(report)
         if section == "llm":
             notes.append(LLM_LEGEND)
             if any(_unmeasured(m) for m in report.llm):
                 notes.append(LLM_NOTE)
         for note in notes:
-            lines += _wrap(note, width)
+            lines += wrap(note, width)
         if section == "coverage":
             lines += failure_lines(report, width, markdown)
     return "\n".join(lines) + "\n"
-
-
-FAILED_WORDS = {"gpu_is_lost": "lost"}
-
-
-def failure_lines(report: Report, width: int | None, markdown: bool = False) -> list[str]:
-    """The "GPU failures" block: one line per span a GPU failed, or one saying none (#13.2).
-
-    ``GPU 1 (RTX A6000): lost (gpu_is_lost) at 2026-12-03 14:02, back at 14:09``.
-    """
-    if not report.failures:
-        return ["", "GPU failures: none."]
-    lines = ["", "GPU failures:"] + ([""] if markdown else [])
-    for f in report.failures:
-        gpu = f"GPU {f['gpu_index']}" + (f" ({short_gpu_name(f['gpu_name'])})" if f["gpu_name"] else "")
-        if len(report.coverage) > 1:
-            gpu = f"{cut(visible(f['host']), HOST_IN_CELL)}: {gpu}"
-        since = fmt_local(f["since_ms"])
-        if f["until_ms"] is None:
-            end = "still failing at the end of the range"
-        else:
-            back = fmt_local(f["until_ms"])
-            end = "back at " + (back[11:] if back[:10] == since[:10] else back)
-        word = FAILED_WORDS.get(f["status"], "failed")
-        lines += _wrap(f"{'- ' if markdown else ''}{gpu}: {word} ({visible(f['status'])}) at {since}, {end}.", width)
-    return lines
 
 
 def _layout(section: str, headers: list[str], rows: list[list], width: int | None, markdown: bool,
@@ -484,7 +385,7 @@ def _layout(section: str, headers: list[str], rows: list[list], width: int | Non
     give_way = tuple((headers.index(e[0]), e[1]) if isinstance(e, tuple) else headers.index(e)
                      for e in GIVE_WAY.get(section, ()))
     names = {e[0] if isinstance(e, tuple) else e for e in give_way}
-    right = _alignment(rows) if rows else [False] * len(headers)
+    right = alignment(rows) if rows else [False] * len(headers)
     columns = [Column(h, right=right[i] and i not in names) for i, h in enumerate(headers)]
     text = table(columns, rows, UNLIMITED if width is None else width, give_way=give_way, markdown=markdown)
     return click.style(text, fg="yellow") if color and section == "gaps" else text
@@ -499,93 +400,9 @@ def _summed(report: Report, section: str) -> bool:
     return len(report.gpus) > 1
 
 
-def _wrap(text: str, width: int | None) -> list[str]:
-    """A sentence in lines of at most ``width`` columns; a note's ``* `` hangs."""
-    if width is None:
-        return [text]
-    import textwrap
-
-    indent = "  " if text.startswith("* ") else ""
-    return [cut(line, width) for line in textwrap.wrap(text, width, subsequent_indent=indent,
-                                                       break_on_hyphens=False)]
-
-
-NUMBER = re.compile(r"(\d[\d.,]*[a-zA-Z%]*( \S+)?( \d+%)?\*?|-|–)")
-
-
-def _alignment(rows: list[list]) -> list[bool]:
-    """Columns of figures (a number, its unit, a share) aligned right, to compare at a glance."""
-    return [all(NUMBER.fullmatch(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-
-
 def _gap_seconds(report: Report, i: int) -> float:
     gaps = [g for c in report.coverage for g in c["gaps"]]
     return gaps[i]["seconds"]
-
-
-def _weeks(days: list[dict]) -> list[dict]:
-    """Days summed per ISO week (utilization weighted by sampled time)."""
-    from datetime import date
-
-    out: list[dict] = []
-    for x in days:
-        year, week, _ = date.fromisoformat(x["date"]).isocalendar()
-        label = f"{year}-W{week:02d}"
-        if not out or out[-1]["week"] != label:
-            out.append({"week": label, "sampled_seconds": 0.0, "busy_seconds": 0.0, "_util": 0.0, "_util_s": 0.0,
-                        "energy_joules": None, "first_date": x["date"]})
-        w = out[-1]
-        w["sampled_seconds"] += x["sampled_seconds"]
-        w["busy_seconds"] += x["busy_seconds"]
-        if x["utilization_mean_percent"] is not None:
-            w["_util"] += x["utilization_mean_percent"] * x["sampled_seconds"]
-            w["_util_s"] += x["sampled_seconds"]
-        if x["energy_joules"] is not None:
-            w["energy_joules"] = (w["energy_joules"] or 0.0) + x["energy_joules"]
-    for w in out:
-        w["utilization_mean_percent"] = w["_util"] / w["_util_s"] if w["_util_s"] else None
-    return out
-
-
-def _month_marks(first_dates: list[str]) -> str:
-    """One character per week: a month's name above the week it begins in."""
-    from datetime import date
-
-    marks = [" "] * len(first_dates)
-    free, month = 0, None
-    for i, iso in enumerate(first_dates):
-        day = date.fromisoformat(iso)
-        if day.month != month and i >= free:
-            name = day.strftime("%b")[: len(marks) - i]
-            marks[i:i + len(name)] = name
-            free = i + len(name) + 1
-        month = day.month
-    return "".join(marks)
-
-
-def _strip(report: Report, markdown: bool, width: int | None) -> list[str]:
-    weekly = len(report.days) > MAX_DAY_ROWS
-    slots = _weeks(report.days) if weekly else report.days
-    util = [x["utilization_mean_percent"] for x in slots]
-    energy = [x["energy_joules"] for x in slots]
-    known = [e for e in energy if e is not None]
-    labels = _month_marks([x["first_date"] for x in slots]) if weekly else "".join(_day(x["date"])[0] for x in slots)
-    util_line, energy_line = sparkline(util, 100), sparkline(energy, max(known) if known else None)
-    scale = f"  0–{kwh(max(known)) if known else '-'} per {'week' if weekly else 'day'}"
-    room = STRIP_WIDTH if width is None else max(7, width - STRIP_LABEL - display_width(scale))
-    rows: list[str] = []
-    for at in range(0, len(slots), room):
-        end = at + room
-        if rows:
-            rows.append("")
-        rows += [
-            f"{'weeks' if weekly else 'days':<{STRIP_LABEL - 1}} {labels[at:end]}",
-            f"{'utilization':<{STRIP_LABEL - 1}} {util_line[at:end]}  0–100%",
-            f"{'energy':<{STRIP_LABEL - 1}} {energy_line[at:end]}{scale}",
-        ]
-    if width is not None:
-        rows = [cut(row, width) for row in rows]
-    return ["```", *rows, "```"] if markdown else rows
 
 
 def render_csv(report: Report, sections: tuple[str, ...] = ()) -> str:

@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpm.gpu.model import THROTTLE_REASONS
-from gpm.store.archive import fsync_dir, host_dir, write_durably
+from gpm.store.archive import write_durably
+from gpm.store.archive_files import fsync_dir, host_dir
 from gpm.store.history import scan_files
 from gpm.store.reductions import BUCKET_MS, HOUR_MS, MINUTE_COLUMNS, THROTTLING, THROTTLING_MASK, drop_moved_hours
 from gpm.store.timeseries import DAY_MS

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Callable
 
 from gpm.report import rollup as r
 from gpm.report.rollup import Selection
-from gpm.store.archive import day_name, host_of, owned_hosts
+from gpm.store.archive_files import day_name, host_of, owned_hosts
 from gpm.store.history import scan_files
 from gpm.store.reductions import (BUCKET_MS, HOUR_MS, MINUTE_COLUMNS, closed_until, current_hours,
                                   reduce_span, roll_up, snapshot)

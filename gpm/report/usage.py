@@ -31,7 +31,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gpm.llm.energy import request_energy
+from gpm.report.period import local_date
 from gpm.report.rollup import Selection
+from gpm.store.history import scan
+from gpm.store.timeseries import table_exists
 
 if TYPE_CHECKING:
     import polars as pl
@@ -56,9 +60,6 @@ def _history(conn: sqlite3.Connection | None, archive_dir: Path | None, table: s
              since_ms: int | None, until_ms: int, hosts: tuple[str, ...], own_host: str | None,
              ) -> "pl.DataFrame | None":
     """All of ``table``'s rows in the range from both stores; None when neither has the table."""
-    from gpm.store.history import scan
-    from gpm.store.timeseries import table_exists
-
     in_db = conn is not None and table_exists(conn, table)
     archived = archive_dir is not None and (Path(archive_dir) / table).is_dir()
     if not in_db and not archived:
@@ -111,6 +112,25 @@ def workload(runs: "pl.DataFrame") -> list[dict]:
         "energy_joules": _r(per[c]["joules"]),
         "energy_share": _r(per[c]["joules"] / total_j, 4) if total_j else None,
     } for c in order]
+
+
+def category_energy_per_day(runs: "pl.DataFrame", days: list[dict]) -> list[dict[str, float]]:
+    """Each day's process energy per category (``days``: the report's, with
+    ``start_ms``/``end_ms``): a run's energy is shared among the days by the
+    part of its span in each, as the range itself counts it; a run of one
+    sighting goes to the day it was seen. Sums over the days to ``workload``."""
+    import polars as pl
+
+    out: list[dict[str, float]] = []
+    span = pl.col("last_seen_ms") - pl.col("first_seen_ms")
+    for day in days:
+        inside = (pl.min_horizontal("last_seen_ms", pl.lit(day["end_ms"]))
+                  - pl.max_horizontal("first_seen_ms", pl.lit(day["start_ms"]))).clip(lower_bound=0)
+        seen = pl.col("first_seen_ms").is_between(day["start_ms"], day["end_ms"], closed="left")
+        share = pl.when(span > 0).then(inside / span).otherwise(seen.cast(pl.Float64))
+        per = runs.group_by("category").agg((pl.col("energy_joules") * share).sum().alias("j")).sort("category")
+        out.append({r[0]: _r(r[1]) for r in per.iter_rows() if r[1]})
+    return out
 
 
 def games(runs: "pl.DataFrame") -> list[dict]:
@@ -181,10 +201,6 @@ def llm_requests(conn, archive_dir, sel: Selection, own_host: str | None) -> "pl
     """
     import polars as pl
 
-    from gpm.llm.energy import request_energy
-    from gpm.store.history import scan
-    from gpm.store.timeseries import table_exists
-
     frames = []
     in_db = conn is not None and table_exists(conn, "llm_requests")
     archived = archive_dir is not None and (Path(archive_dir) / "llm_requests").is_dir()
@@ -202,6 +218,15 @@ def llm_requests(conn, archive_dir, sel: Selection, own_host: str | None) -> "pl
                    own_host=own_host, recent=False).collect()
         frames.append(old.with_columns(energy_joules=pl.lit(None, dtype=pl.Float64)))
     return pl.concat(frames, how="diagonal_relaxed")
+
+
+def distribution(values: list[float], digits: int) -> dict | None:
+    """Five nearest-rank points and the 95th percentile of ``values`` (a box plot's numbers)."""
+    if not values:
+        return None
+    return {"n": len(values), "min": _r(min(values), digits),
+            **{f"p{q}": _r(percentile(values, q / 100), digits) for q in (25, 50, 75, 95)},
+            "max": _r(max(values), digits)}
 
 
 def llm_models(requests: "pl.DataFrame") -> list[dict]:
@@ -234,8 +259,20 @@ def llm_models(requests: "pl.DataFrame") -> list[dict]:
             "measured_requests": measured.height,
             "energy_joules": _r(measured["energy_joules"].sum()) if measured.height else None,
             "joules_per_token": _r(with_tokens["energy_joules"].sum() / tokens) if tokens else None,
+            "tokens_per_second_distribution": distribution(known("tokens_per_second"), 2),
+            "ttft_seconds_distribution": distribution(known("ttft_seconds"), 3),
+            "requests_per_day": _per_day(rq["ts_ms"].to_list()),
         })
     return sorted(out, key=lambda m: (-m["requests"], m["model"]))
+
+
+def _per_day(ts_ms: list[int]) -> dict[str, int]:
+    """Requests per local date (``2026-11-17``), days without any left out."""
+    out: dict[str, int] = {}
+    for ts in sorted(ts_ms):
+        day = local_date(ts).isoformat()
+        out[day] = out.get(day, 0) + 1
+    return out
 
 
 def llm_sessions(conn, archive_dir, sel: Selection, own_host: str | None) -> list[dict] | None:

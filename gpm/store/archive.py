@@ -34,18 +34,14 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterator
 
-# archive_folder, database_id, host_of, manifest_paths and owned_hosts are imported from here
-# by the history reader, the report, `gpm doctor` and the configuration (#14: split off).
-from gpm.store.archive_files import (ArchiveResult, TableResult, archive_folder, database_id,  # noqa: F401
-                                     day_name, fsync_dir, host_dir, host_of, manifest_paths, owned_hosts,
-                                     owned_suffix, record_file, recover, remember_folder, resolved_tables)
+from gpm.store.archive_files import (ArchiveResult, TableResult, day_name, fsync_dir, host_dir, owned_suffix,
+                                     record_file, recover, remember_folder, resolved_tables)
 from gpm.store.db import write
 from gpm.store.timeseries import DAY_MS, Resolved
 
@@ -179,7 +175,7 @@ def part_name(database_id: str) -> str:
     It ends in ``owned_suffix(database_id)``: what lets recovery tell its own
     orphans from another database's files in a shared folder.
     """
-    return f"part-{time.time_ns() // 1_000_000}-{secrets.token_hex(4)}{owned_suffix(database_id)}"
+    return f"part-{time.time_ns() // 1_000_000}-{os.urandom(4).hex()}{owned_suffix(database_id)}"
 
 
 def file_frame(res: Resolved, raw: "pl.DataFrame", own_host: str, gpus: "pl.DataFrame | None") -> "pl.DataFrame":

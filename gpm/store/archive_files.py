@@ -18,6 +18,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote
 
 from gpm.errors import GpmError
+from gpm.paths import default_archive_dir
 from gpm.store.db import utils_db, write
 from gpm.store.timeseries import DAY_MS, Resolved, TimeSeries, available, resolve
 
@@ -119,8 +120,6 @@ def archive_folder(db_file: str, explicit: str | os.PathLike | None = None) -> P
     recorded, the one default of those days (``$XDG_DATA_HOME/gpm/archive``);
     else its own default (``gpm.paths.default_archive_dir``).
     """
-    from gpm.paths import default_archive_dir
-
     if explicit:
         return Path(explicit)
     recorded, archived = _recorded_folder(db_file)

@@ -29,7 +29,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from gpm.store.archive import host_of, manifest_paths, owned_hosts
+from gpm.store.archive_files import host_of, manifest_paths, owned_hosts
+from gpm.store.db import connect
 from gpm.store.timeseries import DAY_MS, TimeSeries, lookup, resolve, table_exists
 
 if TYPE_CHECKING:
@@ -70,8 +71,6 @@ def scan(
     own_host = own_host or socket.gethostname()
     close = False
     if conn is None and db_path is not None:
-        from gpm.store.db import connect
-
         conn = connect(db_path, readonly=True)
         close = True
     try:

@@ -10,6 +10,9 @@ Layering, so that the daemon and the standalone command share everything:
 - ``otlp`` pushes the same state with OpenTelemetry names; ``tracing`` makes
   one span per proxied LLM request.
 - ``llm`` aggregates proxied requests into counters and histograms.
+- ``alerts_feed`` reads gpm's firing alerts from the database at scrape time.
+- ``prometheus_rules`` and ``grafana`` write the alerting rules and the
+  dashboard of ``gpm install prometheus-rules|grafana-dashboard``.
 
 Only ``prometheus``, ``server``, ``otlp`` and ``tracing`` import the heavy
 client libraries, and only when they are imported themselves.

@@ -17,7 +17,6 @@ import bisect
 import os
 import sqlite3
 import threading
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
@@ -296,5 +295,7 @@ def parse_ps(payload: Mapping[str, Any]) -> list[LoadedModel]:
 
 def fetch_loaded_models(api_url: str, timeout: float) -> list[LoadedModel]:
     """GET ``{api_url}/api/ps``; raises OSError/ValueError when Ollama is down or odd."""
+    import urllib.request  # here: it loads http.client and ssl, which `gpm --help` does not need
+
     with urllib.request.urlopen(api_url.rstrip("/") + "/api/ps", timeout=timeout) as resp:
         return parse_ps(jsontext.loads(resp.read()))  # too deep is a ValueError too (#12.11)

@@ -12,6 +12,9 @@ failures, logs the first failure of a streak once (and the recovery), and
 backs off (doubling up to ``max_backoff_secs``) before it tries the network
 again. Cumulative temporality means nothing is lost by skipping an export:
 the next one that gets through carries the totals.
+
+OpenTelemetry is imported inside the functions that use it: the commands that
+import this module start without it, and ``gpm --help`` never loads it.
 """
 
 from __future__ import annotations
@@ -19,16 +22,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import urlparse
-
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import (
-    MetricExporter,
-    MetricExportResult,
-    PeriodicExportingMetricReader,
-)
-from opentelemetry.sdk.resources import Resource
 
 from gpm import __version__
 from gpm.gpu.model import GpuSample
@@ -41,12 +36,20 @@ from gpm.telemetry.llm import (
 )
 from gpm.telemetry.state import MetricsState, Snapshot
 
+if TYPE_CHECKING:
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import MetricExporter, MetricExportResult
+    from opentelemetry.sdk.resources import Resource
+
 log = logging.getLogger("gpm.telemetry")
 
 PROVIDER = "ollama"  # gen_ai.provider.name: no well-known value exists for Ollama
 
 
 def make_resource(host: str) -> Resource:
+    """The OTLP resource of this host's gpm: service and host names, gpm's version."""
+    from opentelemetry.sdk.resources import Resource
+
     return Resource.create({"service.name": "gpm", "service.version": __version__, "host.name": host})
 
 
@@ -101,16 +104,23 @@ class ExportCounter:
             self._retry_at = self.clock() + self._backoff
 
 
-class CountingExporter(MetricExporter):
-    """Wraps the SDK's OTLP metric exporter: counts, logs once, backs off."""
+class CountingExporter:
+    """Wraps the SDK's OTLP metric exporter: counts, logs once, backs off.
+
+    It has what the SDK's periodic reader uses of a ``MetricExporter`` (its
+    methods and the inner exporter's preferred temporality and aggregation),
+    so this module needs no OpenTelemetry until an export.
+    """
 
     def __init__(self, inner: MetricExporter, counter: ExportCounter) -> None:
-        super().__init__(preferred_temporality=inner._preferred_temporality,
-                         preferred_aggregation=inner._preferred_aggregation)
+        self._preferred_temporality = inner._preferred_temporality
+        self._preferred_aggregation = inner._preferred_aggregation
         self.inner = inner
         self.counter = counter
 
     def export(self, metrics_data, timeout_millis: float = 10_000, **kwargs) -> MetricExportResult:
+        from opentelemetry.sdk.metrics.export import MetricExportResult
+
         if not self.counter.should_try():
             return MetricExportResult.FAILURE
         try:
@@ -254,6 +264,9 @@ class OtlpMetrics:
         return observe
 
     def start(self) -> "OtlpMetrics":
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
         quiet_sdk_exporter_logs()
         reader = PeriodicExportingMetricReader(
             self.exporter, export_interval_millis=self.interval_secs * 1000,

@@ -10,28 +10,28 @@ in ``_total``. Per-GPU series carry only ``gpu`` (index) and ``uuid``; the
 identity strings are on ``gpm_gpu_info`` for joins (as nvidia_gpu_exporter
 does). Processes are summed per category unless ``per_process`` is asked for,
 because PID labels churn and grow the TSDB without bound.
+
+prometheus_client is imported inside the functions that build families:
+``gpm sample`` imports this module for ``--textfile`` and must not pay for
+the client on every cron run without it.
 """
 
 from __future__ import annotations
 
 import platform
 import sys
-from typing import Iterable, Iterator
-
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector, CollectorRegistry
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from gpm import __version__
+from gpm.alerts.event import AlertEvent
 from gpm.gpu.model import THROTTLE_REASONS, GpuSample
 from gpm.humanize import visible
 from gpm.outfile import replacing
 from gpm.telemetry.state import COLLECTORS, CollectorResult, MetricsState, Snapshot
+
+if TYPE_CHECKING:
+    from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, InfoMetricFamily, Metric
+    from prometheus_client.registry import CollectorRegistry
 
 GPU_LABELS = ["gpu", "uuid"]
 UNCLASSIFIED = "unclassified"
@@ -47,6 +47,8 @@ def _gauge(name: str, doc: str, rows: Iterable[tuple[list[str], float | None]],
 
     A value the GPU does not report is left out, never exported as 0.
     """
+    from prometheus_client.core import GaugeMetricFamily
+
     fam = GaugeMetricFamily(name, doc, labels=labels)
     for label_values, value in rows:
         if value is not None:
@@ -55,6 +57,8 @@ def _gauge(name: str, doc: str, rows: Iterable[tuple[list[str], float | None]],
 
 
 def gpu_families(gpus: Iterable[GpuSample], *, per_process: bool = False) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
     gpus = list(gpus)
     ok = [s for s in gpus if s.ok]
     info = InfoMetricFamily(
@@ -120,6 +124,8 @@ def gpu_families(gpus: Iterable[GpuSample], *, per_process: bool = False) -> Ite
 
 
 def process_families(gpus: list[GpuSample], *, per_process: bool) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
     labels = GPU_LABELS + ["category"]
     memory = GaugeMetricFamily(
         "gpm_category_gpu_memory_bytes", "GPU memory held by processes of each category.",
@@ -157,6 +163,8 @@ def process_families(gpus: list[GpuSample], *, per_process: bool) -> Iterator[Me
 
 
 def _histogram(name: str, doc: str, per_model: Iterable[tuple[str, object]]) -> HistogramMetricFamily:
+    from prometheus_client.core import HistogramMetricFamily
+
     fam = HistogramMetricFamily(name, doc, labels=["model"])
     for model, hist in per_model:
         buckets = [("+Inf" if b == float("inf") else repr(float(b)), n) for b, n in hist.cumulative()]
@@ -165,6 +173,8 @@ def _histogram(name: str, doc: str, per_model: Iterable[tuple[str, object]]) -> 
 
 
 def llm_families(snap: Snapshot) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     # Model names come from clients: shown as `visible` shows them, like process
     # names, so `curl /metrics` in a terminal runs no escape sequence (#12.10).
     models = sorted((visible(model), stats) for model, stats in snap.llm.items())
@@ -207,6 +217,8 @@ def llm_families(snap: Snapshot) -> Iterator[Metric]:
 
 
 def health_families(collectors: dict[str, CollectorResult]) -> Iterator[Metric]:
+    from prometheus_client.core import GaugeMetricFamily
+
     success = GaugeMetricFamily("gpm_collector_success", "1 when the collector's last run succeeded.",
                                 labels=["collector"])
     duration = GaugeMetricFamily("gpm_collector_duration_seconds", "How long the collector's last run took.",
@@ -219,7 +231,30 @@ def health_families(collectors: dict[str, CollectorResult]) -> Iterator[Metric]:
     yield duration
 
 
+def alert_families(alerts: Iterable[AlertEvent] | None) -> Iterator[Metric]:
+    """``gpm_alerts_firing``: gpm's own firing alerts, counted per rule, GPU and severity.
+
+    ``gpu`` is "" for an alert about the host (ollama_down) or a folder
+    (disk_free; two folders firing count 2). Nothing without a database.
+    """
+    from prometheus_client.core import GaugeMetricFamily
+
+    if alerts is None:
+        return
+    counts: dict[tuple[str, str, str], int] = {}
+    for e in alerts:
+        key = (visible(e.rule), "" if e.gpu_index is None else str(e.gpu_index), visible(e.severity))
+        counts[key] = counts.get(key, 0) + 1
+    fam = GaugeMetricFamily("gpm_alerts_firing", "Alerts of gpm's own rules firing now ([alerts]).",
+                            labels=["rule", "gpu", "severity"])
+    for labels, n in sorted(counts.items()):
+        fam.add_metric(list(labels), float(n))
+    yield fam
+
+
 def build_info() -> InfoMetricFamily:
+    from prometheus_client.core import InfoMetricFamily
+
     fam = InfoMetricFamily("gpm_build", "gpm version and runtime.")
     fam.add_metric([], {"version": __version__, "python_version": platform.python_version(),
                         "implementation": sys.implementation.name})
@@ -231,10 +266,13 @@ def snapshot_families(snap: Snapshot, *, per_process: bool = False) -> Iterator[
     yield from health_families(snap.collectors)
     yield from gpu_families(snap.gpus, per_process=per_process)
     yield from llm_families(snap)
+    yield from alert_families(snap.alerts)
 
 
-class GpmCollector(Collector):
-    """Registered once; each scrape takes a fresh snapshot of the state."""
+class GpmCollector:
+    """Registered once; each scrape takes a fresh snapshot of the state.
+
+    A prometheus_client collector is anything with ``collect()``."""
 
     def __init__(self, state: MetricsState, *, per_process: bool = False) -> None:
         self.state = state
@@ -245,6 +283,8 @@ class GpmCollector(Collector):
 
 
 def make_registry(state: MetricsState, *, per_process: bool = False) -> CollectorRegistry:
+    from prometheus_client.registry import CollectorRegistry
+
     registry = CollectorRegistry(auto_describe=False)
     registry.register(GpmCollector(state, per_process=per_process))
     return registry
@@ -253,8 +293,9 @@ def make_registry(state: MetricsState, *, per_process: bool = False) -> Collecto
 def exposition(snap: Snapshot, *, per_process: bool = False) -> bytes:
     """The text exposition (format 0.0.4) of one snapshot."""
     from prometheus_client.exposition import generate_latest
+    from prometheus_client.registry import CollectorRegistry
 
-    class _Once(Collector):
+    class _Once:
         def collect(self) -> Iterator[Metric]:
             return snapshot_families(snap, per_process=per_process)
 

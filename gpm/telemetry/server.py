@@ -16,8 +16,6 @@ import logging
 import socket
 import threading
 
-from prometheus_client.exposition import choose_encoder
-
 from gpm import __version__
 from gpm.errors import GpmError
 from gpm.http_server import BoundedHTTPServer, Limits, PooledHandler
@@ -108,6 +106,8 @@ def _handler_for(registry):
         def _respond(self, head: bool) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
+                from prometheus_client.exposition import choose_encoder
+
                 encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
                 try:
                     body = encoder(registry)

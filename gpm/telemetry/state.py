@@ -10,6 +10,9 @@ exporter look at. Two ways to feed it:
   scrape time, at most once per ``scrape_cache_secs`` however many scrapers
   ask (single-flight: concurrent scrapes wait for one read).
 
+Both read gpm's firing alerts from the database at scrape time
+(``refresh_alerts`` with a ``gpm.telemetry.alerts_feed.DbAlertFeed``).
+
 Readers take ``snapshot()``: an immutable view, so a scrape never sees half
 of an update.
 """
@@ -22,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from gpm.alerts.event import AlertEvent
 from gpm.errors import GpmError
 from gpm.gpu.model import GpuSample
 from gpm.telemetry.llm import LlmAggregator, LoadedModel, ModelStats
@@ -29,7 +33,7 @@ from gpm.telemetry.llm import LlmAggregator, LoadedModel, ModelStats
 log = logging.getLogger("gpm.telemetry")
 
 # The collectors whose health is exported, as node_exporter does.
-COLLECTORS = ("nvml", "nvidia_smi", "processes", "ollama")
+COLLECTORS = ("nvml", "nvidia_smi", "processes", "ollama", "alerts")
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class Snapshot:
     llm: dict[str, ModelStats] = field(default_factory=dict)
     loaded_models: tuple[LoadedModel, ...] | None = None
     ts_ms: int = 0
+    alerts: tuple[AlertEvent, ...] | None = None  # None: no database to read them from
 
 
 class MetricsState:
@@ -61,6 +66,7 @@ class MetricsState:
         self._gpus: tuple[GpuSample, ...] = ()
         self._collectors: dict[str, CollectorResult] = {}
         self._loaded: tuple[LoadedModel, ...] | None = None
+        self._alerts: tuple[AlertEvent, ...] | None = None
         self._ts_ms = 0
 
     def publish_gpus(self, samples: list[GpuSample], *, source: str, duration_seconds: float,
@@ -95,13 +101,34 @@ class MetricsState:
             self._loaded = None if models is None else tuple(models)
             self._collectors["ollama"] = CollectorResult(error is None, duration_seconds, error)
 
+    def refresh_alerts(self, poll: Callable[[], list[AlertEvent] | None]) -> None:
+        """Publish what ``poll`` gives (firing alerts, None without a database).
+
+        A failing read drops the alerts and fails the ``alerts`` collector,
+        so stale alerts are never served and the failure shows.
+        """
+        t0 = time.perf_counter()
+        try:
+            events = poll()
+        except Exception as err:  # noqa: BLE001 - a locked or broken database must not fail the scrape
+            with self._lock:
+                self._alerts = None
+                self._collectors["alerts"] = CollectorResult(
+                    False, time.perf_counter() - t0, str(err) or type(err).__name__)
+            log.warning("cannot read firing alerts: %s", err)
+            return
+        with self._lock:
+            self._alerts = None if events is None else tuple(events)
+            if events is not None:
+                self._collectors["alerts"] = CollectorResult(True, time.perf_counter() - t0)
+
     def snapshot(self) -> Snapshot:
         if self.refresher is not None:
             self.refresher(self)
         llm = self.llm.snapshot()
         with self._lock:
             return Snapshot(self.host, self._gpus, dict(self._collectors), llm, self._loaded,
-                            self._ts_ms)
+                            self._ts_ms, self._alerts)
 
 
 def collector_name(source: str) -> str:
@@ -113,7 +140,8 @@ class ScrapeRefresher:
 
     ``sampler`` is a ``gpm.sampling.Sampler`` (it applies the classification
     enrichers); ``poll_ollama`` returns ``/api/ps`` models or raises;
-    ``poll_llm`` reads new proxy rows. Each runs at most once per
+    ``poll_llm`` reads new proxy rows; ``poll_alerts`` gives the firing
+    alerts (``MetricsState.refresh_alerts``). Each runs at most once per
     ``cache_secs``; a backend that cannot be opened is retried after
     ``retry_secs``, not at every scrape (opening nvidia-smi can take seconds).
     """
@@ -121,12 +149,14 @@ class ScrapeRefresher:
     def __init__(self, sampler, *, cache_secs: float, retry_secs: float = 60.0,
                  poll_ollama: Callable[[], list[LoadedModel]] | None = None,
                  poll_llm: Callable[[], int] | None = None,
+                 poll_alerts: Callable[[], list[AlertEvent] | None] | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.sampler = sampler
         self.cache_secs = cache_secs
         self.retry_secs = retry_secs
         self.poll_ollama = poll_ollama
         self.poll_llm = poll_llm
+        self.poll_alerts = poll_alerts
         self.clock = clock
         self._lock = threading.Lock()
         self._last: float | None = None
@@ -146,6 +176,8 @@ class ScrapeRefresher:
                     self.poll_llm()
                 except Exception as err:  # noqa: BLE001 - a broken feed must not fail the scrape
                     log.warning("cannot read LLM requests: %s", err)
+            if self.poll_alerts is not None:
+                state.refresh_alerts(self.poll_alerts)
 
     def _refresh_gpus(self, state: MetricsState, now: float) -> None:
         sampler = self.sampler

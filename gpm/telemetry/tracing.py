@@ -17,19 +17,18 @@ to use it from the proxy:
 - after the fact: ``record_request_span(record, traceparent, tracer)``, when
   only the finished record is at hand (the caller's ``traceparent`` is then
   forwarded unchanged).
+
+OpenTelemetry is imported inside the functions that use it: the commands that
+import this module (``gpm ollama-watch``, the daemon) start without it, and
+``gpm --help`` never loads it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from typing import Mapping
-
-from opentelemetry import trace
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.trace import SpanKind, Status, StatusCode
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from typing import TYPE_CHECKING, Mapping
 
 from gpm import __version__
 from gpm.telemetry.llm import LlmRequest
@@ -43,16 +42,33 @@ from gpm.telemetry.otlp import (
 )
 from gpm.telemetry.proxy_hooks import trace_headers
 
+if TYPE_CHECKING:
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
 log = logging.getLogger("gpm.telemetry")
-_PROPAGATOR = TraceContextTextMapPropagator()
 
 
-class CountingSpanExporter(SpanExporter):
+@functools.cache
+def _propagator() -> TraceContextTextMapPropagator:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
+
+
+class CountingSpanExporter:
+    """Wraps the SDK's span exporter (it has the ``SpanExporter`` methods the
+    batch processor calls): counts, logs once, backs off."""
+
     def __init__(self, inner: SpanExporter, counter: ExportCounter) -> None:
         self.inner = inner
         self.counter = counter
 
     def export(self, spans) -> SpanExportResult:
+        from opentelemetry.sdk.trace.export import SpanExportResult
+
         if not self.counter.should_try():
             return SpanExportResult.FAILURE
         try:
@@ -98,6 +114,9 @@ class ProxyTracer:
         self.tracer: trace.Tracer | None = None
 
     def start(self) -> "ProxyTracer":
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
         quiet_sdk_exporter_logs()
         self.provider = TracerProvider(resource=make_resource(self.host))
         self.provider.add_span_processor(BatchSpanProcessor(self.exporter, schedule_delay_millis=1000))
@@ -106,8 +125,10 @@ class ProxyTracer:
 
     def begin(self, headers: Mapping[str, str] | None = None, *,
               start_ns: int | None = None) -> "RequestSpan":
+        from opentelemetry.trace import SpanKind
+
         assert self.tracer is not None, "start() first"
-        parent = _PROPAGATOR.extract(trace_headers(headers or {}))
+        parent = _propagator().extract(trace_headers(headers or {}))
         span = self.tracer.start_span("chat", context=parent, kind=SpanKind.CLIENT,
                                       start_time=start_ns or time.time_ns())
         return RequestSpan(span)
@@ -130,8 +151,10 @@ class RequestSpan:
 
     def forward_headers(self) -> dict[str, str]:
         """``traceparent`` (and ``tracestate``) to send upstream: our span is the parent."""
+        from opentelemetry import trace
+
         carrier: dict[str, str] = {}
-        _PROPAGATOR.inject(carrier, context=trace.set_span_in_context(self.span))
+        _propagator().inject(carrier, context=trace.set_span_in_context(self.span))
         return carrier
 
     @property
@@ -139,6 +162,8 @@ class RequestSpan:
         return self.forward_headers()["traceparent"]
 
     def finish(self, req: LlmRequest, *, end_ns: int | None = None) -> None:
+        from opentelemetry.trace import Status, StatusCode
+
         span = self.span
         model = req.model or "unknown"
         span.update_name(f"{req.operation} {model}")

@@ -25,8 +25,9 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from gpm.classify.facts import ProcessFacts, read_facts  # noqa: E402
-from gpm.classify.rules import Context, classify, validate_rules  # noqa: E402
+from gpm.classify.rules import Context, classify  # noqa: E402
 from gpm.classify.steam import SteamLibrary  # noqa: E402
+from gpm.classify.user_rules import validate_rules  # noqa: E402
 from tests.steamtree import install, new_libraryfolders  # noqa: E402
 from tests.test_cli_classify import CASES  # noqa: E402
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from gpm.classify.steam import library_paths, parse_manifest, parse_vdf
 from gpm.config import Config, load_config, example_toml
 from gpm.errors import ConfigError
-from gpm.gpu.smi import SmiParseError, parse_smi_xml
+from gpm.gpu.smi_xml import SmiParseError, parse_smi_xml
 from gpm.llm.record import ExchangeRecorder
 from tests.conftest import FIXTURES
 

@@ -1,7 +1,11 @@
-"""Regenerate ``completions/`` and ``man/`` from the Click app.
+"""Regenerate ``completions/`` and ``man/`` from the Click app (a developer's tool, not installed).
 
-    python -m gpm.devtools.generate           # write the files
-    python -m gpm.devtools.generate --check   # list what is stale, exit 1 if any
+    python tools/generate.py           # write the files
+    python tools/generate.py --check   # list what is stale, exit 1 if any
+
+The renderers live in the package (gpm.devtools), where ``gpm install
+completions|man`` uses them too; this script writes their output into the
+checkout.
 
 A man page keeps its date while its text is unchanged, so regenerating is
 idempotent and the date says when the page last changed.
@@ -15,8 +19,13 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
-COMMAND = "python -m gpm.devtools.generate"
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the checkout's gpm, not an installed one
+
+from gpm.cli import cli  # noqa: E402
+from gpm.devtools import clitree, completions, manpages  # noqa: E402
+
+COMMAND = "python tools/generate.py"
 
 _TH = re.compile(r"^(\.TH \S+ 1 )(\S+)( .*)$", re.M)
 
@@ -36,9 +45,7 @@ def _dated(page: str, old: str | None, today: str) -> str:
 
 def build(repo: Path = REPO) -> dict[Path, str]:
     """Every generated file (path relative to the repo) and its content."""
-    from gpm.devtools import clitree, completions, manpages
-
-    root = clitree.load()
+    root = clitree.load(cli)
     today = datetime.now(timezone.utc).strftime("%Y-%m-%d")
     files: dict[Path, str] = {}
     for name, text in completions.scripts(root).items():
