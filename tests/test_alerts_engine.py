@@ -63,15 +63,16 @@ def test_a_value_hovering_at_the_threshold_fires_once_and_resolves_once(conn, tm
     for i in range(40):  # oscillating between threshold - margin and threshold, and across it
         seen += [(100 + i, e.state) for e in clock.step(100 + i, [81, 86, 84, 85.5, 80.5][i % 5])]
     assert seen == [(70, "firing")]
-    seen += [(200, e.state) for e in clock.step(200, 80)]
+    seen += [(200, e.state) for e in clock.step(200, 80)]  # not below 80: still firing
+    seen += [(201, e.state) for e in clock.step(201, 79)]
     for i in range(40):  # below the threshold again, never 60 s above it: nothing
         seen += [(300 + i, e.state) for e in clock.step(300 + i, [81, 86, 84][i % 3])]
-    assert seen == [(70, "firing"), (200, "resolved")]
+    assert seen == [(70, "firing"), (201, "resolved")]
     [event] = list_events(conn)
     assert (event.rule, event.host, event.gpu_index, event.gpu_uuid, event.severity) == \
         ("temperature", HOST, 0, "GPU-a", "warning")
-    assert (event.started_ms, event.resolved_ms, event.value, event.peak) == (10 * S, 200 * S, 80.0, 93.0)
-    assert event.message == "GPU 0 (NVIDIA GeForce RTX 4090) back to 80 °C, below 80 °C (peak 93 °C, 3m 10s)"
+    assert (event.started_ms, event.resolved_ms, event.value, event.peak) == (10 * S, 201 * S, 79.0, 93.0)
+    assert event.message == "GPU 0 (NVIDIA GeForce RTX 4090) back to 79 °C, below 80 °C (peak 93 °C, 3m 11s)"
     assert load_states(conn, HOST, ["temperature"]) == {}
 
 
@@ -107,8 +108,8 @@ def test_overrides_change_one_rule_and_disabled_means_nothing(conn, tmp_path):
     assert memory.step(0, 99) == []
     [fired] = memory.step(5, 99)
     assert fired.severity == "critical"
-    assert memory.step(6, 94.5) == []  # 95 - 1 is where it resolves
-    assert [e.state for e in memory.step(7, 94)] == ["resolved"]
+    assert memory.step(6, 94) == []  # below 95 - 1 is where it resolves
+    assert [e.state for e in memory.step(7, 93.9)] == ["resolved"]
     temperature = Clocked(conn, engine)
     assert temperature.step(0, 99) == [] and temperature.step(599, 99) == []
     power = Clocked(conn, engine, rule="power")
@@ -124,8 +125,8 @@ def test_disk_free_fires_below_and_resolves_above_threshold_plus_margin(conn, tm
                     rule="disk_free", key="/data", what="the data folder /data")
     assert clock.step(0, 6) == []
     [fired] = clock.step(1, 4)
-    assert clock.step(2, 1.5) == [] and clock.step(3, 6.9) == []  # 5 % + 2 margin
-    [resolved] = clock.step(4, 7)
+    assert clock.step(2, 1.5) == [] and clock.step(3, 7) == []  # above 5 % + 2 margin resolves
+    [resolved] = clock.step(4, 7.1)
     assert (fired.state, resolved.state, resolved.peak) == ("firing", "resolved", 1.5)
 
 

@@ -11,7 +11,8 @@ what the previous run saw: it fires once and resolves once. A rule fires
 above its threshold (``disk_free``: below) and resolves only once the value
 is back below ``threshold - margin`` (above ``threshold + margin``), so a
 value hovering at the threshold makes one alert. A yes/no rule (threshold
-None) is true for a value above 0.
+None) is true for a value above 0. With a margin of 0 a value at the
+threshold is neither: it keeps the state it finds.
 
 Time is the observations' (``now_ms``, from the samples): no clock here.
 ``evaluate`` runs inside the caller's transaction and returns the events it
@@ -67,10 +68,11 @@ def breached(rule: Rule, value: float) -> bool:
 
 
 def cleared(rule: Rule, value: float) -> bool:
+    """Strictly past threshold -/+ margin, as the Prometheus rules say it (docs/telemetry.md)."""
     level = clear_level(rule)
     if level is None:
         return value <= 0
-    return value >= level if rule.name == "disk_free" else value <= level
+    return value > level if rule.name == "disk_free" else value < level
 
 
 def worse(rule: Rule, a: float | None, b: float) -> float:
