@@ -68,10 +68,11 @@ def breached(rule: Rule, value: float) -> bool:
 
 
 def cleared(rule: Rule, value: float) -> bool:
-    """Strictly past threshold -/+ margin, as the Prometheus rules say it (docs/telemetry.md)."""
+    """Strictly past threshold -/+ margin, as the Prometheus rules say it (docs/telemetry.md);
+    a rule without a margin resolves as soon as its condition is false."""
+    if rule.margin is None:  # a yes/no rule, or a count (ecc, sampler_stalled): back when no longer true
+        return not breached(rule, value)
     level = clear_level(rule)
-    if level is None:
-        return value <= 0
     return value > level if rule.name == "disk_free" else value < level
 
 

@@ -13,6 +13,8 @@ is the ``ollama_down`` rule's value.
 
 from __future__ import annotations
 
+import sqlite3
+from dataclasses import dataclass, field
 from typing import Callable
 
 from gpm.alerts.conditions import ollama_observation, stall_observations
@@ -23,31 +25,58 @@ from gpm.daemon.scheduler import PeriodicJob
 from gpm.gpu.model import now_ms
 from gpm.llm.sessions import PollResult
 from gpm.store.alerts import last_sample_ms
-from gpm.store.db import FollowedDb, write
+from gpm.store.db import connect, file_id, write
+
+
+@dataclass
+class _StallWatch:
+    """The stall watch's own connection to the database. It never creates nor
+    migrates one (the sampling job does, and two migrations at once collide):
+    it follows the file at the path once it exists, like ``FollowedDb``."""
+
+    ctx: JobContext
+    engine: AlertEngine
+    started_ms: int = field(default_factory=now_ms)  # a gap before the daemon started is not its stall
+    conn: sqlite3.Connection | None = None
+    file: tuple[int, int] | None = None
+
+    def connection(self) -> sqlite3.Connection | None:
+        now = file_id(self.ctx.cfg.db_path)
+        if now != self.file:
+            self.close()
+            if now is not None:
+                self.conn = connect(self.ctx.cfg.db_path, busy_timeout=self.ctx.cfg["storage.busy_timeout_secs"])
+                self.file = now
+        return self.conn
+
+    def run(self) -> None:
+        cfg = self.ctx.cfg
+        interval, limit = cfg["service.poll_interval_secs"], int(cfg["alerts.stalled_intervals"])
+        conn = self.connection()
+        if conn is None:
+            return
+        try:
+            last = last_sample_ms(conn, cfg.hostname)
+            if last is None or now_ms() - max(last, self.started_ms) <= limit * interval * 1000:
+                return  # the usual case (or a host that never stored a sample): no write, no lock
+            with write(conn):  # read again under the lock: the sampler may have stored meanwhile
+                reference = max(last_sample_ms(conn, cfg.hostname) or last, self.started_ms)
+                now = now_ms()
+                events = self.engine.evaluate(conn, cfg.hostname,
+                                              stall_observations(reference, now, interval, limit, stored=False), now)
+        except sqlite3.OperationalError:  # a new database the sampler has not made yet
+            return
+        tell(self.ctx.shared.alert_sinks, events)
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn, self.file = None, None
 
 
 def stall_watch_job(ctx: JobContext) -> PeriodicJob:
-    cfg = ctx.cfg
-    engine = AlertEngine.from_config(cfg)
-    db = FollowedDb(cfg.db_path, cfg["storage.busy_timeout_secs"])
-    started_ms = now_ms()  # a gap before the daemon started is not this daemon's stall
-
-    def run() -> None:
-        interval = ctx.cfg["service.poll_interval_secs"]
-        limit = int(ctx.cfg["alerts.stalled_intervals"])
-        db.check()
-        conn = db.conn
-        last = last_sample_ms(conn, cfg.hostname)
-        if last is None or now_ms() - max(last, started_ms) <= limit * interval * 1000:
-            return  # the usual case (or a host that never stored a sample): no write, no lock
-        with write(conn):  # read again under the lock: the sampler may have stored meanwhile
-            reference = max(last_sample_ms(conn, cfg.hostname) or last, started_ms)
-            now = now_ms()
-            events = engine.evaluate(conn, cfg.hostname,
-                                     stall_observations(reference, now, interval, limit, stored=False), now)
-        tell(ctx.shared.alert_sinks, events)
-
-    return PeriodicJob("stall-watch", run, cfg["service.poll_interval_secs"], close=db.close)
+    watch = _StallWatch(ctx, AlertEngine.from_config(ctx.cfg))
+    return PeriodicJob("stall-watch", watch.run, ctx.cfg["service.poll_interval_secs"], close=watch.close)
 
 
 def ollama_alerts(ctx: JobContext, conn, api_url: str) -> Callable[[PollResult], None] | None:
