@@ -9,6 +9,9 @@ import threading
 import click
 
 from gpm.addresses import parse_listen
+from gpm.alerts.conditions import ollama_observation
+from gpm.alerts.engine import AlertEngine
+from gpm.alerts.dispatch import Dispatcher
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
@@ -80,7 +83,8 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
     Polls GET /api/version and GET /api/ps: a model appearing opens an
     llm_sessions row, a model gone closes it; Ollama going down or coming
     back is an llm_events row and a warning, never a failure. Runs are
-    idempotent, so cron can run it every minute.
+    idempotent, so cron can run it every minute. With [ollama] enabled,
+    Ollama down is also the ollama_down alert (docs/alerts.md).
 
     With --proxy, serves a transparent reverse proxy to Ollama: every path,
     body and header is forwarded and streams pass through chunk by chunk.
@@ -121,7 +125,10 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
 
     conn = app.open_db()
     save = SessionLog(conn, api, cfg.hostname)
+    alerts = AlertEngine.from_config(cfg)
+    watch_down = cfg["ollama.enabled"] and alerts.enabled("ollama_down")
     proxy = proxy_conn = tracer = None
+    dispatcher = Dispatcher(cfg) if watch_down else None
     try:
         if proxy_listen is not None:
             if cfg["telemetry.enable_opentelemetry"]:
@@ -132,6 +139,9 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
             count = None if (follow or proxy is not None) else 1
             for _ in ticks(cfg["ollama.poll_interval_secs"], count, stopper):
                 result = save(poll(client))
+                if watch_down:  # the ollama_down alert (#15), as the daemon's watcher does
+                    alerts.run(conn, cfg.hostname, [ollama_observation(result.up, api, result.error)],
+                               result.ts_ms, [dispatcher])
                 if not result.up and (result.events or (tty and not as_json)):
                     app.warn(f"Ollama is down: {result.error}")
                 elif "up" in result.events and count is None and not app.quiet:
@@ -155,6 +165,8 @@ def ollama_watch(app: AppContext, follow: bool, interval: float | None, api_url:
                          f"{c.skipped} skipped during back-off")
         if proxy_conn is not None:
             proxy_conn.close()
+        if dispatcher is not None:
+            dispatcher.close()  # a cron run's hook and webhook still go out (bounded)
         conn.close()
 
 

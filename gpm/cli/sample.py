@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from gpm.alerts.dispatch import Dispatcher
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED
 from gpm.gpu.model import now_ms
@@ -99,6 +100,11 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
     Repeats on a drift-free schedule with --count/--follow; Ctrl-C or
     SIGTERM stops after the current write.
 
+    Each stored sample is checked against the alert rules ([alerts],
+    docs/alerts.md); their state is kept in the database, so cron every
+    minute fires an alert once and resolves it once. A firing alert is a
+    warning line on stderr; a resolved one is logged with -v.
+
     \b
     Exit codes: 0 ok; 1 a GPU failed to read (the others are stored) or
     another error; 2 usage or config error; 69 no GPU backend could be opened.
@@ -108,7 +114,9 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
         check_output(Path(textfile), "--textfile")  # before sampling, not after the first sample
     cfg = app.config({"service.poll_interval_secs": (interval, "--interval")})
     conn = None if no_store else app.open_db()
-    sampler = Sampler(cfg, conn=conn)
+    # Alert events go to the log and every configured channel (docs/alerts.md).
+    dispatcher = Dispatcher(cfg) if conn is not None and cfg["alerts.enabled"] else None
+    sampler = Sampler(cfg, conn=conn, alert_sinks=[dispatcher] if dispatcher else [])
     show_table = not as_json and not app.quiet and sys.stdout.isatty()
     live = _LiveView(sys.stdout, sampler.host, cfg["service.poll_interval_secs"]) \
         if show_table and follow else contextlib.nullcontext()
@@ -148,6 +156,8 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
             _reduce_closed_hours(app, conn, cfg)
     finally:
         sampler.close()
+        if dispatcher is not None:
+            dispatcher.close()  # a cron run's hook and webhook still go out (bounded)
         if conn is not None:
             conn.close()
     if stopped_early:

@@ -16,6 +16,8 @@ import time
 from typing import Callable
 
 from gpm import __version__
+from gpm.alerts.dispatch import Dispatcher
+from gpm.alerts.sinks import default_sinks
 from gpm.config import Config
 from gpm.daemon.job_context import JobContext, Shared
 from gpm.daemon.jobs import JOB_KINDS, JobKind
@@ -27,6 +29,8 @@ log = logging.getLogger("gpm.daemon")
 
 STOP_BUDGET_SECS = 1.5  # SIGTERM to exit within 2 s, interpreter shutdown included
 RESTART_WAIT_SECS = 5.0
+# What a stopping daemon gives its last notifications: it must still exit within 2 s of SIGTERM.
+ALERT_CLOSE_SECS = 0.4
 
 
 class Daemon:
@@ -119,6 +123,7 @@ class Daemon:
         if self.on_config:
             self.on_config(cfg)
         log.info("gpm %s daemon starting (pid %d), database %s", __version__, os.getpid(), cfg.db_path)
+        self._notify_with(cfg)
         for kind in self.kinds:
             if kind.enabled(cfg):
                 self._start_job(kind, cfg)
@@ -144,6 +149,8 @@ class Daemon:
                 log.error("%s: not reconfigured: %s", kind.name, err)
             except Exception as err:  # noqa: BLE001 - one job's trouble must not stop the reload
                 log.error("%s: not reconfigured: %s: %s", kind.name, type(err).__name__, err)
+        if any(k.startswith("alerts.") for k in changed):
+            self._notify_with(new)
         self.cfg = new
         log.info("configuration reloaded: %s", ", ".join(changed) if changed else "nothing changed")
         self.notifier.ready(self.status_line() or "running")
@@ -187,7 +194,16 @@ class Daemon:
             else:
                 log.warning("%s still busy at exit; its transaction, if any, is rolled back", name)
         self.runners.clear()
+        self._notify_with(None)
         self.notifier.close()
+
+    def _notify_with(self, cfg: Config | None) -> None:
+        """Alert events go to a Dispatcher of ``cfg``'s channels; the previous one
+        sends what it holds first (bounded). Every job shares the one sink list."""
+        old = [s for s in self.shared.alert_sinks if isinstance(s, Dispatcher)]
+        self.shared.alert_sinks[:] = [Dispatcher(cfg)] if cfg is not None else default_sinks()
+        for dispatcher in old:
+            dispatcher.close(ALERT_CLOSE_SECS)
 
     # --- main loop ------------------------------------------------------------
     def _watchdog_ok(self) -> bool:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+from gpm.alerts.sinks import Sink, default_sinks
 from gpm.config import Config
 from gpm.telemetry.state import MetricsState
 
@@ -16,6 +17,7 @@ class Shared:
     """What jobs share for the daemon's whole life, owned by the daemon."""
 
     metrics: MetricsState | None = None  # the exporters' state: the sampling job publishes into it
+    alert_sinks: list[Sink] = field(default_factory=default_sinks)  # where every job's alert events go
 
 
 @dataclass

@@ -27,6 +27,7 @@ from typing import Callable
 
 from gpm.addresses import parse_listen
 from gpm.config import Config
+from gpm.daemon.alert_jobs import ollama_alerts, stall_watch_job
 from gpm.daemon.archive_job import ARCHIVE_FIRST_DELAY_SECS, archive_job
 from gpm.daemon.job_context import JobContext
 from gpm.daemon.logs import job_logger
@@ -99,7 +100,8 @@ def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
     cfg = ctx.cfg
     conn = open_db(cfg.db_path)
     watcher = OllamaWatcher(cfg["ollama.api_url"], SessionLog(conn, cfg["ollama.api_url"], cfg.hostname),
-                            interval_secs=cfg["ollama.poll_interval_secs"], timeout_secs=cfg["ollama.timeout_secs"])
+                            interval_secs=cfg["ollama.poll_interval_secs"], timeout_secs=cfg["ollama.timeout_secs"],
+                            on_poll=ollama_alerts(ctx, conn, cfg["ollama.api_url"]))
 
     def run() -> None:
         t0 = time.perf_counter()
@@ -221,14 +223,17 @@ def otlp_job(ctx: JobContext) -> ServiceJob:
 JOB_KINDS: list[JobKind] = [
     JobKind("sample", sampling_job,
             interval_key="service.poll_interval_secs",
-            restart_keys=("gpu.", "classify.", "storage.db_path", "service.hostname")),
+            restart_keys=("gpu.", "classify.", "storage.db_path", "storage.archive_dir", "service.hostname",
+                          "alerts.")),
+    JobKind("stall-watch", stall_watch_job, enabled_by="alerts.enabled", interval_key="service.poll_interval_secs",
+            restart_keys=("alerts.", "storage.db_path", "service.hostname")),
     JobKind("archive", archive_job, enabled_by="storage.enable_parquet_archival",
             interval_key="storage.archive_interval_secs",
             restart_keys=("storage.db_path",)),
     JobKind("reduce", reduce_job, restart_keys=("storage.db_path", "report.busy_threshold_percent")),
     JobKind("ollama-watch", ollama_watch_job, enabled_by="ollama.enabled",
             interval_key="ollama.poll_interval_secs",
-            restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname")),
+            restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname", "alerts.")),
     JobKind("ollama-proxy", ollama_proxy_job, enabled_by="ollama.enable_proxy",
             restart_keys=("ollama.api_url", "ollama.proxy_listen", "ollama.store_prompts", "storage.db_path",
                           "service.hostname", "telemetry.enable_opentelemetry", "telemetry.otlp_endpoint",

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
+from gpm.alerts.sampled import SampleAlerts
 from gpm.daemon.job_context import JobContext
 from gpm.daemon.logs import job_logger
 from gpm.daemon.scheduler import PeriodicJob
@@ -41,7 +42,9 @@ class SamplingJob:
 
     def __post_init__(self) -> None:
         self.db = FollowedDb(self.ctx.cfg.db_path, self.ctx.cfg["storage.busy_timeout_secs"])
-        self.sampler = Sampler(self.ctx.cfg, conn=self.db.conn)
+        cfg = self.ctx.cfg
+        self.sampler = Sampler(cfg, conn=self.db.conn, watch_xid=True, alert_sinks=self.ctx.shared.alert_sinks,
+                               alerts=SampleAlerts.from_config(cfg, interval_secs=cfg["service.poll_interval_secs"]))
 
     def run(self) -> float | None:
         cfg = self.ctx.cfg
@@ -88,6 +91,7 @@ class SamplingJob:
         if self.read_error is not None:
             self.log.info("GPUs read again")
             self.read_error = None
+        sampler.alerts.interval_secs = cfg["service.poll_interval_secs"]  # SIGHUP changes it in place
         if samples and self._store(samples):
             self.log.debug("stored %d GPU%s at ts_ms=%d", len(samples), "s" if len(samples) != 1 else "",
                            samples[0].ts_ms)

@@ -120,6 +120,8 @@ class GpuSample:
     fan_percent: int | None = None
     pstate: int | None = None  # 0 for P0 ... 15 for P15
     throttle_reasons: int | None = None  # bitmask of THROTTLE_REASONS
+    ecc_uncorrected_errors: int | None = None  # volatile: since the driver loaded; None: no ECC
+    xid_errors: list[int] = field(default_factory=list)  # critical Xids since the last read (daemon only)
     processes: list[GpuProcess] = field(default_factory=list)
 
     @property

@@ -12,6 +12,9 @@ Design, after gpustat and nvitop:
 - ``pynvml`` is imported inside the functions that use it: loading it is a
   start-up cost that ``gpm --help``, ``gpm report`` and the commands that
   never read a GPU do not pay.
+- With ``watch_xid`` (the daemon: events need a process that stays), every
+  GPU is registered for critical Xid events and each read drains them
+  without waiting into ``GpuSample.xid_errors`` (#15).
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ class _Static:
     serial: str | None = None
     last_process_ts: int = 0  # for nvmlDeviceGetProcessUtilization
     reopen: bool = False  # failed at its last read: get a fresh handle first
+    xid_registered: bool = False  # registered (or tried) for Xid events
 
 
 class NvmlReader:
@@ -133,9 +137,11 @@ class NvmlReader:
 
     source = "nvml"
 
-    def __init__(self) -> None:
+    def __init__(self, *, watch_xid: bool = False) -> None:
         self._gpus: list[_Static] = []
         self._opened = False
+        self.watch_xid = watch_xid
+        self._events = None  # the Xid event set, made at the first read
         self.driver_version: str | None = None
         self.cuda_version: str | None = None
 
@@ -198,9 +204,15 @@ class NvmlReader:
         return len(self._gpus)
 
     def close(self) -> None:
-        if self._opened:
-            import pynvml
+        import pynvml
 
+        if self._events is not None:
+            try:
+                pynvml.nvmlEventSetFree(self._events)
+            except pynvml.NVMLError:
+                pass
+            self._events = None
+        if self._opened:
             try:
                 pynvml.nvmlShutdown()
             except pynvml.NVMLError:
@@ -215,7 +227,41 @@ class NvmlReader:
         samples = [self._read_gpu(gpu, ts, processes) for gpu in self._gpus]
         for gpu, sample in zip(self._gpus, samples):
             gpu.reopen = not sample.ok
+        if self.watch_xid:
+            for index, xid in self._xid_events():
+                if 0 <= index < len(samples):
+                    samples[index].xid_errors.append(xid)
         return samples
+
+    def _xid_events(self) -> list[tuple[int, int]]:
+        """(GPU index, Xid) of every critical Xid since the last call, waiting for none.
+
+        GPUs are registered as they are opened (a reopened GPU again); a GPU
+        or driver without events (NOT_SUPPORTED) simply gives none.
+        """
+        import pynvml
+
+        try:
+            if self._events is None:
+                self._events = pynvml.nvmlEventSetCreate()
+            for gpu in self._gpus:
+                if gpu.handle is not None and not gpu.failed and not gpu.xid_registered:
+                    gpu.xid_registered = True
+                    pynvml.nvmlDeviceRegisterEvents(gpu.handle, pynvml.nvmlEventTypeXidCriticalError,
+                                                    self._events)
+        except pynvml.NVMLError:
+            if self._events is None:
+                return []
+        found = []
+        for _ in range(64):  # a storm of events is read over several samples
+            try:
+                data = pynvml.nvmlEventSetWait(self._events, 0)
+                index = pynvml.nvmlDeviceGetIndex(data.device)
+            except pynvml.NVMLError:  # TIMEOUT: none left
+                break
+            if data.eventType == pynvml.nvmlEventTypeXidCriticalError:
+                found.append((index, int(data.eventData)))
+        return found
 
     def _rescan(self) -> None:
         """Follow the GPUs as they come and go while a daemon keeps NVML open.
@@ -277,6 +323,8 @@ class NvmlReader:
             if s.pstate is not None and not 0 <= s.pstate <= 15:
                 s.pstate = None  # NVML_PSTATE_UNKNOWN (32)
             s.throttle_reasons = self._throttle(h)
+            s.ecc_uncorrected_errors = _field(pynvml.nvmlDeviceGetTotalEccErrors, h,
+                                              pynvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, pynvml.NVML_VOLATILE_ECC)
             if with_processes:
                 s.processes = self._processes(gpu)
         except _GpuFailed as failed:

@@ -21,8 +21,11 @@ class GpuReader(Protocol):
     def close(self) -> None: ...
 
 
-def open_reader(cfg: Config) -> GpuReader:
+def open_reader(cfg: Config, *, watch_xid: bool = False) -> GpuReader:
     """An opened reader, or ``NoBackendError`` with every reason tried.
+
+    ``watch_xid``: NVML's reader also collects critical Xid events (the
+    daemon's; nvidia-smi has none to give).
 
     The error names why NVML failed *and* why the fallback did (a line each
     on stderr), so what gpm prints is enough to fix the machine.
@@ -30,7 +33,7 @@ def open_reader(cfg: Config) -> GpuReader:
     reasons: list[str] = []
     if cfg["gpu.enable_nvml"]:
         try:
-            return NvmlReader().open()
+            return NvmlReader(watch_xid=watch_xid).open()
         except NoBackendError as err:
             reasons.append(backend_reason("NVML", err))
         except ImportError as err:  # pragma: no cover - broken install

@@ -188,6 +188,20 @@ def _parse_root(text: str | bytes) -> ET.Element:
     return root
 
 
+def _ecc_uncorrected(gpu: ET.Element) -> int | None:
+    """Volatile uncorrected ECC errors: ``double_bit/total`` (older drivers) or the
+    sum of the ``*_uncorrectable*`` counts (newer ones); None where all are N/A."""
+    volatile = gpu.find("ecc_errors/volatile")
+    if volatile is None:
+        return None
+    total = _child_text(volatile.find("double_bit"), "total")
+    if total is not None:
+        return _int(total, "")
+    counts = [_int(_norm(child.text), "") for child in volatile if "uncorrectable" in child.tag]
+    known = [c for c in counts if c is not None]
+    return sum(known) if known else None
+
+
 def _throttle(gpu: ET.Element) -> int | None:
     block = gpu.find("clocks_event_reasons")
     prefix = "clocks_event_reason_"
@@ -358,6 +372,7 @@ def _gpu_sample(gpu: ET.Element, index: int, ts_ms: int, driver: str | None,
         _pstate(_child_text(power, "power_state")),
     )
     s.throttle_reasons = _throttle(gpu)
+    s.ecc_uncorrected_errors = _ecc_uncorrected(gpu)
     if with_processes:
         s.processes = _processes(gpu)
     return s

@@ -38,12 +38,22 @@
  *     fail <nvmlFunction> <ERROR>   e.g. fail nvmlDeviceGetFanSpeed NOT_SUPPORTED
  *     process pid=N mem=BYTES|na type=compute|graphics|both [sm=%] [memutil=%]
  *             [enc=%] [dec=%] [name=REST OF LINE]
+ *     ecc_uncorrected N   nvmlDeviceGetTotalEccErrors: N uncorrected errors
+ *                         (volatile and aggregate; corrected ones are 0)
+ *     xid CODE            one critical Xid event (repeat the line for more),
+ *                         served once per load of the scenario by
+ *                         nvmlEventSetWait to a set this GPU is registered in
  *
  * <ERROR> is NOT_SUPPORTED, NVML_ERROR_NOT_SUPPORTED or a number.  A "fail"
  * name without a _vN suffix matches every version of the function
  * (nvmlDeviceGetComputeRunningProcesses matches _v2 and _v3 too); with a
  * suffix only that version.  "fail nvmlDeviceGetHandleByIndex ERR" in a GPU
  * block makes the handle lookups of that GPU fail.
+ *
+ * Events: nvmlEventSetCreate/Free, nvmlDeviceRegisterEvents (Xid critical
+ * errors only; other types answer NOT_SUPPORTED), nvmlDeviceGetSupportedEventTypes
+ * and nvmlEventSetWait(_v2), which answers at once: the next undelivered Xid
+ * of a registered GPU, or TIMEOUT (whatever the timeout asked).
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -69,7 +79,9 @@ typedef int nvmlReturn_t;
 #define NVML_ERROR_NOT_FOUND 6
 #define NVML_ERROR_INSUFFICIENT_SIZE 7
 #define NVML_ERROR_DRIVER_NOT_LOADED 9
+#define NVML_ERROR_TIMEOUT 10
 #define NVML_ERROR_GPU_IS_LOST 15
+#define NVML_ERROR_INSUFFICIENT_RESOURCES 23
 #define NVML_ERROR_ARGUMENT_VERSION_MISMATCH 25
 #define NVML_ERROR_UNKNOWN 999
 
@@ -150,6 +162,9 @@ _Static_assert(sizeof(nvmlTemperature_v1_t) == 12, "nvmlTemperature_v1_t");
 #define MAX_GPUS 64
 #define MAX_PROCS 64
 #define MAX_FAILS 48
+#define MAX_XIDS 16
+#define MAX_EVENT_SETS 16
+#define XID_CRITICAL_EVENT 0x8ull
 
 typedef struct {
     char fn[96];
@@ -187,7 +202,11 @@ typedef struct {
     int nfails;
     proc_t procs[MAX_PROCS];
     int nprocs;
+    opt_t ecc_uncorrected;
+    unsigned long long xids[MAX_XIDS];
+    int nxids;
     /* runtime, reset at every (re)load */
+    int xids_delivered;
     unsigned long long calls;
     int lost;
     unsigned long long energy_base;
@@ -217,6 +236,7 @@ static struct stat g_st;
 static int g_refcount;
 static struct fake_device g_handles[MAX_GPUS];
 static int g_warned_missing;
+static void reset_event_sets(void);
 
 static long long now_ns(int clock) {
     struct timespec ts;
@@ -459,6 +479,12 @@ static int parse_gpu_key(gpu_t *g, const char *key, char *value) {
     if (strcmp(key, "slow_ms") == 0) return parse_ull(value, &g->slow_ms);
     if (strcmp(key, "fail") == 0) return add_fail(g->fails, &g->nfails, value);
     if (strcmp(key, "process") == 0) return parse_process(g, value);
+    if (strcmp(key, "ecc_uncorrected") == 0) return set_opt(&g->ecc_uncorrected, value);
+    if (strcmp(key, "xid") == 0) {
+        if (g->nxids >= MAX_XIDS)
+            return -1;
+        return parse_ull(value, &g->xids[g->nxids++]);
+    }
     return -1;
 }
 
@@ -759,6 +785,7 @@ EXPORT void fakeNvmlReset(void) {
     g_path[0] = '\0';
     g_refcount = 0;
     g_warned_missing = 0;
+    reset_event_sets();
     pthread_mutex_unlock(&g_lock);
 }
 
@@ -1270,4 +1297,113 @@ EXPORT nvmlReturn_t nvmlDeviceGetProcessUtilization(nvmlDevice_t device,
     }
     *count = n;
     RET(NVML_SUCCESS);
+}
+
+/* ---- ECC ---- */
+
+EXPORT nvmlReturn_t nvmlDeviceGetTotalEccErrors(nvmlDevice_t device, int errorType, int counterType,
+                                                unsigned long long *count) {
+    DEVICE_ENTER(device);
+    if (!count || errorType < 0 || errorType > 1 || counterType < 0 || counterType > 1)
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    if (!g->ecc_uncorrected.has)
+        RET(NVML_ERROR_NOT_SUPPORTED);
+    *count = errorType == 1 /* NVML_MEMORY_ERROR_TYPE_UNCORRECTED */ ? g->ecc_uncorrected.v : 0;
+    RET(NVML_SUCCESS);
+}
+
+/* ---- events (Xid critical errors) ---- */
+
+typedef struct {
+    unsigned long long mask[MAX_GPUS]; /* event types registered, per GPU index */
+    int used;
+} event_set_t;
+
+typedef struct {
+    nvmlDevice_t device;
+    unsigned long long eventType;
+    unsigned long long eventData;
+    unsigned int gpuInstanceId;
+    unsigned int computeInstanceId;
+} nvmlEventData_t;
+
+static event_set_t g_sets[MAX_EVENT_SETS];
+
+static void reset_event_sets(void) { memset(g_sets, 0, sizeof g_sets); }
+
+static int valid_set(const event_set_t *set) {
+    return set >= &g_sets[0] && set < &g_sets[MAX_EVENT_SETS] && set->used;
+}
+
+EXPORT nvmlReturn_t nvmlEventSetCreate(event_set_t **set) {
+    SYSTEM_ENTER();
+    if (!set)
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    for (int i = 0; i < MAX_EVENT_SETS; i++)
+        if (!g_sets[i].used) {
+            memset(&g_sets[i], 0, sizeof g_sets[i]);
+            g_sets[i].used = 1;
+            *set = &g_sets[i];
+            RET(NVML_SUCCESS);
+        }
+    RET(NVML_ERROR_INSUFFICIENT_RESOURCES);
+}
+
+EXPORT nvmlReturn_t nvmlEventSetFree(event_set_t *set) {
+    LOCK();
+    if (!valid_set(set))
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    set->used = 0;
+    RET(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceGetSupportedEventTypes(nvmlDevice_t device, unsigned long long *types) {
+    DEVICE_ENTER(device);
+    if (!types)
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    *types = XID_CRITICAL_EVENT;
+    RET(NVML_SUCCESS);
+}
+
+EXPORT nvmlReturn_t nvmlDeviceRegisterEvents(nvmlDevice_t device, unsigned long long types,
+                                             event_set_t *set) {
+    DEVICE_ENTER(device);
+    if (!valid_set(set))
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    if (types & ~XID_CRITICAL_EVENT)
+        RET(NVML_ERROR_NOT_SUPPORTED);
+    set->mask[g - g_world->gpus] |= types;
+    RET(NVML_SUCCESS);
+}
+
+static nvmlReturn_t event_wait(event_set_t *set, nvmlEventData_t *data, int v2, const char *fn) {
+    LOCK();
+    nvmlReturn_t r = system_enter(fn);
+    if (r)
+        RET(r);
+    if (!valid_set(set) || !data)
+        RET(NVML_ERROR_INVALID_ARGUMENT);
+    for (int i = 0; i < g_world->ngpus; i++) {
+        gpu_t *g = &g_world->gpus[i];
+        if (!(set->mask[i] & XID_CRITICAL_EVENT) || g->xids_delivered >= g->nxids)
+            continue;
+        data->device = &g_handles[i];
+        data->eventType = XID_CRITICAL_EVENT;
+        data->eventData = g->xids[g->xids_delivered++];
+        if (v2) {
+            data->gpuInstanceId = NVML_VALUE_NOT_AVAILABLE_UINT;
+            data->computeInstanceId = NVML_VALUE_NOT_AVAILABLE_UINT;
+        }
+        RET(NVML_SUCCESS);
+    }
+    RET(NVML_ERROR_TIMEOUT);
+}
+
+EXPORT nvmlReturn_t nvmlEventSetWait(event_set_t *set, nvmlEventData_t *data, unsigned int timeoutms) {
+    (void)timeoutms;
+    return event_wait(set, data, 0, __func__);
+}
+EXPORT nvmlReturn_t nvmlEventSetWait_v2(event_set_t *set, nvmlEventData_t *data, unsigned int timeoutms) {
+    (void)timeoutms;
+    return event_wait(set, data, 1, __func__);
 }

@@ -145,6 +145,12 @@ class FakeGpu:
     #: every call taking the GPU's handle first sleeps this long (a GPU whose
     #: driver calls became slow); the other GPUs answer meanwhile
     slow_ms: int = 0
+    #: uncorrected ECC errors since the driver loaded (nvmlDeviceGetTotalEccErrors);
+    #: None: the GPU has no ECC (NOT_SUPPORTED)
+    ecc_uncorrected: int | None = None
+    #: critical Xid errors, each served once per load of the scenario by
+    #: nvmlEventSetWait to an event set this GPU is registered in
+    xids: list[int] = field(default_factory=list)
 
     def lines(self) -> list[str]:
         out = ["gpu"]
@@ -192,6 +198,8 @@ class FakeGpu:
         for fn, err in self.fails.items():
             out.append(f"fail {fn} {_error_name(err)}")
         out.extend(p.line() for p in self.processes)
+        put("ecc_uncorrected", self.ecc_uncorrected)
+        out.extend(f"xid {int(code)}" for code in self.xids)
         return out
 
 
