@@ -82,7 +82,7 @@ class Walk:
 
 
 def assert_logged_once_each(log: str, rules: list[str]) -> None:
-    fired = re.findall(r" WARNING alerts: (?:warning|critical) alert (\w+):", log)
+    fired = re.findall(r" (?:WARNING|ERROR) alerts: (?:warning|critical) alert (\w+):", log)
     resolved = re.findall(r" INFO alerts: resolved alert (\w+):", log)
     assert sorted(fired) == sorted(rules) and sorted(resolved) == sorted(rules), log
 

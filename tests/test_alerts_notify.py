@@ -241,9 +241,9 @@ def test_each_alert_is_told_once_per_interval_and_a_resolution_always_goes(tmp_p
                             ("temperature", 0, "resolved"), ("temperature", 0, "firing")]
     logged = [r.getMessage() for r in caplog.records]
     assert len(logged) == len(steps)  # the log line always goes
-    assert logged[1] == ("alert temperature firing on GPU 0 (warning): GPU 0 at 91 °C, above 85 °C "
+    assert logged[1] == ("warning alert temperature: GPU 0 at 91 °C, above 85 °C "
                          "[not sent to pager: sent less than 300 s ago]")
-    assert logged[2] == "alert temperature resolved on GPU 0 (warning): GPU 0 at 91 °C, above 85 °C"
+    assert logged[2] == "resolved alert temperature: GPU 0 at 91 °C, above 85 °C"
     assert [r.levelname for r in caplog.records[:3]] == ["WARNING", "WARNING", "INFO"]
 
 

@@ -10,8 +10,10 @@ each run the minute cron would.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
+import sys
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -101,6 +103,25 @@ def test_temperature_ramp_fires_after_for_secs_once_and_resolves_below_the_margi
     assert (index, severity, value, peak) == (0, "warning", 79.0, 92.0)
     assert started == pytest.approx(ms(60), abs=2000) and resolved == pytest.approx(ms(240), abs=2000)
     assert message == "GPU 0 (NVIDIA GeForce RTX 4090) back to 79 °C, below 80 °C (peak 92 °C, 3m)"
+
+
+def test_a_cron_sample_hands_its_alerts_to_the_hook_before_it_exits(tmp_path, fake_nvml):
+    """The channels are wired to the engine: the firing and the resolved event of a
+    one-shot `gpm sample` reach the configured hook as the documented JSON."""
+    got = tmp_path / "got"
+    hook = tmp_path / "hook.py"
+    hook.write_text("import json, os, sys\n"
+                    f"with open({str(got)!r}, 'a') as f:\n"
+                    "    f.write(json.dumps([json.load(sys.stdin), os.environ['GPM_ALERT_STATE']]) + '\\n')\n")
+    cron = Cron(tmp_path, fake_nvml, "[alerts]\nfor_secs = 0\nnotify_desktop = false\n"
+                                     f"hook_command = [{sys.executable!r}, {str(hook)!r}]\n")
+    for temp in (70, 90, 70):
+        cron.sample(gpu(temperature=temp))
+    sent = [json.loads(line) for line in got.read_text().splitlines()]
+    assert [(e["rule"], e["state"], e["gpu_index"], state) for e, state in sent] == [
+        ("temperature", "firing", 0, "firing"), ("temperature", "resolved", 0, "resolved")]
+    assert sent[0][0]["version"] == 1 and sent[0][0]["value"] == 90.0 and sent[1][0]["resolved"]
+    cron.assert_once("temperature")
 
 
 def test_memory_filling_up(tmp_path, fake_nvml):

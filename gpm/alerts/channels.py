@@ -112,12 +112,6 @@ def subject(event: AlertEvent) -> str:
     return visible(event.host)
 
 
-def summary(event: AlertEvent) -> str:
-    """One line: ``temperature firing on GPU 0 (warning): <message>``."""
-    return (f"{visible(event.rule)} {event.state} on {subject(event)} ({visible(event.severity)}): "
-            f"{visible(event.message)}")
-
-
 class Channel:
     """One way of telling. ``name`` is what ``gpm alerts test`` and the logs call it."""
 
@@ -141,8 +135,12 @@ class LogChannel(Channel):
     name = "log"
 
     def deliver(self, event: AlertEvent, note: str = "") -> None:
-        level = LEVEL.get(event.severity, logging.WARNING) if event.state == "firing" else logging.INFO
-        log.log(level, "alert %s%s", summary(event), note)
+        # The same words as gpm.alerts.sinks.log_event: one log line, whichever sink wrote it.
+        if event.state == "firing":
+            log.log(LEVEL.get(event.severity, logging.WARNING), "%s alert %s: %s%s",
+                    visible(event.severity), visible(event.rule), visible(event.message), note)
+        else:
+            log.info("resolved alert %s: %s%s", visible(event.rule), visible(event.message), note)
 
 
 @dataclass(eq=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Callable, Iterable
 
+from gpm.alerts.channels import LogChannel
 from gpm.alerts.event import AlertEvent
 
 log = logging.getLogger("gpm.alerts")
@@ -30,11 +31,9 @@ def tell(sinks: Iterable[Sink], events: list[AlertEvent]) -> None:
 
 
 def log_event(event: AlertEvent) -> None:
-    """The default sink: one log line per event (WARNING firing, INFO resolved)."""
-    if event.state == "firing":
-        log.warning("%s alert %s: %s", event.severity, event.rule, event.message)
-    else:
-        log.info("resolved alert %s: %s", event.rule, event.message)
+    """The default sink: one log line per event, at the severity's level while firing, INFO resolved
+    (``gpm.alerts.channels.LogChannel``, the line a Dispatcher writes too)."""
+    LogChannel().deliver(event)
 
 
 def default_sinks() -> list[Sink]:
