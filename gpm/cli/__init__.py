@@ -127,11 +127,28 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
         code = _fail("interrupted", EXIT_INTERRUPTED)
+        _forget_the_interrupt()
     except OSError as exc:
         if not _is_closed_pipe(exc):
             raise
         code = _reader_left()
+    # The work is done: a Ctrl-C while the interpreter exits (atexit's
+    # logging.shutdown) ends the process by the signal, not with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.exit(code)
+
+
+def _forget_the_interrupt() -> None:
+    """Make ``python -m gpm`` exit with our 130, not die by SIGINT after "gpm: interrupted".
+
+    CPython marks a KeyboardInterrupt that ends code run from a string
+    (``exec``/``eval`` of source: every dataclass and namedtuple definition
+    does it, so any lazy import can) as unhandled even when a caller catches
+    it, and under ``-m`` then ends the process by re-raising SIGINT after
+    ``sys.exit`` (bpo-41602's check in ``Py_RunMain``). The mark is cleared
+    at the start of every such run: one empty one clears it.
+    """
+    exec("")  # noqa: S102 - no input: it only resets the interpreter's flag
 
 
 def _invoke(argv: list[str] | None) -> int:
