@@ -280,9 +280,32 @@ def test_ctrl_c_in_code_run_from_a_string_exits_130_not_by_the_signal(tmp_path):
         "    exec('import os, signal, time; os.kill(os.getpid(), signal.SIGINT); time.sleep(5)')\n"
         "gpm.cli._invoke = _invoke\n"
         "gpm.cli.main()\n")
-    proc = subprocess.run([sys.executable, "-m", "interrupted_in_exec"], capture_output=True, text=True, timeout=60,
-                          env=gpm_env({"PYTHONPATH": os.pathsep.join([str(REPO), str(tmp_path)])}))
-    assert (proc.returncode, proc.stderr.strip()) == (130, "gpm: interrupted")
+    assert _run_module(tmp_path, "interrupted_in_exec") == (130, "gpm: interrupted")
+
+
+def test_an_error_that_a_ctrl_c_caused_is_the_interrupt_not_an_internal_error(tmp_path):
+    """Python can turn a KeyboardInterrupt into another exception (an import
+    it cut short once ended in "TypeError: expected a message argument"):
+    after a Ctrl-C reached gpm, that is 130 and "gpm: interrupted"."""
+    (tmp_path / "interrupt_then_error.py").write_text(
+        "import os, signal, click, gpm.cli\n"
+        "@click.command()\n"
+        "def boom():\n"
+        "    try:\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "        signal.pause()\n"
+        "    except KeyboardInterrupt:\n"
+        "        raise TypeError('expected a message argument') from None\n"
+        "gpm.cli.cli.add_command(boom)\n"
+        "gpm.cli.main(['boom'])\n")
+    assert _run_module(tmp_path, "interrupt_then_error") == (130, "gpm: interrupted")
+
+
+def _run_module(folder: Path, name: str) -> tuple[int, str]:
+    """``python -m NAME`` (the module in ``folder``), as ``python -m gpm`` runs: exit code and stderr."""
+    proc = subprocess.run([sys.executable, "-m", name], capture_output=True, text=True, timeout=60,
+                          env=gpm_env({"PYTHONPATH": os.pathsep.join([str(REPO), str(folder)])}))
+    return proc.returncode, proc.stderr.strip()
 
 
 def _wait_for_gpm_main(proc: subprocess.Popen, timeout: float = 60) -> None:
