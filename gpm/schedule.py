@@ -12,6 +12,7 @@ times instead of measuring gaps between real sleeps (#14.8).
 
 from __future__ import annotations
 
+import _thread
 import itertools
 import signal
 import threading
@@ -25,6 +26,20 @@ def wait(event: threading.Event, seconds: float) -> bool:
     """Wait up to ``seconds`` for ``event``; True when it was set. The real
     wait, the default wherever a fake one can be injected."""
     return event.wait(seconds)
+
+
+def set_from_signal_handler(event: threading.Event) -> None:
+    """Set ``event`` from a signal handler without waiting for its lock.
+
+    A handler runs in the main thread between two of its bytecodes, which
+    can be inside that very event's ``with self._cond`` (``Event.wait`` on
+    its way in or out, ``Event.clear``): ``event.set()`` there waits for a
+    lock its own thread holds, for ever, and SIGTERM never stops the process
+    (more likely on a busy machine, where the main thread spends longer in
+    there). A new thread sets it as soon as the main thread lets go; the
+    low-level one, because ``threading.Thread.start`` takes locks too.
+    """
+    _thread.start_new_thread(event.set, ())
 
 
 class Stopper:
@@ -44,7 +59,7 @@ class Stopper:
 
     def _handle(self, signum, _frame) -> None:
         self.signal = signum
-        self.event.set()
+        set_from_signal_handler(self.event)
 
     def restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -53,12 +68,12 @@ class Stopper:
 
     @property
     def stopped(self) -> bool:
-        return self.event.is_set()
+        return self.signal is not None or self.event.is_set()
 
     def sleep(self, seconds: float) -> bool:
         """Sleep unless stopped; True when woken by a stop."""
         if seconds <= 0:
-            return self.event.is_set()
+            return self.stopped
         return self.wait(self.event, seconds)
 
     def __enter__(self) -> "Stopper":

@@ -10,6 +10,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -441,3 +442,30 @@ def test_a_second_daemon_on_the_same_database_exits_75_and_the_first_keeps_sampl
     while first.metric_rows() <= before and time.monotonic() < deadline:
         time.sleep(0.05)
     assert first.metric_rows() > before and first.proc.poll() is None
+
+
+def test_a_stop_signal_that_lands_inside_the_wake_events_lock_still_stops():
+    """A handler runs between two bytecodes of the main thread, which may be
+    inside ``with event._cond`` (Event.wait on its way out, Event.clear; the
+    daemon's loop does both five times a second with the sampler's news):
+    a handler that set the event there waited for its own thread's lock, and
+    SIGTERM never stopped the daemon. Here the handlers run holding that lock."""
+    from gpm.daemon.core import Daemon
+    from gpm.schedule import Stopper
+
+    daemon, stopper = Daemon(load=lambda: None), Stopper()
+    for event, handle in ((daemon._wake, daemon._on_stop), (daemon._wake, daemon._on_hup),
+                          (stopper.event, stopper._handle)):
+        event.clear()
+        returned = threading.Event()
+
+        def main_thread_inside_the_lock(event=event, handle=handle):
+            with event._cond:
+                handle(signal.SIGTERM, None)
+            returned.set()
+
+        threading.Thread(target=main_thread_inside_the_lock, daemon=True).start()
+        assert returned.wait(5), f"{handle.__qualname__} waited for a lock its own thread holds"
+        assert event.wait(5)
+    assert (daemon._stop_signal, daemon._reload_requested, stopper.signal, stopper.stopped) == (
+        signal.SIGTERM, True, signal.SIGTERM, True)

@@ -678,3 +678,24 @@ def test_gpm_sample_keeps_the_reductions_and_the_report_equals_no_cache(fake_nvm
     # The report used the hours `gpm sample` reduced: none was reduced again.
     assert conn.execute("SELECT hour_ms, computed_ms FROM report_hours WHERE hour_ms IN "
                         "(SELECT value FROM json_each(?)) ORDER BY 1", (json.dumps(closed),)).fetchall() == reduced
+
+
+def test_cron_runs_that_start_late_are_not_gaps():
+    """`gpm sample -n 3 -i 0.1` from cron every 7 minutes, each run starting
+    0 or 3 s late (a busy machine): the threshold is well above the spacing,
+    whichever runs share a quarter hour, and a missed half hour is still a gap.
+    It was the spacing itself (two runs in a quarter are 5 intervals), so a
+    run 3 s later than the one before was a gap."""
+    import polars as pl
+
+    from gpm.report.build import gap_ms_for
+
+    starts = [MON + k * 7 * 60_000 + 3_000 * (k % 2) for k in range(40)]
+    rows = {}
+    for ts in (t + i * 100 for t in starts for i in range(3)):
+        n, first, last = rows.get(ts // 60_000, (0, ts, ts))
+        rows[ts // 60_000] = (n + 1, min(first, ts), max(last, ts))
+    minutes = pl.DataFrame([{"gid": 0, "minute": m, "n": n, "first_ts_ms": f, "last_ts_ms": la}
+                            for m, (n, f, la) in sorted(rows.items())])
+    longest = max(b - a for a, b in zip(starts, starts[1:])) - 200  # from a run's last sample to the next
+    assert longest < gap_ms_for(minutes) < 30 * 60_000

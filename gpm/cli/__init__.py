@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     reader that leaves early (``gpm export | head``) ends the run quietly with
     0, as it would a well-behaved Unix filter (#12.11).
     """
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         code = _invoke(argv)
         if sys.stdout is not None:
@@ -127,11 +127,42 @@ def main(argv: list[str] | None = None) -> NoReturn:
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends it at once
         code = _fail("interrupted", EXIT_INTERRUPTED)
+        _forget_the_interrupt()
     except OSError as exc:
         if not _is_closed_pipe(exc):
             raise
         code = _reader_left()
+    # The work is done: a Ctrl-C while the interpreter exits (atexit's
+    # logging.shutdown) ends the process by the signal, not with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     sys.exit(code)
+
+
+class _Interrupt:
+    seen = False  # a Ctrl-C reached main()'s handler
+
+
+def _interrupt(_signum, _frame) -> None:
+    """SIGINT while main() runs: ``signal.default_int_handler``, remembering
+    that it came. A KeyboardInterrupt raised in the middle of an import can
+    come out as another exception (CPython's import error path once gave
+    "TypeError: expected a message argument"): that is still the Ctrl-C,
+    130 and "gpm: interrupted", not an internal error."""
+    _Interrupt.seen = True
+    raise KeyboardInterrupt
+
+
+def _forget_the_interrupt() -> None:
+    """Make ``python -m gpm`` exit with our 130, not die by SIGINT after "gpm: interrupted".
+
+    CPython marks a KeyboardInterrupt that ends code run from a string
+    (``exec``/``eval`` of source: every dataclass and namedtuple definition
+    does it, so any lazy import can) as unhandled even when a caller catches
+    it, and under ``-m`` then ends the process by re-raising SIGINT after
+    ``sys.exit`` (bpo-41602's check in ``Py_RunMain``). The mark is cleared
+    at the start of every such run: one empty one clears it.
+    """
+    exec("")  # noqa: S102 - no input: it only resets the interpreter's flag
 
 
 def _invoke(argv: list[str] | None) -> int:
@@ -151,6 +182,8 @@ def _invoke(argv: list[str] | None) -> int:
     except _ReaderLeft:
         return _reader_left()
     except Exception as exc:  # noqa: BLE001 - the last line of defence, for bugs only
+        if _Interrupt.seen:  # Python turned the Ctrl-C into another error (an import it cut short)
+            raise KeyboardInterrupt from None
         if "-v" in sys.argv or "-vv" in sys.argv or "--verbose" in sys.argv:
             raise
         return _fail(f"internal error: {type(exc).__name__}: {exc} (run with -v for details)", EXIT_FAILURE)

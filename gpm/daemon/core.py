@@ -24,6 +24,7 @@ from gpm.daemon.jobs import JOB_KINDS, JobKind
 from gpm.daemon.notify import Notifier
 from gpm.daemon.scheduler import Runner
 from gpm.errors import GpmError
+from gpm.schedule import set_from_signal_handler
 
 log = logging.getLogger("gpm.daemon")
 
@@ -61,13 +62,14 @@ class Daemon:
         self._lock = threading.Lock()
 
     # --- signals -------------------------------------------------------
+    # Handlers never call self._wake.set() themselves: see set_from_signal_handler.
     def _on_stop(self, signum, _frame) -> None:
         self._stop_signal = signum
-        self._wake.set()
+        set_from_signal_handler(self._wake)
 
     def _on_hup(self, _signum, _frame) -> None:
         self._reload_requested = True
-        self._wake.set()
+        set_from_signal_handler(self._wake)
 
     def _install_signals(self) -> dict:
         previous = {}

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
 HOST_CODE = 2**32  # gid = host code x HOST_CODE + UUID code
 GAP_INTERVALS = 5  # an interval this many times the usual one is a gap (if > 60 s)
+QUARTER_MS = 15 * 60_000  # the span over which the usual interval is measured
 
 METHOD_COUNTER = "energy_counter"
 METHOD_INTEGRATED = "integrated_power"
@@ -175,15 +176,29 @@ def gap_ms_for(minutes: "pl.DataFrame") -> int:
     """The gap threshold: 60 s, or 5 usual sampling intervals when sampling is
     slower. The usual interval is the median over each GPU's quarter hours
     of their mean interval (a quarter, not a minute: a sampler slower than
-    once a minute has one sample per minute). Only the columns it needs
-    enter the group-by: over the whole minute frame it page-faulted a
-    gigabyte for a year (#14)."""
+    once a minute has one sample per minute).
+
+    A quarter's mean interval counts the interval that leads into it from
+    the GPU's previous sample (unless that one is longer than a quarter
+    hour: a sampler stopped, not a slow one). Without it, a quarter that
+    holds two runs of `gpm sample -n 3` from cron is 5 intervals long, and
+    the threshold was the cron spacing itself: every run that started a
+    moment later than the one before, as runs do on a busy machine, was
+    reported as a gap. With it, each quarter says the rate the runs
+    keep, spacing / 3 here, wherever the quarter's edges fall. Only the
+    columns it needs enter the group-by: over the whole minute frame it
+    page-faulted a gigabyte for a year (#14).
+    """
     import polars as pl
 
-    per = minutes.select("gid", (pl.col("minute") // 15).alias("quarter"), "n", "first_ts_ms", "last_ts_ms") \
-        .group_by("gid", "quarter").agg(pl.col("n").sum(), pl.col("first_ts_ms").min(), pl.col("last_ts_ms").max())
-    usual = per.filter(pl.col("n") > 1).select(
-        ((pl.col("last_ts_ms") - pl.col("first_ts_ms")) / (pl.col("n") - 1)).median()).item()
+    prev_last = pl.col("last_ts_ms").shift(1).over("gid", order_by="minute")
+    incoming = pl.col("first_ts_ms") - prev_last
+    leads_in = incoming.is_not_null() & (incoming <= QUARTER_MS)
+    per = minutes.select("gid", "minute", "n", "first_ts_ms", "last_ts_ms").with_columns(
+        _span=pl.col("last_ts_ms") - pl.col("first_ts_ms") + pl.when(leads_in).then(incoming).otherwise(0),
+        _intervals=pl.col("n") - 1 + leads_in.cast(pl.Int64),
+    ).group_by("gid", pl.col("minute") // 15).agg(pl.col("_span").sum(), pl.col("_intervals").sum())
+    usual = per.filter(pl.col("_intervals") > 0).select((pl.col("_span") / pl.col("_intervals")).median()).item()
     return int(max(MIN_GAP_SECS * 1000, (usual or 0) * GAP_INTERVALS))
 
 
