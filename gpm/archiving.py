@@ -16,7 +16,7 @@ from gpm.report.rollup import rollup_archived_days
 from gpm.store.archive import Progress, reclaim
 from gpm.store.archive import archive as move_rows
 from gpm.store.archive_files import ArchiveResult
-from gpm.store.reductions import refresh
+from gpm.store.rollup import refresh
 
 
 def archive(conn: sqlite3.Connection, archive_dir: str | Path, *, cutoff: int, own_host: str,
@@ -25,8 +25,8 @@ def archive(conn: sqlite3.Connection, archive_dir: str | Path, *, cutoff: int, o
 
     The caller holds the archive lock (``gpm.locks``). The hours are reduced
     while they are still in SQLite (``report_minutes``); each day that got
-    part files gets its reduction stored beside them, where any host the
-    archive is copied to finds it too. A failed reduction leaves the rows
+    part files gets its rollup stored beside them, where any host the
+    archive is copied to finds it too. A failed rollup leaves the rows
     archived (the report then reads them raw) and is a warning. ``now_ms``:
     the time that decides which hours are closed (default: now).
     """
@@ -37,7 +37,7 @@ def archive(conn: sqlite3.Connection, archive_dir: str | Path, *, cutoff: int, o
     try:
         rollup_archived_days(conn, Path(archive_dir), busy_threshold, created_since_ms=started_ms)
     except Exception as err:  # noqa: BLE001 - the archive itself is done and durable
-        result.warnings.append(f"report reductions of the archived days not stored ({err}); "
+        result.warnings.append(f"report rollup of the archived days not stored ({err}); "
                                f"`gpm report` reads the rows")
     # Last: the moved hours' rollup leaves SQLite with them, and its pages are given back too.
     result.reclaim = reclaim(conn)

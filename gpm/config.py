@@ -24,7 +24,7 @@ from gpm.addresses import url_problem
 from gpm.config_file import key_line, read_toml
 from gpm.config_values import Key, check_value, parse_env_value, toml_value
 from gpm.errors import ConfigError
-from gpm.gpu.model import THROTTLE_REASONS
+from gpm.gpu.sample import THROTTLE_REASONS
 
 
 def validate_rules(value: Any, where: str) -> Any:
@@ -44,7 +44,7 @@ def validate_alert_overrides(value: Any, where: str) -> Any:
 
 
 def validate_throttle_reasons(value: Any, where: str) -> Any:
-    """``[alerts] throttle_reasons``: names as nvidia-smi gives them (``gpm.gpu.model.THROTTLE_REASONS``)."""
+    """``[alerts] throttle_reasons``: names as nvidia-smi gives them (``gpm.gpu.sample.THROTTLE_REASONS``)."""
     for name in value:
         if name not in THROTTLE_REASONS:
             raise ConfigError(f"{where}: [alerts] throttle_reasons: {name!r} is not a slowdown reason "

@@ -16,7 +16,7 @@ from gpm.alerts.sampled import SampleAlerts
 from gpm.alerts.sinks import Sink, default_sinks, tell
 from gpm.classify.live import Classifier, enrich_samples
 from gpm.config import Config
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.gpu.reader import GpuReader, open_reader
 from gpm.store.process_events import save_process_events
 from gpm.store.samples import GpuIds, save_in_transaction

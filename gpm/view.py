@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.humanize import Column, cut, display_width, fmt_bytes, fmt_opt, pad, short_gpu_name, table, visible
 
 SPARKS = "▁▂▃▄▅▆▇█"

@@ -18,7 +18,7 @@ from gpm.alerts.sinks import log_event, tell
 from gpm.alerts.event import AlertEvent
 from gpm.alerts.sampled import SampleAlerts
 from gpm.config import load_config
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.store.alerts import list_events, load_states
 from gpm.store.db import open_db, write
 from gpm.store.samples import GpuIds, save_in_transaction, save_samples

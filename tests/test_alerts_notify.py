@@ -144,7 +144,7 @@ def test_a_hanging_hook_and_a_silent_webhook_never_delay_a_sample(tmp_path, sile
     """Twenty samples stored while the hook sleeps a minute and the webhook
     never answers: each send returns at once, each sample takes what it takes
     without them; close() gives up at its timeout and kills the hook."""
-    from gpm.gpu.model import GpuSample
+    from gpm.gpu.sample import GpuSample
     from gpm.sampling import Sampler
     from gpm.store.db import open_db
 

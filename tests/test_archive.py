@@ -320,7 +320,7 @@ def test_archive_while_sampling_loses_nothing(tmp_path, fake_nvml):
 # A second writer through gpm's save_samples: prints how many samples it committed.
 WRITER = r"""
 import signal, sys, time
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.store.db import open_db
 from gpm.store.samples import save_samples
 conn = open_db(sys.argv[1])

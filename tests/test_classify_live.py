@@ -25,7 +25,7 @@ import pytest
 from gpm.classify.live import Classifier
 from gpm.classify.rules import classify
 from gpm.config import load_config
-from gpm.gpu.model import GpuProcess, GpuSample
+from gpm.gpu.sample import GpuProcess, GpuSample
 from tests.conftest import run_gpm
 from tests.fakes.nvml import FakeProcess, Scenario, make_gpu
 from tests.steamtree import STEAM_FIXTURES

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from gpm.classify.facts import ProcessFacts, read_facts
+from gpm.classify.process_facts import ProcessFacts, read_facts
 from gpm.classify.rules import Context, classify
 from gpm.classify.user_rules import validate_rules
 from gpm.config import load_config

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from gpm.classify.facts import ProcessFacts
+from gpm.classify.process_facts import ProcessFacts
 from gpm.classify.rules import Context, classify
 from gpm.classify.steam import SteamLibrary, library_paths, parse_manifest, parse_vdf
 from gpm.classify.steam_signs import common_dir

@@ -363,7 +363,7 @@ def test_version_and_python_dash_m(gpm):
 
 
 def test_ticks_skip_missed_slots_but_keep_the_count():
-    from gpm.schedule import Stopper, ticks
+    from gpm.repeat import Stopper, ticks
 
     clock = FakeClock(until=60.0)
     runs = []

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.humanize import display_width
 from gpm.view import SPARKS, History, frame, sample_table, sparkline
 from tests.test_report import utc  # noqa: F401  (autouse: TZ=UTC)

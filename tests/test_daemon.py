@@ -451,7 +451,7 @@ def test_a_stop_signal_that_lands_inside_the_wake_events_lock_still_stops():
     a handler that set the event there waited for its own thread's lock, and
     SIGTERM never stopped the daemon. Here the handlers run holding that lock."""
     from gpm.daemon.core import Daemon
-    from gpm.schedule import Stopper
+    from gpm.repeat import Stopper
 
     daemon, stopper = Daemon(load=lambda: None), Stopper()
     for event, handle in ((daemon._wake, daemon._on_stop), (daemon._wake, daemon._on_hup),

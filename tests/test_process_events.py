@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 from gpm.config import load_config
-from gpm.gpu.model import GpuProcess, GpuSample, ProcessDetails
+from gpm.gpu.sample import GpuProcess, GpuSample, ProcessDetails
 from gpm.sampling import Sampler
 from gpm.store.db import open_db
 

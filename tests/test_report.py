@@ -29,7 +29,7 @@ import pytest
 
 from gpm.config import load_config
 from gpm.humanize import display_width
-from gpm.gpu.model import GpuProcess, GpuSample, ProcessDetails
+from gpm.gpu.sample import GpuProcess, GpuSample, ProcessDetails
 from gpm.llm.client import LoadedModel
 from gpm.llm.sessions import PollResult
 from gpm.sampling import Sampler

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.humanize import display_width
 from gpm.store.db import open_db
 from gpm.store.samples import save_samples

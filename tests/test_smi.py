@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from gpm.errors import EXIT_NO_BACKEND, NoBackendError
-from gpm.gpu.model import THROTTLE_REASONS
+from gpm.gpu.sample import THROTTLE_REASONS
 from gpm.gpu.smi import SmiReader
 from gpm.gpu.smi_xml import SmiParseError, parse_smi_xml
 

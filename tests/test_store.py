@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from gpm.gpu.model import GpuProcess, GpuSample
+from gpm.gpu.sample import GpuProcess, GpuSample
 from gpm.store.db import open_db
 from gpm.store.samples import save_samples
 from tests.conftest import REPO

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.telemetry.llm import LoadedModel
 from gpm.telemetry.prometheus import exposition, write_textfile
 from gpm.telemetry.server import MetricsServer

@@ -22,7 +22,7 @@ from gpm.cli import cli
 from gpm.cli.options import TimeParam
 from gpm.config import load_config
 from gpm.errors import GpmError
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.report.period import Period, fill_week, resolve_period
 from gpm.sampling import Sampler
 from gpm.store.alerts import insert_event

@@ -106,7 +106,7 @@ def add_long_names(db, host: str) -> None:
     wide one) running a long-named program and a game of a long name, and
     requests to a model of a long name that was loaded."""
     from gpm.config import load_config
-    from gpm.gpu.model import GpuSample
+    from gpm.gpu.sample import GpuSample
     from gpm.llm.sessions import PollResult
     from gpm.sampling import Sampler
     from gpm.store.db import open_db, write

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gpm.alerts.engine import Observation
 from gpm.alerts.event import iso
-from gpm.gpu.model import GpuSample, throttle_mask, throttle_names
+from gpm.gpu.sample import GpuSample, throttle_mask, throttle_names
 from gpm.humanize import fmt_bytes, fmt_duration, visible
 from gpm.store.alerts import known_gpus, load_states, sample_times
 from gpm.store.samples import gpu_key

@@ -18,7 +18,7 @@ from gpm.alerts.conditions import (
 from gpm.alerts.engine import AlertEngine
 from gpm.alerts.event import AlertEvent
 from gpm.config import Config
-from gpm.gpu.model import GpuSample, now_ms
+from gpm.gpu.sample import GpuSample, now_ms
 from gpm.store.alerts import last_sample_ms
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from gpm.classify.facts import ProcessFacts
+from gpm.classify.process_facts import ProcessFacts
 from gpm.classify.redact import MASK
 
 _WORD_SPLIT = re.compile(r"[^a-z0-9]+")

@@ -30,14 +30,14 @@ import copy
 import os
 import pwd
 
-from gpm.classify.facts import (ParentFacts, ProcessFacts, ProcStat, libraries, parent_chain, proc_stat, read_facts,
+from gpm.classify.process_facts import (ParentFacts, ProcessFacts, ProcStat, libraries, parent_chain, proc_stat, read_facts,
                                 reread)
 from gpm.classify.ollama_models import OllamaModels
 from gpm.classify.rules import Context, Decision, classify, sample_key
 from gpm.classify.steam import SteamLibrary
 from gpm.classify.user_rules import UserRule
 from gpm.config import Config
-from gpm.gpu.model import GpuSample, ProcessDetails, now_ms
+from gpm.gpu.sample import GpuSample, ProcessDetails, now_ms
 
 
 # Libraries get loaded after start (a Python program importing torch) and

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gpm.classify.cmdline import base, is_python, python_target
-from gpm.classify.facts import ProcessFacts
+from gpm.classify.process_facts import ProcessFacts
 from gpm.classify.known_programs import EXE_SUFFIXES, framework_of
 
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from gpm.classify.cmdline import after, base, model_label, option, title_words, words
-from gpm.classify.facts import ProcessFacts
+from gpm.classify.process_facts import ProcessFacts
 from gpm.classify.known_programs import (BROWSERS, CUDNN_ONLY, DESKTOP, FINE_TUNE, GAME_EXE, GAME_NAME, GAME_PATH,
                                          GENERAL, GODOT, SERVE_OPTION, SERVE_WORDS, STEAM_CLIENT, TRAIN_OPTION,
                                          TRAIN_WORDS, TRAINABLE, UNREAL, VIDEO_PLAYERS, WINE, WINE_SYSTEM)

@@ -13,7 +13,7 @@ from gpm.alerts.listing import render_table
 from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import time_range_options
 from gpm.errors import EXIT_FAILURE
-from gpm.gpu.model import now_ms as clock
+from gpm.gpu.sample import now_ms as clock
 from gpm.humanize import terminal_size
 from gpm.store.alerts import firing_events, list_events
 

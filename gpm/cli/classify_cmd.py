@@ -10,7 +10,7 @@ from typing import Iterator
 import click
 
 from gpm import jsontext
-from gpm.classify.facts import ProcessFacts
+from gpm.classify.process_facts import ProcessFacts
 from gpm.classify.ollama_models import OllamaModels
 from gpm.classify.rules import Context, classify as classify_one
 from gpm.classify.steam import SteamLibrary

@@ -19,7 +19,7 @@ from gpm.humanize import Column, cut, display_width, fmt_bytes, fmt_opt, table, 
 from gpm.llm.client import OllamaClient
 from gpm.llm.proxy import RecordingProxy
 from gpm.llm.sessions import poll
-from gpm.schedule import Stopper, ticks
+from gpm.repeat import Stopper, ticks
 from gpm.store.llm import RequestLog, SessionLog, open_sessions
 from gpm.telemetry.proxy_hooks import ProxyHooks
 from gpm.telemetry.tracing import ProxyTracer

@@ -12,7 +12,7 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import time_range_options
 from gpm.cli.pager import echo_paged
 from gpm.errors import EXIT_USAGE, GpmError
-from gpm.gpu.model import now_ms as clock
+from gpm.gpu.sample import now_ms as clock
 from gpm.humanize import terminal_size
 from gpm.locks import exclusive_lock, lock_path
 from gpm.outfile import check_output, write_atomic

@@ -14,12 +14,12 @@ import click
 from gpm.alerts.dispatch import Dispatcher
 from gpm.cli.context import AppContext, pass_app
 from gpm.errors import EXIT_FAILURE, EXIT_INTERRUPTED
-from gpm.gpu.model import now_ms
+from gpm.gpu.sample import now_ms
 from gpm.humanize import terminal_size
 from gpm.outfile import check_output
 from gpm.sampling import Sampler
-from gpm.schedule import Stopper, ticks
-from gpm.store.reductions import refresh
+from gpm.repeat import Stopper, ticks
+from gpm.store.rollup import refresh
 from gpm.telemetry.prometheus import write_textfile
 from gpm.telemetry.state import MetricsState
 from gpm.view import History, frame, sample_table
@@ -60,18 +60,18 @@ def _write_textfile(path: str, sampler, samples, duration_seconds: float) -> Non
     write_textfile(path, state.snapshot(), per_process=sampler.cfg["telemetry.per_process"])
 
 
-def _reduce_closed_hours(app: AppContext, conn, cfg) -> None:
-    """Keep `gpm report`'s hourly reductions current: one indexed query
+def _roll_up_closed_hours(app: AppContext, conn, cfg) -> None:
+    """Keep `gpm report`'s rollup current: one indexed query
     unless an hour closed since the last run (then that hour's rows, a few
     hundred under cron, are reduced). A failure here never fails the sample."""
     try:
         refresh(conn, cfg["report.busy_threshold_percent"], now_ms=now_ms(), max_hours=REDUCE_HOURS_PER_RUN)
     except sqlite3.Error as err:
         if app.verbose:
-            app.warn(f"report reductions not updated ({err}); `gpm report` reduces those hours itself")
+            app.warn(f"report rollup not updated ({err}); `gpm report` rolls those hours up itself")
 
 
-# A backlog of unreduced hours (a database from before the reductions) is
+# A backlog of unreduced hours (a database from before the rollup) is
 # taken this many hours per run, so no cron run is slow.
 REDUCE_HOURS_PER_RUN = 2
 
@@ -153,7 +153,7 @@ def sample(app: AppContext, count: int, interval: float | None, follow: bool,
                     click.echo("gpm: no GPUs found", err=True)
             stopped_early = stopper.stopped and not follow and taken + 1 < count
         if conn is not None:
-            _reduce_closed_hours(app, conn, cfg)
+            _roll_up_closed_hours(app, conn, cfg)
     finally:
         sampler.close()
         if dispatcher is not None:

@@ -12,7 +12,7 @@ from gpm.cli.context import AppContext, pass_app
 from gpm.cli.options import otlp_options, otlp_overrides
 from gpm.errors import GpmError
 from gpm.sampling import Sampler
-from gpm.schedule import Stopper
+from gpm.repeat import Stopper
 from gpm.telemetry.alerts_feed import DbAlertFeed
 from gpm.telemetry.llm import DbRequestFeed, fetch_loaded_models
 from gpm.telemetry.otlp import OtlpMetrics

@@ -22,7 +22,7 @@ from gpm.alerts.engine import AlertEngine
 from gpm.alerts.sinks import Sink, tell
 from gpm.daemon.job_context import JobContext
 from gpm.daemon.scheduler import PeriodicJob
-from gpm.gpu.model import now_ms
+from gpm.gpu.sample import now_ms
 from gpm.llm.sessions import PollResult
 from gpm.store.alerts import last_sample_ms
 from gpm.store.db import connect, file_id, write

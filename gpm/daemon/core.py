@@ -24,7 +24,7 @@ from gpm.daemon.jobs import JOB_KINDS, JobKind
 from gpm.daemon.notify import Notifier
 from gpm.daemon.scheduler import Runner
 from gpm.errors import GpmError
-from gpm.schedule import set_from_signal_handler
+from gpm.repeat import set_from_signal_handler
 
 log = logging.getLogger("gpm.daemon")
 

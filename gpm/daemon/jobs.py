@@ -34,12 +34,12 @@ from gpm.daemon.logs import job_logger
 from gpm.daemon.sampling_job import sampling_job
 from gpm.daemon.scheduler import Job, PeriodicJob, ServiceJob, held_service
 from gpm.errors import GpmError
-from gpm.gpu.model import now_ms
+from gpm.gpu.sample import now_ms
 from gpm.llm.proxy import RecordingProxy
 from gpm.llm.sessions import OllamaWatcher
 from gpm.store.db import FollowedDb, open_db
 from gpm.store.llm import RequestLog, SessionLog
-from gpm.store.reductions import refresh
+from gpm.store.rollup import refresh
 from gpm.telemetry.alerts_feed import DbAlertFeed
 from gpm.telemetry.llm import DbRequestFeed, LoadedModel
 from gpm.telemetry.otlp import OtlpMetrics
@@ -72,17 +72,17 @@ class JobKind:
         ]
 
 
-REDUCE_INTERVAL_SECS = 60.0
-REDUCE_HOURS_PER_RUN = 24  # a backlog (a database from before the reductions) is taken a day per minute
+ROLLUP_INTERVAL_SECS = 60.0
+REDUCE_HOURS_PER_RUN = 24  # a backlog (a database from before the rollup) is taken a day per minute
 
 
-def reduce_job(ctx: JobContext) -> PeriodicJob:
-    """Keep `gpm report`'s per-minute reductions current (``gpm.store.reductions``):
+def rollup_job(ctx: JobContext) -> PeriodicJob:
+    """Keep `gpm report`'s per-minute rollup current (``gpm.store.rollup``):
     each minute, reduce the hours that closed since the last run, in this
     job's own thread so the sampling tick never waits for it."""
     cfg = ctx.cfg
     db = FollowedDb(cfg.db_path, cfg["storage.busy_timeout_secs"])  # reduces the database the samples go to, even a new one (#12.5)
-    log = job_logger("reduce")
+    log = job_logger("rollup")
 
     def run() -> None:
         if db.check() is not None:  # the sampling job says so in the log
@@ -92,7 +92,7 @@ def reduce_job(ctx: JobContext) -> PeriodicJob:
         if done:
             log.debug("reduced %d closed hour%s for `gpm report`", done, "s" if done != 1 else "")
 
-    return PeriodicJob("reduce", run, REDUCE_INTERVAL_SECS, close=db.close, first_delay_secs=ARCHIVE_FIRST_DELAY_SECS)
+    return PeriodicJob("rollup", run, ROLLUP_INTERVAL_SECS, close=db.close, first_delay_secs=ARCHIVE_FIRST_DELAY_SECS)
 
 
 def ollama_watch_job(ctx: JobContext) -> PeriodicJob:
@@ -230,7 +230,7 @@ JOB_KINDS: list[JobKind] = [
     JobKind("archive", archive_job, enabled_by="storage.enable_parquet_archival",
             interval_key="storage.archive_interval_secs",
             restart_keys=("storage.db_path",)),
-    JobKind("reduce", reduce_job, restart_keys=("storage.db_path", "report.busy_threshold_percent")),
+    JobKind("rollup", rollup_job, restart_keys=("storage.db_path", "report.busy_threshold_percent")),
     JobKind("ollama-watch", ollama_watch_job, enabled_by="ollama.enabled",
             interval_key="ollama.poll_interval_secs",
             restart_keys=("ollama.api_url", "ollama.timeout_secs", "storage.db_path", "service.hostname", "alerts.")),

@@ -2,11 +2,11 @@
 
 Each job gets one thread, so a slow archive or a hung HTTP client never
 delays sampling, and a job never overlaps itself. Periodic jobs run on a
-drift-free grid (start + k * interval, as ``gpm.schedule.ticks``); a run that
+drift-free grid (start + k * interval, as ``gpm.repeat.ticks``); a run that
 raises is logged and retried with exponential back-off while the other jobs
 go on. Services (HTTP servers) run ``serve()`` in their thread and are
 restarted the same way when they fail. A runner reads the time from its
-``clock`` and waits through its ``wait`` (``gpm.schedule``'s), so a test can
+``clock`` and waits through its ``wait`` (``gpm.repeat``'s), so a test can
 run it on a fake clock and check the exact times of its runs.
 """
 
@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from gpm import schedule
+from gpm import repeat
 from gpm.daemon.logs import job_logger
 
 MAX_BACKOFF_SECS = 300.0
@@ -80,7 +80,7 @@ class Runner:
 
     job: Job
     clock: Callable[[], float] = time.monotonic
-    wait: schedule.Wait = schedule.wait
+    wait: repeat.Wait = repeat.wait
     on_run: Callable[["Runner"], None] | None = None  # called after every run
     log: logging.Logger = field(init=False)
     runs: int = 0

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gpm.errors import NoBackendError
-from gpm.gpu.model import GpuProcess, GpuSample, now_ms
+from gpm.gpu.sample import GpuProcess, GpuSample, now_ms
 
 if TYPE_CHECKING:
     import pynvml

@@ -6,7 +6,7 @@ from typing import Protocol
 
 from gpm.config import Config
 from gpm.errors import NoBackendError
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.gpu.nvml import NvmlReader
 from gpm.gpu.smi import SmiReader
 

@@ -18,7 +18,7 @@ import subprocess
 import time
 
 from gpm.errors import NoBackendError
-from gpm.gpu.model import GpuSample, now_ms
+from gpm.gpu.sample import GpuSample, now_ms
 from gpm.gpu.smi_xml import SOURCE, SmiParseError, parse_smi_xml
 
 _MIB = 1024 * 1024

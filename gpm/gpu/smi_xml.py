@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
-from gpm.gpu.model import THROTTLE_REASONS, GpuProcess, GpuSample
+from gpm.gpu.sample import THROTTLE_REASONS, GpuProcess, GpuSample
 
 if TYPE_CHECKING:
     import xml.etree.ElementTree as ET

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from gpm.llm.client import LoadedModel, OllamaClient, OllamaUnavailable
-from gpm.schedule import Stopper, ticks
+from gpm.repeat import Stopper, ticks
 
 log = logging.getLogger("gpm.llm")
 

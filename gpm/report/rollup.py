@@ -7,7 +7,7 @@ counts, extremes and the first and last sample of the minute, plus a
 exact distribution of an integer percentage). Everything the report says is
 computed from these rows (``gpm.report.build``), whichever store they came
 from. The rollup is stored beside the rows it summarizes: in SQLite
-(``gpm.store.reductions``, kept current by the write path) and, for an
+(``gpm.store.rollup``, kept current by the write path) and, for an
 archived day, beside its Parquet part files (``rollup_archived_days``,
 called by `gpm archive` for the days it just moved); the raw rows it does
 not cover (partial hours at a range's ends, hours not rolled up) are rolled
@@ -34,11 +34,11 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gpm.gpu.model import THROTTLE_REASONS
+from gpm.gpu.sample import THROTTLE_REASONS
 from gpm.store.archive import write_durably
 from gpm.store.archive_files import fsync_dir, host_dir
 from gpm.store.history import scan_files
-from gpm.store.reductions import BUCKET_MS, HOUR_MS, MINUTE_COLUMNS, THROTTLING, THROTTLING_MASK, drop_moved_hours
+from gpm.store.rollup import BUCKET_MS, HOUR_MS, MINUTE_COLUMNS, THROTTLING, THROTTLING_MASK, drop_moved_hours
 from gpm.store.timeseries import DAY_MS
 
 if TYPE_CHECKING:
@@ -123,7 +123,7 @@ def empty_histogram() -> "pl.DataFrame":
 def lazy_rollup(lf: "pl.LazyFrame", sel: Selection, busy_threshold: float) -> tuple["pl.DataFrame", "pl.DataFrame"]:
     """(minute rows, hourly histogram) of raw rows shaped like the history
     reader's ``gpu_metrics`` (host, gpu_uuid, gpu_index, gpu_name, ts_ms + metric columns):
-    the same figures ``gpm.store.reductions.reduce_span`` computes in SQL."""
+    the same figures ``gpm.store.rollup.reduce_span`` computes in SQL."""
     import polars as pl
 
     lf = lf.filter((pl.col("ts_ms") >= sel.since_ms) & (pl.col("ts_ms") < sel.until_ms) & sel.gpu_filter())

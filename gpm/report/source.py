@@ -1,6 +1,6 @@
 """Where the report's minute rows come from: the rollup, and the raw rows it does not cover.
 
-One read transaction of SQLite (``gpm.store.reductions.snapshot``) gives the
+One read transaction of SQLite (``gpm.store.rollup.snapshot``) gives the
 archive manifest, the rolled-up hours still current and the raw rows of the
 rest, so a concurrent `gpm archive` is seen either before or after its
 commit, never half-way: each row is in SQLite or in a listed part file,
@@ -22,7 +22,7 @@ from gpm.report import rollup as r
 from gpm.report.rollup import Selection
 from gpm.store.archive_files import day_name, host_of, owned_hosts
 from gpm.store.history import scan_files
-from gpm.store.reductions import (BUCKET_MS, HOUR_MS, MINUTE_COLUMNS, closed_until, current_hours,
+from gpm.store.rollup import (BUCKET_MS, HOUR_MS, MINUTE_COLUMNS, closed_until, current_hours,
                                   reduce_span, roll_up, snapshot)
 from gpm.store.timeseries import DAY_MS, table_exists
 
@@ -266,7 +266,7 @@ def gpu_rollup(conn: sqlite3.Connection | None, archive_dir: Path | None, sel: S
 
     With ``use_rollup`` the SQLite hours of the range that have rows but no
     current rollup are rolled up first and stored (the write path's
-    function, ``gpm.store.reductions.roll_up``); a database that cannot be
+    function, ``gpm.store.rollup.roll_up``); a database that cannot be
     written is read raw. ``use_rollup=False`` (``--no-cache``) reads and
     writes no rollup: every figure from raw rows. ``progress(total)`` returns
     a callback advanced once per hour or day rolled up (a progress bar).

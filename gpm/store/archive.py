@@ -104,7 +104,7 @@ def archive(conn: sqlite3.Connection, archive_dir: str | os.PathLike, *, cutoff:
 
     The caller holds the archive lock (``gpm.locks``) for the whole call.
     `gpm archive` and the daemon call ``gpm.archiving.archive``, which also
-    keeps the report's reductions current around this.
+    keeps the report's rollup current around this.
     """
     archive_dir = Path(archive_dir)
     result = ArchiveResult(db_bytes_before=db_bytes(conn))

@@ -12,7 +12,7 @@ import json
 import logging
 import sqlite3
 
-from gpm.gpu.model import GpuProcess, GpuSample
+from gpm.gpu.sample import GpuProcess, GpuSample
 
 MAX_GAP_MS = 10 * 60 * 1000  # longer gaps mean gpm was not sampling: not counted
 

@@ -13,7 +13,7 @@ import sqlite3
 from typing import Iterable, Iterator
 from urllib.parse import quote
 
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.store.db import write
 from gpm.store.schema_core import SOURCE_CODES
 

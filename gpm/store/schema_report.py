@@ -7,7 +7,7 @@ archived (re-running a week's report replaces its rows).
 ``report_hours``, ``report_minutes`` and ``report_hist`` keep the report's
 first stage (per-GPU, per-minute partials and the utilization histogram) of
 each closed hour of ``gpu_metrics`` as plain rows, written by sqlite3 alone
-(``gpm.store.reductions``), so that `gpm sample` and the daemon keep them
+(``gpm.store.rollup``), so that `gpm sample` and the daemon keep them
 current: reducing a week of 1 Hz samples takes seconds, reading the reduced
 hours a fraction of one. A reduced hour is used only while the first and
 last sample of that hour, and the busy threshold, are unchanged.

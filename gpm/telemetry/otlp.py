@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Callable, Iterable
 from urllib.parse import urlparse
 
 from gpm import __version__
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.telemetry.llm import (
     DURATION_BUCKETS_SECONDS,
     TOKEN_BUCKETS,

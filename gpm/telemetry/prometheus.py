@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from gpm import __version__
 from gpm.alerts.event import AlertEvent
-from gpm.gpu.model import THROTTLE_REASONS, GpuSample
+from gpm.gpu.sample import THROTTLE_REASONS, GpuSample
 from gpm.humanize import visible
 from gpm.outfile import replacing
 from gpm.telemetry.state import COLLECTORS, CollectorResult, MetricsState, Snapshot

@@ -27,7 +27,7 @@ from typing import Callable
 
 from gpm.alerts.event import AlertEvent
 from gpm.errors import GpmError
-from gpm.gpu.model import GpuSample
+from gpm.gpu.sample import GpuSample
 from gpm.telemetry.llm import LlmAggregator, LoadedModel, ModelStats
 
 log = logging.getLogger("gpm.telemetry")

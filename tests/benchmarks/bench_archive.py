@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from gpm.store.archive import archive, cutoff_ms  # noqa: E402
 from gpm.store.db import open_db  # noqa: E402
-from gpm.store.reductions import refresh  # noqa: E402
+from gpm.store.rollup import refresh  # noqa: E402
 from tests.benchmarks.docs import DOCS, machine, replace_rows  # noqa: E402
 from tests.benchmarks.trace import DAY_MS, trace_frame, write_trace  # noqa: E402
 

@@ -24,7 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from gpm.classify.facts import ProcessFacts, read_facts  # noqa: E402
+from gpm.classify.process_facts import ProcessFacts, read_facts  # noqa: E402
 from gpm.classify.rules import Context, classify  # noqa: E402
 from gpm.classify.steam import SteamLibrary  # noqa: E402
 from gpm.classify.user_rules import validate_rules  # noqa: E402

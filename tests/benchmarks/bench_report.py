@@ -2,7 +2,7 @@
 
 - week: 8 GPUs x 7 days at 1 Hz (4.8 million rows) in SQLite.
   (1) as a user gets it: the closed hours were reduced by the write path
-  (`gpm sample` / the daemon's reduce job, ``gpm.store.reductions.refresh``,
+  (`gpm sample` / the daemon's rollup job, ``gpm.store.rollup.refresh``,
   run here once over the week, and timed per hour); the report reads
   ``report_minutes`` plus the raw rows of the partial hours at the edges.
   (2) cold worst case: no reductions at all (a database filled by something
@@ -258,7 +258,7 @@ def main() -> None:
         if "week-cold" in only:
             results["week-cold"] = measure(trees, opts.runs, week_args, env, before=clear)
         from gpm.store.db import connect
-        from gpm.store.reductions import refresh
+        from gpm.store.rollup import refresh
 
         clear()
         conn = connect(db)

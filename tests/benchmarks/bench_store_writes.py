@@ -39,7 +39,7 @@ START, END = "<!-- bench_store_writes:start -->", "<!-- bench_store_writes:end -
 sys.path.insert(0, str(REPO))
 
 from gpm.config import load_config  # noqa: E402
-from gpm.gpu.model import GpuProcess, GpuSample, ProcessDetails  # noqa: E402
+from gpm.gpu.sample import GpuProcess, GpuSample, ProcessDetails  # noqa: E402
 from gpm.sampling import Sampler  # noqa: E402
 from gpm.store.db import open_db, utils_db, write  # noqa: E402
 from gpm.store.samples import gpu_key, metric_row  # noqa: E402

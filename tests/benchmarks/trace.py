@@ -150,7 +150,7 @@ def write_trace(conn: sqlite3.Connection, frame: pl.DataFrame, host: str = "benc
 
 def trace_samples(frame: pl.DataFrame) -> Iterator[list]:
     """The trace as ``GpuSample`` lists, one list per sample time, for ``save_samples``."""
-    from gpm.gpu.model import GpuSample
+    from gpm.gpu.sample import GpuSample
 
     for (ts_ms,), rows in frame.group_by(["ts_ms"], maintain_order=True):
         samples = []

@@ -1,6 +1,6 @@
 """A monotonic clock that moves only when a loop waits on it.
 
-``gpm.schedule.ticks``, ``Stopper`` and the daemon's ``Runner`` take a
+``gpm.repeat.ticks``, ``Stopper`` and the daemon's ``Runner`` take a
 ``clock`` and a ``wait``; given this one's, a schedule runs at full speed and
 every run happens at an exact fake time, so tests assert on the times
 themselves instead of on gaps between real sleeps, which a loaded machine

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gpm.gpu.model import GpuProcess, GpuSample
+from gpm.gpu.sample import GpuProcess, GpuSample
 from gpm.llm.record import REQUEST_COLUMNS
 from gpm.store.db import open_db, write
 from gpm.store.llm import save_request

@@ -315,7 +315,7 @@ def test_a_value_sqlite_refuses_costs_that_process_its_details_only(tmp_path):
     """A surrogate (what os.readlink gives for an undecodable byte) in one process's
     details; before #12.2 the whole sample's transaction failed on it."""
     from gpm.config import load_config
-    from gpm.gpu.model import GpuProcess, GpuSample, ProcessDetails
+    from gpm.gpu.sample import GpuProcess, GpuSample, ProcessDetails
     from gpm.sampling import Sampler
     from gpm.store.db import open_db
 

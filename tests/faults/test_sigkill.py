@@ -40,7 +40,7 @@ GPUS = 3
 ARMED = r"""
 import sys
 import pynvml, gpm.cli.sample, gpm.cli.daemon, gpm.sampling, gpm.gpu.nvml, gpm.store.process_events
-import gpm.classify.live, gpm.daemon.jobs, gpm.store.reductions
+import gpm.classify.live, gpm.daemon.jobs, gpm.store.rollup
 from gpm.cli import main
 print("ready", flush=True)
 sys.stdin.readline()

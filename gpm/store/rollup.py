@@ -13,7 +13,7 @@ keep the same rollup beside their Parquet files.
 Everything here is sqlite3 alone (no Polars), so the write path keeps the
 tables current: ``gpm sample`` calls ``refresh`` at its end (one indexed
 query when nothing closed since its last run), the daemon runs it as its
-``reduce`` job and ``gpm archive`` before it moves rows, so a report finds
+``rollup`` job and ``gpm archive`` before it moves rows, so a report finds
 the past hours rolled up and reads ~1,300 rows per GPU-day instead of 86,400.
 
 No race with `gpm archive` by construction: an hour is rolled up inside one
@@ -30,7 +30,7 @@ import contextlib
 import sqlite3
 from typing import Callable, Iterable, Iterator
 
-from gpm.gpu.model import THROTTLE_REASONS
+from gpm.gpu.sample import THROTTLE_REASONS
 from gpm.store.db import write
 
 BUCKET_MS = 60_000
