@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from gpm.humanize import fmt_bytes
+from gpm.report import cost
 from gpm.report.render import kwh
 from gpm.report.svg import esc
 
@@ -112,13 +113,9 @@ def priced(obj: dict) -> dict | None:
 
 
 def money(obj: dict):
-    pricing = priced(obj) or {}
-    currency = pricing.get("currency") or ""
-    return lambda v: f"{v:,.2f} {currency}".strip()
-
-
-def co2(g: float) -> str:
-    return f"{g / 1000:.2f} kg" if g >= 1000 else f"{g:.0f} g"
+    """Amounts as the text report writes them (``EUR 1,234.56``, gpm.report.cost.money)."""
+    currency = (priced(obj) or {}).get("currency")
+    return lambda v: cost.money(v, currency)
 
 
 def price_headers(obj: dict) -> list[str]:
@@ -131,4 +128,4 @@ def price_cells(obj: dict, row: dict, *path) -> list[Num]:
     if not priced(obj):
         return []
     return [cell(row.get("cost"), money(obj), (*path, "cost") if "cost" in row else None),
-            cell(row.get("co2_grams"), co2, (*path, "co2_grams") if "co2_grams" in row else None)]
+            cell(row.get("co2_grams"), cost.grams, (*path, "co2_grams") if "co2_grams" in row else None)]
