@@ -123,6 +123,8 @@ class Channel:
         return None
 
     def deliver(self, event: AlertEvent) -> None:
+        """Tell ``event``; raise DeliveryError saying why it failed. Every channel defines it
+        (log, desktop, hook, webhook): a Channel itself is never used."""
         raise NotImplementedError
 
     def abort(self) -> None:
